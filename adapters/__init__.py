@@ -1,0 +1,1 @@
+"""Broker adapters: implementations of the engine's broker port (engine/broker.py)."""

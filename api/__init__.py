@@ -1,0 +1,1 @@
+"""Composition root: HTTP API, auth and the CLI."""

@@ -1,0 +1,117 @@
+"""A thin, safe runtime over the durable-rules engine core.
+
+Why not `durable.engine.Host`: a Host starts two timer threads that dispatch
+pending actions on their own; an action taken by that thread while we wait
+for it is a denial we never see. We drive the engine core synchronously,
+read the names of the rules that fired straight from its action queue, and
+run no Python action at all, so no action exception can be swallowed.
+
+Why our own JSON: durable's parser rejects exponent notation (`1e-05`,
+`1e+16`), which `json.dumps` emits, and misreads numbers beyond about 1e15.
+Numbers are written in plain decimal and facts are clamped to that range.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import threading
+from decimal import Decimal
+from typing import Any
+
+import durable_rules_engine as _core
+
+__all__ = ["LIMIT", "DurableRuleset", "encode"]
+
+LIMIT = 1e15 - 1
+_SID = "0"
+_HANDLED, _NOT_HANDLED = 0, 1
+
+
+def encode(value: Any) -> str:
+    """JSON text the engine core parses: numbers in plain decimal, no exponent."""
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(str(k))}:{encode(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(encode(v) for v in value) + "]"
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, int | float):
+        return _number(value)
+    raise TypeError(f"cannot encode {type(value).__name__} for the rules engine")
+
+
+def _number(value: float) -> str:
+    if math.isnan(value):
+        raise ValueError("NaN cannot be compared")
+    clamped = max(-LIMIT, min(LIMIT, value))
+    if isinstance(clamped, int):
+        return str(clamped)
+    if clamped == int(clamped):
+        return str(int(clamped))
+    text = repr(clamped)
+    if "e" in text or "E" in text:
+        text = format(Decimal(text), "f")
+    return text
+
+
+class DurableRuleset:
+    """One compiled ruleset; `fired(fact)` returns the names of the rules it fires.
+
+    Evaluations are serialised by a lock and share one state (`sid`), so the
+    engine never holds more than one state however many orders it judges; the
+    fact is retracted before the lock is released, so no evaluation sees
+    another's fact.
+    """
+
+    def __init__(self, name: str, definition: dict[str, Any]) -> None:
+        self._handle = _core.create_ruleset(name, encode(definition))
+        self._lock = threading.Lock()
+        self._ids = itertools.count()
+        self._closed = False
+
+    def fired(self, fact: dict[str, Any]) -> set[str]:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("ruleset was retired")
+            text = encode({**fact, "sid": _SID, "id": f"e{next(self._ids)}"})
+            try:
+                return self._assert(text)
+            finally:
+                self._retract(text)
+
+    def _assert(self, text: str) -> set[str]:
+        code, state_handle = _core.assert_fact(self._handle, text)[:2]
+        if code == _NOT_HANDLED:
+            return set()
+        if code != _HANDLED:
+            raise RuntimeError(f"rules engine refused the fact (code {code})")
+        names: set[str] = set()
+        started = _core.start_action_for_state(self._handle, state_handle)
+        message = started[1] if started else None
+        while message:
+            names.update(json.loads(message))
+            message = _core.complete_and_start_action(self._handle, state_handle)
+        return names
+
+    def _retract(self, text: str) -> None:
+        try:
+            _core.retract_fact(self._handle, text)
+        except Exception:
+            # a state we cannot clean is dropped whole, so the next order starts empty
+            _core.delete_state(self._handle, _SID)
+
+    def state(self) -> dict[str, Any]:
+        with self._lock:
+            return dict(json.loads(_core.get_state(self._handle, _SID)))
+
+    def facts(self) -> list[Any]:
+        with self._lock:
+            return list(json.loads(_core.get_facts(self._handle, _SID)))
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                _core.delete_ruleset(self._handle)

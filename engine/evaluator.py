@@ -1,0 +1,181 @@
+"""Evaluate orders against a compiled policy version, fail-closed.
+
+`Evaluator.evaluate` never raises and never approves by accident: invalid
+input is `rejected` with every bad field named; any fault inside evaluation
+(the rules engine included) blocks the order with `engine_error`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from ._durable import DurableRuleset
+from .clock import Clock, system_clock
+from .compiler import MISSING_SUFFIX, CompiledPolicy, compile_policy, presence_flag
+from .decision import CheckResult, Decision, FieldError, Reason, sort_triggers
+from .explain import explain, holds
+from .facts import Fact, build_fact
+from .loader import LoadedPolicies
+from .models import EngineState, OrderRequest
+from .policy import Rule
+
+__all__ = ["Evaluator", "compiled", "field_errors"]
+
+log = logging.getLogger("apex.engine")
+
+_CACHE_SIZE = 16
+_cache: OrderedDict[tuple[str, str], tuple[CompiledPolicy, DurableRuleset]] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def compiled(loaded: LoadedPolicies) -> tuple[CompiledPolicy, DurableRuleset]:
+    """Compile once per policy version (policy digest + compliance digest)."""
+    key = (loaded.policies.policy_digest, loaded.policies.compliance_digest)
+    with _cache_lock:
+        hit = _cache.get(key)
+        if hit is not None:
+            _cache.move_to_end(key)
+            return hit
+        policy = compile_policy(loaded.policies, loaded.config)
+        name = "apex_" + key[0][7:23] + "_" + key[1][7:23]
+        entry = (policy, DurableRuleset(name, policy.definition))
+        _cache[key] = entry
+        if len(_cache) > _CACHE_SIZE:
+            # An evaluator still holding the retired version gets engine_error: fail-closed.
+            _, (_, retired) = _cache.popitem(last=False)
+            retired.close()
+        return entry
+
+
+def field_errors(exc: ValidationError) -> tuple[FieldError, ...]:
+    out = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"]) or "(body)"
+        out.append(FieldError(path, err["msg"]))
+    return tuple(out)
+
+
+class Evaluator:
+    """Judges orders against one policy version; safe to share between threads."""
+
+    def __init__(self, loaded: LoadedPolicies, clock: Clock = system_clock) -> None:
+        self._loaded = loaded
+        self._policy, self._ruleset = compiled(loaded)
+        self._clock = clock
+
+    @property
+    def policy(self) -> CompiledPolicy:
+        return self._policy
+
+    @property
+    def check_ids(self) -> tuple[str, ...]:
+        return tuple(rule.id for rule in self._policy.policies.rules)
+
+    def evaluate(
+        self,
+        order: OrderRequest | Mapping[str, Any],
+        state: EngineState | None = None,
+        now: datetime | None = None,
+    ) -> Decision:
+        moment = now or self._clock()
+        request = dict(order) if isinstance(order, Mapping) else {}
+        try:
+            parsed = (
+                order if isinstance(order, OrderRequest) else OrderRequest.model_validate(order)
+            )
+        except ValidationError as exc:
+            return self._decision("rejected", moment, request=request, errors=field_errors(exc))
+        except Exception as exc:  # anything odd about the input itself
+            log.exception("order could not be read")
+            error = FieldError("(body)", f"could not be read: {type(exc).__name__}")
+            return self._decision("rejected", moment, request=request, errors=(error,))
+        try:
+            return self._judge(parsed, state or EngineState(), moment)
+        except Exception as exc:
+            log.exception("evaluation failed; order blocked")
+            reason = Reason("engine", "error", "ENGINE_ERROR", "engine_error", _fault(exc))
+            return self._decision(
+                "blocked",
+                moment,
+                order=parsed,
+                checks_run=self.check_ids,
+                results=dict.fromkeys(self.check_ids, "error"),
+                triggers=("engine_error",),
+                reasons=(reason,),
+            )
+
+    def _judge(self, order: OrderRequest, state: EngineState, now: datetime) -> Decision:
+        config = self._policy.config
+        fact = build_fact(order, state, config, now)
+        flags = {presence_flag(f): f in fact for f in self._policy.flagged_fields}
+        fired = self._ruleset.fired({"kind": "order", **fact, **flags})
+        results: dict[str, CheckResult] = {}
+        reasons: list[Reason] = []
+        triggers: set[str] = set()
+        for rule in self._policy.policies.rules:
+            result, reason = self._check(rule, fact, fired)
+            results[rule.id] = result
+            if reason is not None:
+                reasons.append(reason)
+                triggers.add(reason.trigger)
+        status = "blocked" if triggers else "evaluated"
+        return self._decision(
+            status,
+            now,
+            order=order,
+            checks_run=self.check_ids,
+            results=results,
+            triggers=sort_triggers(triggers),
+            reasons=tuple(reasons),
+        )
+
+    def _check(self, rule: Rule, fact: Fact, fired: set[str]) -> tuple[CheckResult, Reason | None]:
+        config = self._policy.config
+        inputs = self._policy.inputs[rule.id]
+        # what plain Python says, to explain the result and to check the engine
+        absent = [f for f in inputs.when if f not in fact]
+        applies = not absent and (
+            rule.applies_when is None or holds(rule.applies_when, fact, config)
+        )
+        if applies:
+            absent = [f for f in inputs.deny if f not in fact]
+        expect_missing = bool(absent)
+        expect_fail = applies and not absent and holds(rule.deny_when, fact, config)
+        engine_missing = rule.id + MISSING_SUFFIX in fired
+        engine_fail = rule.id in fired
+        if engine_missing != expect_missing or (not expect_missing and engine_fail != expect_fail):
+            detail = (
+                f"rules engine and reference disagree (engine: missing={engine_missing}, "
+                f"fail={engine_fail}; reference: missing={expect_missing}, fail={expect_fail})"
+            )
+            log.error("check %s: %s", rule.id, detail)
+            return "error", Reason(rule.id, "error", "ENGINE_DISAGREEMENT", "engine_error", detail)
+        if engine_missing:
+            detail = "missing input: " + ", ".join(absent)
+            return "error", Reason(rule.id, "error", "MISSING_INPUT", rule.trigger, detail)
+        if engine_fail:
+            detail = explain(rule.deny_when, fact, config)
+            return "fail", Reason(rule.id, "fail", rule.code, rule.trigger, detail)
+        return "pass", None
+
+    def _decision(self, status: Any, moment: datetime, **parts: Any) -> Decision:
+        policies = self._policy.policies
+        return Decision(
+            status=status,
+            evaluated_at=moment,
+            policy_digest=policies.policy_digest,
+            compliance_digest=policies.compliance_digest,
+            **parts,
+        )
+
+
+def _fault(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

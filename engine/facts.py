@@ -1,0 +1,214 @@
+"""Turn an order, its context and the trading state into one flat fact.
+
+Derived values are computed here, in Python, so policies compare plain fields.
+A value that cannot be computed (its input is missing) is left out of the fact,
+and every rule that refers to it reports `error`: missing input never passes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from .calendar import session_open
+from .canonical import sha256_digest
+from .config import ComplianceConfig
+from .models import EngineState, OrderRequest, RecentOrder
+
+__all__ = ["FIELDS", "Fact", "FieldSpec", "FieldType", "build_fact"]
+
+FieldType = Literal["number", "string", "bool"]
+Fact = dict[str, float | str | bool]
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    type: FieldType
+    description: str
+
+
+def _f(type_: FieldType, description: str) -> FieldSpec:
+    return FieldSpec(type_, description)
+
+
+FIELDS: dict[str, FieldSpec] = {
+    # the order as sent
+    "account": _f("string", "account the order is for"),
+    "symbol": _f("string", "instrument symbol, upper case"),
+    "side": _f("string", "buy or sell"),
+    "quantity": _f("number", "order quantity (shares)"),
+    "order_type": _f("string", "market, limit or stop"),
+    "limit_price": _f("number", "limit price (limit orders only)"),
+    "stop_price": _f("number", "stop price (stop orders only)"),
+    "time_in_force": _f("string", "day, gtc, ioc, fok, opg or cls"),
+    "reduce_only": _f("bool", "the order may only reduce the position"),
+    "decision_reason": _f("string", "why the strategy sent the order"),
+    # the quote and what follows from it
+    "bid": _f("number", "quoted bid"),
+    "ask": _f("number", "quoted ask"),
+    "last": _f("number", "last trade price"),
+    "mid_price": _f("number", "(bid + ask) / 2"),
+    "reference_price": _f("number", "mid price, or last when bid/ask are missing"),
+    "spread_bps": _f("number", "(ask - bid) / mid, in basis points"),
+    "quote_age_s": _f("number", "seconds between the quote's timestamp and now"),
+    "quote_consistent": _f("bool", "bid <= ask and last within [bid, ask] widened by the spread"),
+    "notional": _f(
+        "number",
+        "quantity x price: limit or stop price, or the touch (ask to buy, bid to sell)",
+    ),
+    "price_distance_bps": _f(
+        "number", "|limit or stop price - reference price| / reference, in basis points"
+    ),
+    # model signals
+    "volatility": _f("number", "annualised volatility estimate"),
+    "regime": _f("string", "market regime label"),
+    "entropy": _f("number", "signal entropy"),
+    "drift": _f("number", "model drift (signed)"),
+    "drift_abs": _f("number", "|drift|"),
+    "signals_age_s": _f("number", "seconds since the signals were computed (as_of)"),
+    # integrity of what the client sent
+    "data_hash_ok": _f("bool", "data_hash equals sha256 of the canonical JSON of the quote"),
+    "protocol_hash_ok": _f(
+        "bool", "protocol_hash equals sha256 of the canonical JSON of the sorted protocols"
+    ),
+    "required_protocols_fired": _f(
+        "bool", "every protocol in protocols.required is among protocols_fired"
+    ),
+    # state
+    "position_before": _f("number", "signed position in the symbol before the order"),
+    "position_after": _f("number", "signed position if the order fills completely"),
+    "position_after_abs": _f("number", "|position_after|"),
+    "position_increases": _f(
+        "bool", "the order makes the absolute position larger or flips its sign"
+    ),
+    "orders_in_window": _f("number", "orders from the account within flow.rate_window_s"),
+    "duplicate_recent": _f("bool", "an identical order was seen within flow.duplicate_window_s"),
+    "omega_active": _f("bool", "the Omega directive (kill switch) is in force"),
+    "session_open": _f("bool", "the trading session is open now"),
+}
+
+
+def build_fact(
+    order: OrderRequest, state: EngineState, config: ComplianceConfig, now: datetime
+) -> Fact:
+    fact: Fact = {
+        "account": order.account,
+        "symbol": order.symbol,
+        "side": order.side,
+        "quantity": order.quantity,
+        "order_type": order.order_type,
+        "time_in_force": order.time_in_force,
+        "reduce_only": order.reduce_only,
+        "decision_reason": order.decision_reason,
+        "omega_active": state.omega_active,
+        "session_open": session_open(config.session, now),
+    }
+    _put(fact, "limit_price", order.limit_price)
+    _put(fact, "stop_price", order.stop_price)
+    _add_quote(fact, order, now)
+    _add_signals(fact, order, now)
+    _add_integrity(fact, order, config)
+    _add_state(fact, order, state, config, now)
+    return fact
+
+
+def _put(fact: Fact, name: str, value: float | str | bool | None) -> None:
+    if value is not None:
+        fact[name] = value
+
+
+def _add_quote(fact: Fact, order: OrderRequest, now: datetime) -> None:
+    quote = order.context.quote
+    if quote is None:
+        return
+    bid, ask, last = quote.bid, quote.ask, quote.last
+    _put(fact, "bid", bid)
+    _put(fact, "ask", ask)
+    _put(fact, "last", last)
+    if quote.timestamp is not None:
+        fact["quote_age_s"] = (now - quote.timestamp).total_seconds()
+    reference = last
+    if bid is not None and ask is not None:
+        mid = (bid + ask) / 2
+        reference = mid
+        fact["mid_price"] = mid
+        fact["spread_bps"] = (ask - bid) / mid * 10_000
+        width = max(ask - bid, 0.0)
+        fact["quote_consistent"] = bid <= ask and (
+            last is None or bid - width <= last <= ask + width
+        )
+    _put(fact, "reference_price", reference)
+    if order.order_type == "market":
+        touch = ask if order.side == "buy" else bid
+        price = touch if touch is not None else last
+    else:
+        price = order.limit_price if order.order_type == "limit" else order.stop_price
+        if price is not None and reference is not None:
+            fact["price_distance_bps"] = abs(price - reference) / reference * 10_000
+    if price is not None:
+        fact["notional"] = order.quantity * price
+
+
+def _add_signals(fact: Fact, order: OrderRequest, now: datetime) -> None:
+    ctx = order.context
+    _put(fact, "volatility", ctx.volatility)
+    _put(fact, "regime", ctx.regime)
+    _put(fact, "entropy", ctx.entropy)
+    _put(fact, "drift", ctx.drift)
+    if ctx.drift is not None:
+        fact["drift_abs"] = abs(ctx.drift)
+    as_of = ctx.as_of or (ctx.quote.timestamp if ctx.quote else None)
+    if as_of is not None:
+        fact["signals_age_s"] = (now - as_of).total_seconds()
+
+
+def _add_integrity(fact: Fact, order: OrderRequest, config: ComplianceConfig) -> None:
+    ctx = order.context
+    if ctx.data_hash is not None and ctx.quote_digest is not None:
+        fact["data_hash_ok"] = ctx.data_hash == ctx.quote_digest
+    if ctx.protocol_hash is not None:
+        fact["protocol_hash_ok"] = ctx.protocol_hash == sha256_digest(sorted(ctx.protocols_fired))
+    fact["required_protocols_fired"] = set(config.protocols.required) <= set(ctx.protocols_fired)
+
+
+def _add_state(
+    fact: Fact,
+    order: OrderRequest,
+    state: EngineState,
+    config: ComplianceConfig,
+    now: datetime,
+) -> None:
+    before = state.position(order.account, order.symbol)
+    signed = order.quantity if order.side == "buy" else -order.quantity
+    after = before + signed
+    fact["position_before"] = before
+    fact["position_after"] = after
+    fact["position_after_abs"] = abs(after)
+    fact["position_increases"] = abs(after) > abs(before) or before * after < 0
+    rate_since = now - timedelta(seconds=config.flow.rate_window_s)
+    dup_since = now - timedelta(seconds=config.flow.duplicate_window_s)
+    mine = [r for r in state.recent_orders if r.account == order.account and r.at <= now]
+    fact["orders_in_window"] = sum(1 for r in mine if r.at > rate_since)
+    fact["duplicate_recent"] = any(r.at > dup_since and _same_order(r, order) for r in mine)
+
+
+def _same_order(recent: RecentOrder, order: OrderRequest) -> bool:
+    if recent.client_order_id is not None and recent.client_order_id == order.client_order_id:
+        # the same id is a retry of the same order, which the gateway answers idempotently
+        return False
+    return (
+        recent.symbol,
+        recent.side,
+        recent.quantity,
+        recent.order_type,
+        recent.limit_price,
+        recent.stop_price,
+    ) == (
+        order.symbol,
+        order.side,
+        order.quantity,
+        order.order_type,
+        order.limit_price,
+        order.stop_price,
+    )

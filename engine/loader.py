@@ -1,0 +1,455 @@
+"""Load and validate a policy directory; report every problem at once.
+
+Layout: `policies/*.yaml` hold rules, `policies/compliance.yaml` the
+parameters. `policies/tests/` holds policy test cases and is not part of the
+policy set. Every issue carries a stable code, the file, the line and the rule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from ._yaml import Lines, line_of, load_yaml
+from .canonical import sha256_hex
+from .config import ComplianceConfig, ParamValue
+from .errors import PolicyError, PolicyIssue
+from .facts import FIELDS, FieldType
+from .policy import (
+    OPERATORS,
+    TRIGGERS,
+    AllOf,
+    AnyOf,
+    Compare,
+    Condition,
+    Constant,
+    Not,
+    Operand,
+    Param,
+    PolicySet,
+    Rule,
+)
+
+__all__ = [
+    "COMPLIANCE_FILE",
+    "LoadedPolicies",
+    "load_policies",
+    "pydantic_issues",
+    "validate_policies",
+]
+
+COMPLIANCE_FILE = "compliance.yaml"
+MAX_NUMBER = 1e15  # the rules engine cannot compare numbers beyond this reliably
+_RULE_KEYS = {"id", "description", "trigger", "code", "reason", "deny_when", "applies_when"}
+_RULE_ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_CODE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
+# durable-rules matches a whole value against a small regex dialect: no anchors,
+# no escapes like \d or \w, no lookaround.
+_PATTERN_FORBIDDEN = re.compile(r"[\^$\\]|\(\?")
+
+
+@dataclass(frozen=True)
+class LoadedPolicies:
+    policies: PolicySet
+    config: ComplianceConfig
+
+
+@dataclass
+class _Context:
+    file: str
+    lines: Lines
+    config: ComplianceConfig | None
+    issues: list[PolicyIssue] = field(default_factory=list)
+    rule_id: str | None = None
+
+    def add(self, code: str, message: str, path: tuple[str | int, ...]) -> None:
+        self.issues.append(
+            PolicyIssue(code, message, self.file, line_of(self.lines, path), self.rule_id)
+        )
+
+
+def load_policies(directory: Path) -> LoadedPolicies:
+    """The validated policy set and config, or `PolicyError` with every issue."""
+    loaded, issues = _load(directory)
+    if issues or loaded is None:
+        raise PolicyError(issues)
+    return loaded
+
+
+def validate_policies(directory: Path) -> list[PolicyIssue]:
+    return _load(directory)[1]
+
+
+def rule_files(directory: Path) -> list[Path]:
+    return sorted(
+        p for p in directory.iterdir()
+        if p.suffix in (".yaml", ".yml") and p.name != COMPLIANCE_FILE and p.is_file()
+    )  # fmt: skip
+
+
+def _load(directory: Path) -> tuple[LoadedPolicies | None, list[PolicyIssue]]:
+    if not directory.is_dir():
+        return None, [PolicyIssue("not_found", "policy directory does not exist", str(directory))]
+    issues: list[PolicyIssue] = []
+    config_path = directory / COMPLIANCE_FILE
+    config: ComplianceConfig | None = None
+    config_bytes = b""
+    if not config_path.is_file():
+        issues.append(
+            PolicyIssue("not_found", "compliance configuration missing", str(config_path))
+        )
+    else:
+        config_bytes = config_path.read_bytes()
+        config, config_issues = _load_config(config_bytes, str(config_path))
+        issues.extend(config_issues)
+
+    files = rule_files(directory)
+    if not files:
+        issues.append(PolicyIssue("not_found", "no policy files (*.yaml)", str(directory)))
+    rules: list[Rule] = []
+    digest = hashlib.sha256()
+    for path in files:
+        raw = path.read_bytes()
+        digest.update(f"{path.name}\n{sha256_hex(raw)}\n".encode())
+        file_rules, file_issues = _load_rule_file(raw, str(path), config)
+        rules.extend(file_rules)
+        issues.extend(file_issues)
+    issues.extend(_duplicate_ids(rules))
+    if issues or config is None:
+        return None, issues
+    policy_set = PolicySet(
+        rules=tuple(rules),
+        files=tuple(p.name for p in files),
+        policy_digest="sha256:" + digest.hexdigest(),
+        compliance_digest="sha256:" + sha256_hex(config_bytes),
+    )
+    return LoadedPolicies(policy_set, config), []
+
+
+def _load_config(raw: bytes, file: str) -> tuple[ComplianceConfig | None, list[PolicyIssue]]:
+    data, lines, issues = _parse(raw, file)
+    if issues:
+        return None, issues
+    try:
+        return ComplianceConfig.model_validate(data), []
+    except ValidationError as exc:
+        return None, pydantic_issues(exc, file, lines)
+
+
+def pydantic_issues(
+    exc: ValidationError, file: str, lines: Lines, rule_id: str | None = None
+) -> list[PolicyIssue]:
+    codes = {"extra_forbidden": "unknown_key", "missing": "missing_key"}
+    out = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        where = ".".join(str(p) for p in loc) or "(document)"
+        out.append(
+            PolicyIssue(
+                codes.get(err["type"], "wrong_type"),
+                f"{where}: {err['msg']}",
+                file,
+                line_of(lines, loc),
+                rule_id,
+            )
+        )
+    return out
+
+
+def _parse(raw: bytes, file: str) -> tuple[Any, Lines, list[PolicyIssue]]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, {}, [PolicyIssue("yaml_syntax", f"not UTF-8: {exc}", file)]
+    return load_yaml(text, file)
+
+
+def _load_rule_file(
+    raw: bytes, file: str, config: ComplianceConfig | None
+) -> tuple[list[Rule], list[PolicyIssue]]:
+    data, lines, issues = _parse(raw, file)
+    if issues:
+        return [], issues
+    ctx = _Context(file, lines, config)
+    if not isinstance(data, dict):
+        ctx.add("wrong_type", "a policy file is a mapping with a `rules` list", ())
+        return [], ctx.issues
+    for key in data:
+        if key not in ("rules", "description"):
+            ctx.add("unknown_key", f"unknown key {key!r} (allowed: rules, description)", (key,))
+    items = data.get("rules")
+    if not isinstance(items, list) or not items:
+        ctx.add(
+            "empty_condition" if items == [] else "missing_key",
+            "`rules` must be a non-empty list",
+            ("rules",),
+        )
+        return [], ctx.issues
+    rules = []
+    for index, item in enumerate(items):
+        rule = _parse_rule(item, ("rules", index), ctx)
+        if rule is not None:
+            rules.append(rule)
+    return rules, ctx.issues
+
+
+def _parse_rule(item: Any, path: tuple[str | int, ...], ctx: _Context) -> Rule | None:
+    ctx.rule_id = None
+    if not isinstance(item, dict):
+        ctx.add("wrong_type", "a rule is a mapping", path)
+        return None
+    rule_id = item.get("id")
+    if isinstance(rule_id, str):
+        ctx.rule_id = rule_id
+    before = len(ctx.issues)
+    for key in item:
+        if key not in _RULE_KEYS:
+            ctx.add("unknown_key", f"unknown key {key!r} in rule", (*path, key))
+    for key in ("id", "description", "trigger", "code", "reason", "deny_when"):
+        if key not in item:
+            ctx.add("missing_key", f"rule needs {key!r}", path)
+    for key in ("id", "description", "trigger", "code", "reason"):
+        if key in item and (not isinstance(item[key], str) or not item[key].strip()):
+            ctx.add("wrong_type", f"{key!r} must be a non-empty string", (*path, key))
+    if isinstance(rule_id, str) and not _RULE_ID.match(rule_id):
+        ctx.add("invalid_value", f"id {rule_id!r} must match {_RULE_ID.pattern}", (*path, "id"))
+    code = item.get("code")
+    if isinstance(code, str) and not _CODE.match(code):
+        ctx.add("invalid_value", f"code {code!r} must match {_CODE.pattern}", (*path, "code"))
+    trigger = item.get("trigger")
+    if isinstance(trigger, str) and trigger not in TRIGGERS:
+        ctx.add(
+            "invalid_value",
+            f"trigger {trigger!r} is not one of {', '.join(TRIGGERS)}",
+            (*path, "trigger"),
+        )
+    deny = (
+        _condition(item.get("deny_when"), (*path, "deny_when"), ctx)
+        if "deny_when" in item
+        else None
+    )
+    applies = None
+    if "applies_when" in item:
+        applies = _condition(item["applies_when"], (*path, "applies_when"), ctx)
+    if len(ctx.issues) > before or deny is None:
+        return None
+    return Rule(
+        id=item["id"],
+        description=item["description"].strip(),
+        trigger=item["trigger"],
+        code=item["code"],
+        reason=item["reason"].strip(),
+        deny_when=deny,
+        applies_when=applies,
+        source=ctx.file,
+        line=line_of(ctx.lines, path),
+    )
+
+
+def _condition(
+    node: Any, path: tuple[str | int, ...], ctx: _Context, negated: bool = False
+) -> Condition | None:
+    if not isinstance(node, dict) or not node:
+        code = "empty_condition" if node in (None, {}, []) else "wrong_type"
+        ctx.add(code, "a condition is a mapping: all, any, not, or field with an operator", path)
+        return None
+    for combinator in ("all", "any"):
+        if combinator in node:
+            return _combination(combinator, node, path, ctx, negated)
+    if "not" in node:
+        if len(node) != 1:
+            ctx.add("unknown_key", "`not` stands alone in its mapping", path)
+        inner = _condition(node["not"], (*path, "not"), ctx, not negated)
+        return Not(item=inner) if inner is not None else None
+    return _comparison(node, path, ctx, negated)
+
+
+def _combination(
+    name: str, node: dict[str, Any], path: tuple[str | int, ...], ctx: _Context, negated: bool
+) -> Condition | None:
+    if len(node) != 1:
+        ctx.add("unknown_key", f"`{name}` stands alone in its mapping", path)
+    items = node[name]
+    if not isinstance(items, list) or not items:
+        ctx.add("empty_condition", f"`{name}` needs a non-empty list of conditions", (*path, name))
+        return None
+    parsed = [_condition(c, (*path, name, i), ctx, negated) for i, c in enumerate(items)]
+    if any(p is None for p in parsed):
+        return None
+    kept = tuple(p for p in parsed if p is not None)
+    return AllOf(items=kept) if name == "all" else AnyOf(items=kept)
+
+
+def _comparison(
+    node: dict[str, Any], path: tuple[str | int, ...], ctx: _Context, negated: bool
+) -> Condition | None:
+    ops = [k for k in node if k in OPERATORS]
+    for key in node:
+        if key != "field" and key not in OPERATORS:
+            ctx.add(
+                "unknown_key",
+                f"unknown key {key!r} (operators: {', '.join(OPERATORS)})",
+                (*path, key),
+            )
+    if "field" not in node:
+        ctx.add("missing_key", "a comparison needs `field`", path)
+        return None
+    if len(ops) != 1:
+        ctx.add(
+            "missing_key" if not ops else "unknown_key",
+            "a comparison has exactly one operator",
+            path,
+        )
+        return None
+    name, op = node["field"], ops[0]
+    spec = FIELDS.get(name) if isinstance(name, str) else None
+    if spec is None:
+        ctx.add("unknown_field", f"unknown fact field {name!r}", (*path, "field"))
+        return None
+    if op == "matches" and negated:
+        # durable-rules 2.0.28's $nmt never matches: a negated pattern would never deny
+        ctx.add(
+            "unsupported_negation",
+            "`matches` cannot be negated (the rules engine cannot say 'does not match'); "
+            "list the values with `in`/`not_in` instead",
+            (*path, op),
+        )
+        return None
+    operand = _operand(node[op], (*path, op), ctx)
+    if operand is None:
+        return None
+    if not _check_types(name, spec.type, op, operand, (*path, op), ctx):
+        return None
+    return Compare(field=name, op=op, value=operand)
+
+
+def _operand(value: Any, path: tuple[str | int, ...], ctx: _Context) -> Operand | None:
+    if isinstance(value, dict):
+        if set(value) != {"param"} or not isinstance(value["param"], str):
+            ctx.add("wrong_type", "a parameter reference is {param: group.name}", path)
+            return None
+        if ctx.config is not None and ctx.config.param(value["param"]) is None:
+            ctx.add(
+                "unknown_param", f"unknown parameter {value['param']!r} in compliance.yaml", path
+            )
+            return None
+        return Param(name=value["param"])
+    if isinstance(value, list):
+        return tuple(value)
+    if value is None:
+        ctx.add("wrong_type", "a comparison needs a value", path)
+        return None
+    return value  # type: ignore[no-any-return]
+
+
+def _resolved(operand: Operand, ctx: _Context) -> ParamValue | Constant | None:
+    if isinstance(operand, Param):
+        return ctx.config.param(operand.name) if ctx.config is not None else None
+    return operand
+
+
+def _check_types(
+    name: str,
+    ftype: FieldType,
+    op: str,
+    operand: Operand,
+    path: tuple[str | int, ...],
+    ctx: _Context,
+) -> bool:
+    value = _resolved(operand, ctx)
+    if value is None:
+        return True  # the config did not load; its own issues are reported
+    shown = operand.name if isinstance(operand, Param) else repr(value)
+    if op == "missing":
+        if isinstance(operand, Param) or not isinstance(value, bool):
+            ctx.add("wrong_type", "`missing` takes true or false", path)
+            return False
+        return True
+    if op in ("in", "not_in"):
+        if not isinstance(value, list | tuple) or not value:
+            ctx.add("wrong_type", f"`{op}` needs a non-empty list, got {shown}", path)
+            return False
+        items = list(value)
+    else:
+        if isinstance(value, list | tuple):
+            ctx.add("wrong_type", f"`{op}` needs a single value, got a list {shown}", path)
+            return False
+        items = [value]
+    if op in ("gt", "ge", "lt", "le") and ftype != "number":
+        ctx.add("wrong_type", f"`{op}` compares numbers; {name} is a {ftype}", path)
+        return False
+    if op == "matches":
+        return _check_pattern(name, ftype, value, path, ctx)
+    for item in items:
+        if _type_of(item) != ftype:
+            ctx.add("wrong_type", f"{name} is a {ftype}; {shown} is not", path)
+            return False
+        if (
+            isinstance(item, float | int)
+            and not isinstance(item, bool)
+            and (math.isnan(item) or abs(item) >= MAX_NUMBER)
+        ):
+            ctx.add("invalid_value", f"{item!r} is out of range (|x| < 1e15)", path)
+            return False
+    return True
+
+
+def _check_pattern(
+    name: str, ftype: FieldType, value: Any, path: tuple[str | int, ...], ctx: _Context
+) -> bool:
+    if ftype != "string" or not isinstance(value, str):
+        ctx.add(
+            "wrong_type",
+            f"`matches` takes a string pattern on a string field; {name} is a {ftype}",
+            path,
+        )
+        return False
+    if _PATTERN_FORBIDDEN.search(value):
+        ctx.add(
+            "invalid_pattern",
+            "patterns match the whole value; ^, $, \\ and (? are not supported",
+            path,
+        )
+        return False
+    try:
+        re.compile(value)
+    except re.error as exc:
+        ctx.add("invalid_pattern", f"bad pattern {value!r}: {exc}", path)
+        return False
+    return True
+
+
+def _type_of(value: Any) -> FieldType | None:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return None
+
+
+def _duplicate_ids(rules: list[Rule]) -> list[PolicyIssue]:
+    seen: dict[str, Rule] = {}
+    issues = []
+    for rule in rules:
+        if rule.id in seen:
+            first = seen[rule.id]
+            issues.append(
+                PolicyIssue(
+                    "duplicate_rule_id",
+                    f"rule id already used at {first.source}:{first.line}",
+                    rule.source,
+                    rule.line,
+                    rule.id,
+                )
+            )
+        else:
+            seen[rule.id] = rule
+    return issues

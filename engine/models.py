@@ -1,0 +1,162 @@
+"""Order requests and the trading state they are judged against (SPEC section 6).
+
+Every model is frozen and forbids unknown keys. Strict mode keeps a string
+from silently becoming a number; bounds keep every number finite and small
+enough that no derived value overflows what the rules engine can compare.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    model_validator,
+)
+
+from .canonical import sha256_digest
+
+__all__ = [
+    "MAX_PRICE",
+    "MAX_QUANTITY",
+    "EngineState",
+    "OrderContext",
+    "OrderRequest",
+    "Quote",
+    "RecentOrder",
+]
+
+MAX_QUANTITY = 1_000_000_000.0
+MAX_PRICE = 10_000_000.0
+MAX_SIGNAL = 1_000_000.0
+
+_Strict = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+Price = Annotated[float, Field(gt=0, le=MAX_PRICE, allow_inf_nan=False)]
+Quantity = Annotated[float, Field(gt=0, le=MAX_QUANTITY, allow_inf_nan=False)]
+Signal = Annotated[float, Field(ge=-MAX_SIGNAL, le=MAX_SIGNAL, allow_inf_nan=False)]
+Timestamp = Annotated[AwareDatetime, Field(strict=False)]
+Side = Literal["buy", "sell"]
+OrderType = Literal["market", "limit", "stop"]
+TimeInForce = Literal["day", "gtc", "ioc", "fok", "opg", "cls"]
+Symbol = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9.\-/]{0,15}$")]
+Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:\-]+$")]
+Digest = Annotated[str, Field(max_length=100)]
+
+
+class Quote(BaseModel):
+    model_config = _Strict
+
+    bid: Price | None = None
+    ask: Price | None = None
+    last: Price | None = None
+    timestamp: Timestamp | None = None
+
+
+class OrderContext(BaseModel):
+    """Market and model context sent with the order; every part may be missing,
+    and a check whose input is missing does not pass."""
+
+    model_config = _Strict
+
+    quote: Quote | None = None
+    volatility: Annotated[float, Field(ge=0, le=MAX_SIGNAL, allow_inf_nan=False)] | None = None
+    regime: Annotated[str, Field(max_length=32)] | None = None
+    entropy: Signal | None = None
+    drift: Signal | None = None
+    as_of: Timestamp | None = None
+    data_hash: Digest | None = None
+    protocols_fired: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=32)]], Field(max_length=64)
+    ] = Field(default_factory=list)
+    protocol_hash: Digest | None = None
+
+    # The digest of the quote exactly as the client sent it: re-serialising the
+    # parsed model would turn 150 into 150.0 and change the hash.
+    _quote_digest: str | None = PrivateAttr(default=None)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _remember_quote_digest(
+        cls, data: Any, handler: ModelWrapValidatorHandler[OrderContext]
+    ) -> OrderContext:
+        context = handler(data)
+        if isinstance(data, dict) and isinstance(data.get("quote"), dict):
+            context._quote_digest = sha256_digest(data["quote"])
+        elif context.quote is not None and context._quote_digest is None:
+            context._quote_digest = sha256_digest(
+                context.quote.model_dump(mode="json", exclude_none=True)
+            )
+        return context
+
+    @property
+    def quote_digest(self) -> str | None:
+        return self._quote_digest
+
+
+class OrderRequest(BaseModel):
+    model_config = _Strict
+
+    client_order_id: Identifier
+    account: Identifier = "default"
+    symbol: Symbol
+    side: Side
+    quantity: Quantity
+    order_type: OrderType
+    limit_price: Price | None = None
+    stop_price: Price | None = None
+    time_in_force: TimeInForce = "day"
+    reduce_only: bool = False
+    decision_reason: Annotated[str, Field(max_length=200)] = "unspecified"
+    context: OrderContext = Field(default_factory=OrderContext)
+
+    @model_validator(mode="after")
+    def _prices_match_order_type(self) -> OrderRequest:
+        wanted = {"market": set(), "limit": {"limit_price"}, "stop": {"stop_price"}}
+        need = wanted[self.order_type]
+        for name in ("limit_price", "stop_price"):
+            present = getattr(self, name) is not None
+            if name in need and not present:
+                raise ValueError(f"{name} is required for a {self.order_type} order")
+            if name not in need and present:
+                raise ValueError(f"{name} is not allowed on a {self.order_type} order")
+        return self
+
+
+class RecentOrder(BaseModel):
+    """An order the account sent recently: feeds the rate and duplicate checks."""
+
+    model_config = _Strict
+
+    client_order_id: Identifier | None = None
+    account: Identifier = "default"
+    symbol: Symbol
+    side: Side
+    quantity: Quantity
+    order_type: OrderType
+    limit_price: Price | None = None
+    stop_price: Price | None = None
+    at: Timestamp
+
+
+class EngineState(BaseModel):
+    """What the engine knows beyond the order: positions, recent flow, the kill switch."""
+
+    model_config = _Strict
+
+    positions: dict[str, Annotated[float, Field(ge=-MAX_QUANTITY, le=MAX_QUANTITY)]] = Field(
+        default_factory=dict
+    )
+    recent_orders: list[RecentOrder] = Field(default_factory=list)
+    omega_active: bool = False
+    omega_reason: str | None = None
+
+    def position(self, account: str, symbol: str) -> float:
+        """Signed position; keys are `SYMBOL` or `ACCOUNT:SYMBOL`."""
+        value = self.positions.get(f"{account}:{symbol}", self.positions.get(symbol, 0.0))
+        return float(value)
