@@ -141,7 +141,7 @@ def _compile(condition: Condition, config: ComplianceConfig, negated: bool) -> d
 
 
 def _compare(leaf: Compare, config: ComplianceConfig, negated: bool) -> dict[str, Any]:
-    field, op = leaf.field, leaf.op
+    field, op = leaf.field, str(leaf.op)
     value = resolve(leaf.value, config)
     if op == "missing":
         present = not value if not negated else bool(value)

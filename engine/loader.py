@@ -326,7 +326,7 @@ def _comparison(
         return None
     if not _check_types(name, spec.type, op, operand, (*path, op), ctx):
         return None
-    return Compare(field=name, op=op, value=operand)
+    return Compare.model_validate({"field": name, "op": op, "value": operand})
 
 
 def _operand(value: Any, path: tuple[str | int, ...], ctx: _Context) -> Operand | None:
