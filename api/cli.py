@@ -20,6 +20,7 @@ from engine.evaluator import field_errors
 from engine.policy_tests import load_cases, run_cases
 
 from ._table import table
+from .cli_service import register
 
 __all__ = ["main"]
 
@@ -61,7 +62,17 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--policies", default=default_dir, metavar="DIR")
     evaluate.add_argument("--json", action="store_true", help="print the order log record as JSON")
     evaluate.set_defaults(handler=_evaluate)
+    register(commands)
+    demo = commands.add_parser("demo", help="scripted tour in simulation mode, in-process")
+    demo.add_argument("--json", action="store_true")
+    demo.set_defaults(handler=_demo)
     return parser
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(as_json=args.json)
 
 
 def _policy_validate(args: argparse.Namespace) -> int:

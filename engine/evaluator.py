@@ -85,31 +85,40 @@ class Evaluator:
         now: datetime | None = None,
     ) -> Decision:
         moment = now or self._clock()
-        request = dict(order) if isinstance(order, Mapping) else {}
         try:
             parsed = (
                 order if isinstance(order, OrderRequest) else OrderRequest.model_validate(order)
             )
         except ValidationError as exc:
-            return self._decision("rejected", moment, request=request, errors=field_errors(exc))
+            return self.rejected(order, moment, field_errors(exc))
         except Exception as exc:  # anything odd about the input itself
             log.exception("order could not be read")
             error = FieldError("(body)", f"could not be read: {type(exc).__name__}")
-            return self._decision("rejected", moment, request=request, errors=(error,))
+            return self.rejected(order, moment, (error,))
         try:
             return self._judge(parsed, state or EngineState(), moment)
         except Exception as exc:
             log.exception("evaluation failed; order blocked")
-            reason = Reason("engine", "error", "ENGINE_ERROR", "engine_error", _fault(exc))
-            return self._decision(
-                "blocked",
-                moment,
-                order=parsed,
-                checks_run=self.check_ids,
-                results=dict.fromkeys(self.check_ids, "error"),
-                triggers=("engine_error",),
-                reasons=(reason,),
-            )
+            return self.blocked(parsed, moment, "engine_error", "ENGINE_ERROR", _fault(exc))
+
+    def rejected(self, raw: Any, now: datetime, errors: tuple[FieldError, ...]) -> Decision:
+        """The decision for input that failed validation."""
+        request = dict(raw) if isinstance(raw, Mapping) else {}
+        return self._decision("rejected", now, request=request, errors=errors)
+
+    def blocked(
+        self, order: OrderRequest, now: datetime, trigger: str, code: str, detail: str
+    ) -> Decision:
+        """A decision blocked before the policies could run (every check `error`)."""
+        return self._decision(
+            "blocked",
+            now,
+            order=order,
+            checks_run=self.check_ids,
+            results=dict.fromkeys(self.check_ids, "error"),
+            triggers=(trigger,),
+            reasons=(Reason("engine", "error", code, trigger, detail),),
+        )
 
     def _judge(self, order: OrderRequest, state: EngineState, now: datetime) -> Decision:
         config = self._policy.config

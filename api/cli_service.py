@@ -1,0 +1,224 @@
+"""CLI commands that work on the service's store: serve, mode, omega, orders,
+audit, tokens. They use the same settings (`APEX_HOME`, `APEX_DATABASE_URL`,
+`APEX_POLICIES`) as the server."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+from engine import PolicyError
+from engine.audit import verify_chain
+from engine.gateway import MODES, ModeRefused
+
+from ._logging import configure_logging
+from ._table import table
+from .auth import ROLES
+from .runtime import Runtime
+from .settings import Settings
+
+__all__ = ["register"]
+
+OK, FAILED, USAGE = 0, 1, 2
+CLI_ACTOR = "cli"
+
+
+def register(commands: Any) -> None:
+    serve = commands.add_parser("serve", help="run the HTTP API (uvicorn)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(handler=_serve)
+
+    mode = commands.add_parser("mode", help="show or set the trading mode")
+    mode_sub = mode.add_subparsers(metavar="ACTION", required=True)
+    show = mode_sub.add_parser("show")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(handler=_mode_show)
+    set_ = mode_sub.add_parser("set")
+    set_.add_argument("mode", choices=MODES)
+    set_.add_argument("--reason", default="")
+    set_.add_argument("--json", action="store_true")
+    set_.set_defaults(handler=_mode_set)
+
+    omega = commands.add_parser("omega", help="invoke or clear the Omega directive (kill switch)")
+    omega_sub = omega.add_subparsers(metavar="ACTION", required=True)
+    invoke = omega_sub.add_parser("invoke")
+    invoke.add_argument("--reason", required=True)
+    invoke.add_argument("--cancel-open", action="store_true", help="also cancel working orders")
+    invoke.set_defaults(handler=_omega_invoke)
+    clear = omega_sub.add_parser("clear")
+    clear.add_argument("--reason", required=True)
+    clear.set_defaults(handler=_omega_clear)
+
+    orders = commands.add_parser("orders", help="list orders")
+    orders_sub = orders.add_subparsers(metavar="ACTION", required=True)
+    listing = orders_sub.add_parser("list")
+    listing.add_argument("--status")
+    listing.add_argument("--symbol")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=_orders_list)
+
+    audit = commands.add_parser("audit", help="verify or export the audit chain")
+    audit_sub = audit.add_subparsers(metavar="ACTION", required=True)
+    verify = audit_sub.add_parser("verify")
+    verify.add_argument("--json", action="store_true")
+    verify.set_defaults(handler=_audit_verify)
+    export = audit_sub.add_parser("export")
+    export.add_argument("--output", "-o", default="-", help="file (default: standard output)")
+    export.set_defaults(handler=_audit_export)
+
+    tokens = commands.add_parser("tokens", help="create API tokens")
+    tokens_sub = tokens.add_subparsers(metavar="ACTION", required=True)
+    create = tokens_sub.add_parser("create")
+    create.add_argument("--role", required=True, choices=ROLES)
+    create.add_argument("--label", default="")
+    create.set_defaults(handler=_tokens_create)
+
+
+def _runtime() -> Runtime:
+    return Runtime.start(Settings.from_env())
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import create_app
+
+    configure_logging()
+    settings = Settings.from_env()
+    try:
+        runtime = Runtime.start(settings)
+    except PolicyError as exc:
+        print(f"policy set is invalid; not starting:\n{exc}", file=sys.stderr)
+        return USAGE
+    url = f"http://{args.host}:{args.port}"
+    if runtime.store.token_count() == 0:
+        token = runtime.tokens.create("admin", "first start", runtime.clock())
+        print(f"apex-oms: first start; admin token (shown once): {token}", flush=True)
+    print(
+        f"apex-oms: serving {url}  (OpenAPI: {url}/schema, data: {settings.database_url})",
+        flush=True,
+    )
+    uvicorn.run(
+        create_app(runtime), host=args.host, port=args.port, log_config=None, access_log=False
+    )
+    return OK
+
+
+def _mode_show(args: argparse.Namespace) -> int:
+    runtime = _runtime()
+    gateway = runtime.gateway
+    view: dict[str, Any] = {
+        "mode": gateway.mode(),
+        "omega": gateway.omega(),
+        "requirements": {m: gateway.requirements(m) for m in MODES},
+    }
+    if args.json:
+        print(json.dumps(view, indent=2))
+    else:
+        print(f"mode: {view['mode']}")
+        print(f"omega directive: {'IN FORCE' if view['omega'].get('active') else 'clear'}")
+        rows = [
+            [m, "ok" if not need else "; ".join(need)] for m, need in view["requirements"].items()
+        ]
+        print(table(["mode", "requirements"], rows))
+    return OK
+
+
+def _mode_set(args: argparse.Namespace) -> int:
+    runtime = _runtime()
+    try:
+        event = runtime.gateway.set_mode(args.mode, CLI_ACTOR, args.reason)
+    except ModeRefused as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return FAILED
+    print(json.dumps(event, indent=2) if args.json else f"mode is now {args.mode}")
+    return OK
+
+
+def _omega_invoke(args: argparse.Namespace) -> int:
+    runtime = _runtime()
+    runtime.gateway.invoke_omega(CLI_ACTOR, args.reason, args.cancel_open)
+    print("Omega directive IN FORCE: new orders and replaces are blocked; cancels still work")
+    return OK
+
+
+def _omega_clear(args: argparse.Namespace) -> int:
+    runtime = _runtime()
+    runtime.gateway.clear_omega(CLI_ACTOR, args.reason)
+    print("Omega directive cleared")
+    return OK
+
+
+def _orders_list(args: argparse.Namespace) -> int:
+    runtime = _runtime()
+    rows = runtime.store.list_orders(status=args.status, symbol=args.symbol, limit=args.limit)
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return OK
+    print(
+        table(
+            ["order_id", "client_order_id", "side", "qty", "symbol", "type", "status", "triggers"],
+            [
+                [
+                    r["order_id"] or "",
+                    r.get("client_order_id") or "",
+                    r.get("side") or "",
+                    str(r.get("quantity") or ""),
+                    r.get("symbol") or "",
+                    r.get("order_type") or "",
+                    r["order_status"],
+                    ",".join(r.get("fail_closed_triggers") or []),
+                ]
+                for r in rows
+            ],
+        )
+    )
+    return OK
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    runtime = _runtime()
+    report = verify_chain(runtime.store.audit_records())
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    elif report.ok:
+        print(f"audit chain OK: {report.records} records, head {report.head}")
+    else:
+        broken = report.first_break
+        assert broken is not None
+        print(
+            f"audit chain BROKEN at record {broken.position} "
+            f"(order {broken.order_id or '-'}): {broken.reason}"
+        )
+    return OK if report.ok else FAILED
+
+
+def _audit_export(args: argparse.Namespace) -> int:
+    runtime = _runtime()
+    out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")  # noqa: SIM115
+    count = 0
+    try:
+        for record in runtime.store.audit_records():
+            out.write(
+                json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n"
+            )
+            count += 1
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    if args.output != "-":
+        print(f"exported {count} records to {args.output}", file=sys.stderr)
+    return OK
+
+
+def _tokens_create(args: argparse.Namespace) -> int:
+    logging.disable(logging.CRITICAL)
+    runtime = _runtime()
+    print(runtime.tokens.create(args.role, args.label, runtime.clock()))
+    return OK

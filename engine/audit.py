@@ -1,0 +1,81 @@
+"""The hash chain of the audit log (SPEC section 7), as pure functions.
+
+Anyone can re-check an export with a few lines of any language:
+hash = "sha256:" + sha256(canonical JSON of the record without `hash`),
+and each record's `prev_hash` is the previous record's `hash`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .canonical import canonical_json, sha256_hex
+
+__all__ = ["GENESIS", "ChainBreak", "ChainReport", "link", "record_hash", "verify_chain"]
+
+GENESIS = "sha256:" + "0" * 64
+
+
+def record_hash(record: dict[str, Any]) -> str:
+    body = {k: v for k, v in record.items() if k != "hash"}
+    return "sha256:" + sha256_hex(canonical_json(body))
+
+
+def link(record: dict[str, Any], prev_hash: str) -> dict[str, Any]:
+    """The record with `prev_hash` and `hash` set, ready to append."""
+    linked = {k: v for k, v in record.items() if k not in ("prev_hash", "hash")}
+    linked["prev_hash"] = prev_hash
+    linked["hash"] = record_hash(linked)
+    return linked
+
+
+@dataclass(frozen=True)
+class ChainBreak:
+    position: int  # 1-based position in chain order
+    order_id: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    records: int
+    head: str
+    first_break: ChainBreak | None
+
+    @property
+    def ok(self) -> bool:
+        return self.first_break is None
+
+    def as_dict(self) -> dict[str, Any]:
+        broken = self.first_break
+        return {
+            "ok": self.ok,
+            "records": self.records,
+            "head": self.head,
+            "first_break": None
+            if broken is None
+            else {
+                "position": broken.position,
+                "order_id": broken.order_id,
+                "reason": broken.reason,
+            },
+        }
+
+
+def verify_chain(records: Iterable[dict[str, Any]]) -> ChainReport:
+    """Recompute every hash in order; name the first record that does not fit."""
+    expected_prev = GENESIS
+    count = 0
+    for count, record in enumerate(records, start=1):
+        order_id = record.get("order_id") if isinstance(record.get("order_id"), str) else None
+        if record.get("prev_hash") != expected_prev:
+            reason = f"prev_hash mismatch (want: {expected_prev}, got: {record.get('prev_hash')})"
+            return ChainReport(count, expected_prev, ChainBreak(count, order_id, reason))
+        actual = record_hash(record)
+        if record.get("hash") != actual:
+            reason = f"hash mismatch (want: {actual}, got: {record.get('hash')})"
+            return ChainReport(count, expected_prev, ChainBreak(count, order_id, reason))
+        expected_prev = actual
+    return ChainReport(count, expected_prev, None)

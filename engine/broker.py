@@ -1,0 +1,138 @@
+"""The broker port: what the engine needs from any broker (SPEC section 11).
+
+The engine routes approved orders through a `BrokerAdapter`; which adapter
+stands behind it is decided in `api/`. Adapters import only this module and
+`engine.models`. Calls are synchronous; an adapter whose SDK is asynchronous
+runs its own loop. Every failure is a `BrokerError`, never a bare exception
+from the SDK, so the gateway can block the order with `broker_api_error`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, Protocol, runtime_checkable
+
+from .models import OrderType, Quote, Side, TimeInForce
+
+__all__ = [
+    "BrokerAck",
+    "BrokerAdapter",
+    "BrokerError",
+    "BrokerOrder",
+    "BrokerStatus",
+    "Capabilities",
+    "Fill",
+]
+
+BrokerStatus = Literal[
+    "accepted", "partially_filled", "filled", "cancelled", "replaced", "rejected", "expired"
+]
+
+
+class BrokerError(Exception):
+    """The broker call failed, timed out, or answered something we cannot parse."""
+
+    def __init__(self, message: str, *, code: str = "broker_api_error") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a broker can take; an order outside this is blocked before routing."""
+
+    order_types: frozenset[str]
+    time_in_force: frozenset[str]
+    reduce_only: bool
+    cancel: bool
+    replace: bool
+    history: bool
+    positions: bool
+    market_data: bool
+
+    def refusal(self, order_type: str, time_in_force: str, reduce_only: bool) -> str | None:
+        """Why this broker cannot take the order, or None."""
+        if order_type not in self.order_types:
+            return f"order type {order_type!r} not supported (supports: {sorted(self.order_types)})"
+        if time_in_force not in self.time_in_force:
+            return f"time in force {time_in_force!r} not supported"
+        if reduce_only and not self.reduce_only:
+            return "reduce-only orders not supported"
+        return None
+
+
+@dataclass(frozen=True)
+class BrokerOrder:
+    """An approved order as sent to a broker; `order_id` doubles as the broker's client id."""
+
+    order_id: str
+    account: str
+    symbol: str
+    side: Side
+    quantity: float
+    order_type: OrderType
+    limit_price: float | None = None
+    stop_price: float | None = None
+    time_in_force: TimeInForce = "day"
+    reduce_only: bool = False
+    quote: Quote | None = None
+
+
+@dataclass(frozen=True)
+class Fill:
+    quantity: float
+    price: float
+    at: datetime
+
+
+@dataclass(frozen=True)
+class BrokerAck:
+    """The broker's view of one order after a call or an event."""
+
+    order_id: str
+    broker_order_id: str
+    status: BrokerStatus
+    filled_quantity: float = 0.0
+    average_price: float | None = None
+    fills: tuple[Fill, ...] = ()
+    detail: str = ""
+    raw: dict[str, object] = field(default_factory=dict)
+
+    def response(self) -> dict[str, object]:
+        """The `broker_response` of the order log record."""
+        out: dict[str, object] = {"status": self.status, "broker_order_id": self.broker_order_id}
+        if self.filled_quantity:
+            out["filled_quantity"] = self.filled_quantity
+            out["average_price"] = self.average_price
+        if self.detail:
+            out["detail"] = self.detail
+        return out
+
+
+@runtime_checkable
+class BrokerAdapter(Protocol):
+    name: str
+    capabilities: Capabilities
+
+    def submit(self, order: BrokerOrder) -> BrokerAck: ...
+
+    def cancel(self, order_id: str, broker_order_id: str) -> BrokerAck: ...
+
+    def replace(self, broker_order_id: str, order: BrokerOrder) -> BrokerAck: ...
+
+    def order_status(self, order_id: str, broker_order_id: str) -> BrokerAck: ...
+
+    def order_history(self) -> list[BrokerAck]: ...
+
+    def positions(self, account: str) -> dict[str, float]: ...
+
+    def account(self, account: str) -> dict[str, object]: ...
+
+    def check_credentials(self) -> bool: ...
+
+    def quote(self, symbol: str) -> Quote | None: ...
+
+    def on_quote(self, symbol: str, quote: Quote) -> list[BrokerAck]:
+        """Feed a market quote; returns the orders it changed (resting orders that filled)."""
+        ...

@@ -1,0 +1,149 @@
+"""The store's tables (SQLAlchemy Core). Alembic migrations create them."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+__all__ = [
+    "api_tokens",
+    "audit_log",
+    "chain_head",
+    "client_orders",
+    "fills",
+    "metadata",
+    "order_events",
+    "order_sequences",
+    "orders",
+    "positions",
+    "settings",
+]
+
+metadata = MetaData()
+_Id = BigInteger().with_variant(Integer, "sqlite")
+_When = DateTime(timezone=True)
+
+# One row (id=1): the last hash of the chain. Every write locks it first, so
+# appends from several replicas are serialised into one unbroken chain.
+chain_head = Table(
+    "chain_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(80), nullable=False),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", _Id, primary_key=True, autoincrement=False),
+    Column("kind", String(16), nullable=False),
+    Column("order_id", String(32), nullable=True, index=True),
+    Column("record", Text, nullable=False),
+    Column("prev_hash", String(80), nullable=False),
+    Column("hash", String(80), nullable=False, unique=True),
+    Column("created_at", _When, nullable=False),
+)
+
+order_sequences = Table(
+    "order_sequences",
+    metadata,
+    Column("year", Integer, primary_key=True, autoincrement=False),
+    Column("value", BigInteger, nullable=False),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("order_id", String(32), primary_key=True),
+    Column("operation", String(16), nullable=False),  # evaluate | submit
+    Column("client_order_id", String(64), nullable=True, index=True),
+    Column("account", String(64), nullable=True),
+    Column("symbol", String(32), nullable=True),
+    Column("side", String(8), nullable=True),
+    Column("quantity", Float, nullable=True),
+    Column("order_type", String(8), nullable=True),
+    Column("limit_price", Float, nullable=True),
+    Column("stop_price", Float, nullable=True),
+    Column("time_in_force", String(8), nullable=True),
+    Column("reduce_only", Boolean, nullable=False, default=False),
+    Column("status", String(20), nullable=False),
+    Column("broker", String(32), nullable=True),
+    Column("broker_order_id", String(64), nullable=True),
+    Column("filled_quantity", Float, nullable=False, default=0.0),
+    Column("average_price", Float, nullable=True),
+    Column("request", Text, nullable=False),
+    Column("record", Text, nullable=False),
+    Column("created_at", _When, nullable=False),
+    Column("updated_at", _When, nullable=False),
+    Index("ix_orders_account_created", "account", "created_at"),
+    Index("ix_orders_status", "status"),
+)
+
+# A client order id is claimed by its first valid submit; the digest of the
+# request body tells a retry (same body) from a conflict (another body).
+client_orders = Table(
+    "client_orders",
+    metadata,
+    Column("client_order_id", String(64), primary_key=True),
+    Column("order_id", String(32), nullable=False),
+    Column("request_digest", String(80), nullable=False),
+)
+
+order_events = Table(
+    "order_events",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("order_id", String(32), nullable=False, index=True),
+    Column("status", String(20), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("at", _When, nullable=False),
+)
+
+fills = Table(
+    "fills",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("order_id", String(32), nullable=False, index=True),
+    Column("quantity", Float, nullable=False),
+    Column("price", Float, nullable=False),
+    Column("at", _When, nullable=False),
+)
+
+positions = Table(
+    "positions",
+    metadata,
+    Column("account", String(64), primary_key=True),
+    Column("symbol", String(32), primary_key=True),
+    Column("quantity", Float, nullable=False),
+)
+
+settings = Table(
+    "settings",
+    metadata,
+    Column("key", String(32), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_at", _When, nullable=False),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("token_id", String(16), primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),
+    Column("label", String(100), nullable=False),
+    Column("created_at", _When, nullable=False),
+    Column("revoked_at", _When, nullable=True),
+)

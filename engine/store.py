@@ -1,0 +1,356 @@
+"""Persistence (SQLAlchemy 2 Core): the audit chain, orders, fills, positions,
+settings and API tokens. SQLite (WAL) by default, PostgreSQL for replicas.
+
+Every write runs in `Store.writing()`, which first locks the chain head
+(`SELECT ... FOR UPDATE` on PostgreSQL, `BEGIN IMMEDIATE` on SQLite). Writes
+are therefore serialised across threads and processes, which is what keeps
+order ids unique and the chain unbroken when several replicas share a database.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, create_engine, event, func, select, text
+
+from .audit import link
+from .canonical import canonical_json
+from .models import RecentOrder
+from .schema import (
+    api_tokens,
+    audit_log,
+    chain_head,
+    client_orders,
+    fills,
+    order_events,
+    order_sequences,
+    orders,
+    positions,
+    settings,
+)
+
+__all__ = ["Store", "Writer", "aware"]
+
+_MIGRATIONS = Path(__file__).with_name("migrations")
+_PG_MIGRATION_LOCK = 7_262_001  # advisory lock id: replicas starting together migrate once
+
+
+def aware(moment: datetime) -> datetime:
+    """SQLite hands datetimes back without a zone; they were stored in UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.dialect = url.split(":", 1)[0].split("+", 1)[0]
+        self.engine = _make_engine(url, self.dialect)
+        # One writer at a time inside this process; the database lock covers the rest.
+        self._write_lock = threading.Lock()
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision."""
+        config = Config()
+        config.set_main_option("script_location", str(_MIGRATIONS))
+        with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def writing(self) -> Iterator[Writer]:
+        with self._write_lock, self.engine.connect() as raw:
+            conn = raw.execution_options(apex_write=True)
+            with conn.begin():
+                head = conn.execute(
+                    select(chain_head.c.seq, chain_head.c.hash)
+                    .where(chain_head.c.id == 1)
+                    .with_for_update()
+                ).one()
+                writer = Writer(conn, head.seq, head.hash)
+                yield writer
+                conn.execute(
+                    chain_head.update()
+                    .where(chain_head.c.id == 1)
+                    .values(seq=writer.seq, hash=writer.head)
+                )
+
+    # --- reads -------------------------------------------------------------
+
+    def setting(self, key: str) -> Any:
+        with self.engine.connect() as conn:
+            value = conn.execute(select(settings.c.value).where(settings.c.key == key)).scalar()
+        return json.loads(value) if value is not None else None
+
+    def order(self, order_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(orders).where(orders.c.order_id == order_id)).first()
+        return dict(row._mapping) if row is not None else None
+
+    def order_record(self, order_id: str) -> dict[str, Any] | None:
+        row = self.order(order_id)
+        return json.loads(row["record"]) if row else None
+
+    def list_orders(
+        self,
+        *,
+        status: str | None = None,
+        symbol: str | None = None,
+        account: str | None = None,
+        client_order_id: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        query = select(orders.c.record).order_by(orders.c.order_id.desc())
+        for column, value in (
+            (orders.c.status, status),
+            (orders.c.symbol, symbol),
+            (orders.c.account, account),
+            (orders.c.client_order_id, client_order_id),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.limit(limit).offset(offset)).scalars().all()
+        return [json.loads(r) for r in rows]
+
+    def claimed(self, client_order_id: str) -> tuple[str, str] | None:
+        """(order_id, request digest) of the submit that claimed this client id."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(client_orders.c.order_id, client_orders.c.request_digest).where(
+                    client_orders.c.client_order_id == client_order_id
+                )
+            ).first()
+        return (row.order_id, row.request_digest) if row else None
+
+    def positions(self, account: str) -> dict[str, float]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(positions.c.symbol, positions.c.quantity).where(
+                    positions.c.account == account
+                )
+            ).all()
+        return {r.symbol: r.quantity for r in rows if r.quantity}
+
+    def recent_orders(self, account: str, since: datetime) -> list[RecentOrder]:
+        """Orders the account sent to a broker since `since`: dry runs, invalid input
+        and blocked orders never reached a market, so they are not flow."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(orders).where(
+                    orders.c.account == account,
+                    orders.c.operation == "submit",
+                    orders.c.created_at >= since,
+                    orders.c.status.not_in(("rejected", "blocked")),
+                )
+            ).all()
+        return [
+            RecentOrder(
+                client_order_id=r.client_order_id,
+                account=r.account,
+                symbol=r.symbol,
+                side=r.side,
+                quantity=r.quantity,
+                order_type=r.order_type,
+                limit_price=r.limit_price,
+                stop_price=r.stop_price,
+                at=aware(r.created_at),
+            )
+            for r in rows
+        ]
+
+    def open_orders(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(orders).where(
+                    orders.c.status.in_(("accepted", "partially_filled", "replaced"))
+                )
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
+    def audit_records(self, after: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
+        """Records in chain order, streamed in pages."""
+        page = 1000
+        remaining = limit
+        while remaining is None or remaining > 0:
+            size = page if remaining is None else min(page, remaining)
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    select(audit_log.c.seq, audit_log.c.record)
+                    .where(audit_log.c.seq > after)
+                    .order_by(audit_log.c.seq)
+                    .limit(size)
+                ).all()
+            for row in rows:
+                yield json.loads(row.record)
+            if len(rows) < size:
+                return
+            after = rows[-1].seq
+            if remaining is not None:
+                remaining -= len(rows)
+
+    def audit_count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(audit_log)).scalar_one())
+
+    def token(self, token_hash: str) -> tuple[str, str] | None:
+        """(token id, role) of a live token with this hash."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(api_tokens.c.token_id, api_tokens.c.role).where(
+                    api_tokens.c.token_hash == token_hash, api_tokens.c.revoked_at.is_(None)
+                )
+            ).first()
+        return (row.token_id, row.role) if row else None
+
+    def token_count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(api_tokens)).scalar_one())
+
+    def ping(self) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(text("SELECT 1")).scalar() == 1
+
+
+@dataclass
+class Writer:
+    """The operations of one write transaction, holding the chain lock."""
+
+    conn: Connection
+    seq: int
+    head: str
+
+    def next_order_id(self, year: int) -> str:
+        value = self.conn.execute(
+            select(order_sequences.c.value).where(order_sequences.c.year == year)
+        ).scalar()
+        if value is None:
+            value = 1
+            self.conn.execute(order_sequences.insert().values(year=year, value=value))
+        else:
+            value += 1
+            self.conn.execute(
+                order_sequences.update().where(order_sequences.c.year == year).values(value=value)
+            )
+        return f"ORD-{year}-{value:06d}"
+
+    def append(self, record: dict[str, Any], kind: str, at: datetime) -> dict[str, Any]:
+        linked = link(record, self.head)
+        self.seq += 1
+        self.conn.execute(
+            audit_log.insert().values(
+                seq=self.seq,
+                kind=kind,
+                order_id=linked.get("order_id") if kind == "order" else None,
+                record=canonical_json(linked).decode("utf-8"),
+                prev_hash=linked["prev_hash"],
+                hash=linked["hash"],
+                created_at=at,
+            )
+        )
+        self.head = linked["hash"]
+        return linked
+
+    def insert_order(self, values: dict[str, Any]) -> None:
+        self.conn.execute(orders.insert().values(**values))
+
+    def update_order(self, order_id: str, values: dict[str, Any]) -> None:
+        self.conn.execute(orders.update().where(orders.c.order_id == order_id).values(**values))
+
+    def claim(self, client_order_id: str, order_id: str, digest: str) -> None:
+        self.conn.execute(
+            client_orders.insert().values(
+                client_order_id=client_order_id, order_id=order_id, request_digest=digest
+            )
+        )
+
+    def claimed(self, client_order_id: str) -> tuple[str, str] | None:
+        row = self.conn.execute(
+            select(client_orders.c.order_id, client_orders.c.request_digest).where(
+                client_orders.c.client_order_id == client_order_id
+            )
+        ).first()
+        return (row.order_id, row.request_digest) if row else None
+
+    def event(self, order_id: str, status: str, detail: dict[str, Any], at: datetime) -> None:
+        self.conn.execute(
+            order_events.insert().values(
+                order_id=order_id, status=status, detail=json.dumps(detail), at=at
+            )
+        )
+
+    def fill(self, order_id: str, quantity: float, price: float, at: datetime) -> None:
+        self.conn.execute(
+            fills.insert().values(order_id=order_id, quantity=quantity, price=price, at=at)
+        )
+
+    def move_position(self, account: str, symbol: str, delta: float) -> None:
+        where = (positions.c.account == account) & (positions.c.symbol == symbol)
+        current = self.conn.execute(select(positions.c.quantity).where(where)).scalar()
+        if current is None:
+            self.conn.execute(
+                positions.insert().values(account=account, symbol=symbol, quantity=delta)
+            )
+        else:
+            self.conn.execute(positions.update().where(where).values(quantity=current + delta))
+
+    def set_setting(self, key: str, value: Any, at: datetime) -> None:
+        text_value = json.dumps(value, sort_keys=True)
+        exists = self.conn.execute(select(settings.c.key).where(settings.c.key == key)).first()
+        statement = (
+            settings.update().where(settings.c.key == key)
+            if exists
+            else settings.insert().values(key=key)
+        )
+        self.conn.execute(statement.values(value=text_value, updated_at=at))
+
+    def setting(self, key: str) -> Any:
+        value = self.conn.execute(select(settings.c.value).where(settings.c.key == key)).scalar()
+        return json.loads(value) if value is not None else None
+
+    def add_token(
+        self, token_id: str, token_hash: str, role: str, label: str, at: datetime
+    ) -> None:
+        self.conn.execute(
+            api_tokens.insert().values(
+                token_id=token_id, token_hash=token_hash, role=role, label=label, created_at=at
+            )
+        )
+
+
+def _make_engine(url: str, dialect: str) -> Engine:
+    if dialect != "sqlite":
+        return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # let SQLAlchemy, not pysqlite, decide when transactions begin
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # a writer takes the database's write lock up front: no deadlock on upgrade
+        immediate = conn.get_execution_options().get("apex_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
