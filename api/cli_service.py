@@ -30,7 +30,6 @@ def register(commands: Any) -> None:
     serve = commands.add_parser("serve", help="run the HTTP API (uvicorn)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
     serve.set_defaults(handler=_serve)
 
     mode = commands.add_parser("mode", help="show or set the trading mode")
