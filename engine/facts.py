@@ -121,6 +121,9 @@ def _put(fact: Fact, name: str, value: float | str | bool | None) -> None:
 def _add_quote(fact: Fact, order: OrderRequest, now: datetime) -> None:
     quote = order.context.quote
     if quote is None:
+        own = order.limit_price if order.order_type == "limit" else order.stop_price
+        if own is not None:  # a priced order's notional needs no quote
+            fact["notional"] = order.quantity * own
         return
     bid, ask, last = quote.bid, quote.ask, quote.last
     _put(fact, "bid", bid)

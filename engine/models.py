@@ -16,6 +16,8 @@ from pydantic import (
     Field,
     ModelWrapValidatorHandler,
     PrivateAttr,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -108,24 +110,27 @@ class OrderRequest(BaseModel):
     side: Side
     quantity: Quantity
     order_type: OrderType
-    limit_price: Price | None = None
-    stop_price: Price | None = None
+    limit_price: Price | None = Field(default=None, validate_default=True)
+    stop_price: Price | None = Field(default=None, validate_default=True)
     time_in_force: TimeInForce = "day"
     reduce_only: bool = False
     decision_reason: Annotated[str, Field(max_length=200)] = "unspecified"
     context: OrderContext = Field(default_factory=OrderContext)
 
-    @model_validator(mode="after")
-    def _prices_match_order_type(self) -> OrderRequest:
-        wanted = {"market": set(), "limit": {"limit_price"}, "stop": {"stop_price"}}
-        need = wanted[self.order_type]
-        for name in ("limit_price", "stop_price"):
-            present = getattr(self, name) is not None
-            if name in need and not present:
-                raise ValueError(f"{name} is required for a {self.order_type} order")
-            if name not in need and present:
-                raise ValueError(f"{name} is not allowed on a {self.order_type} order")
-        return self
+    @field_validator("limit_price", "stop_price")
+    @classmethod
+    def _price_matches_order_type(cls, value: float | None, info: ValidationInfo) -> float | None:
+        # a field validator (not a model one) so the error names the price field and is
+        # reported together with every other bad field
+        order_type = info.data.get("order_type")
+        needed = {"limit": "limit_price", "stop": "stop_price"}.get(str(order_type))
+        if order_type is None:
+            return value
+        if info.field_name == needed and value is None:
+            raise ValueError(f"{info.field_name} is required for a {order_type} order")
+        if info.field_name != needed and value is not None:
+            raise ValueError(f"{info.field_name} is not allowed on a {order_type} order")
+        return value
 
 
 class RecentOrder(BaseModel):
