@@ -17,6 +17,7 @@ import itertools
 import json
 import math
 import threading
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -25,16 +26,39 @@ import durable_rules_engine as _core
 __all__ = ["LIMIT", "DurableRuleset", "encode"]
 
 LIMIT = 1e15 - 1
+_SMALLEST_PLAIN = 1e-4  # repr() of a smaller float uses an exponent
 _SID = "0"
 _HANDLED, _NOT_HANDLED = 0, 1
 
 
 def encode(value: Any) -> str:
     """JSON text the engine core parses: numbers in plain decimal, no exponent."""
+    if isinstance(value, dict) and _all_plain(value.values()):
+        # fast path for a flat fact whose numbers json.dumps already writes plainly
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return _encode(value)
+
+
+def _all_plain(values: Iterable[Any]) -> bool:
+    """json.dumps writes each as the engine reads it: no exponent, no NaN, in range."""
+    for value in values:
+        kind = type(value)
+        if kind is float:
+            if not (value == 0.0 or _SMALLEST_PLAIN <= abs(value) <= LIMIT):
+                return False
+        elif kind is int:
+            if abs(value) > LIMIT:
+                return False
+        elif kind is not str and kind is not bool and value is not None:
+            return False
+    return True
+
+
+def _encode(value: Any) -> str:
     if isinstance(value, dict):
-        return "{" + ",".join(f"{json.dumps(str(k))}:{encode(v)}" for k, v in value.items()) + "}"
+        return "{" + ",".join(f"{json.dumps(str(k))}:{_encode(v)}" for k, v in value.items()) + "}"
     if isinstance(value, list | tuple):
-        return "[" + ",".join(encode(v) for v in value) + "]"
+        return "[" + ",".join(_encode(v) for v in value) + "]"
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, int | float):

@@ -42,6 +42,7 @@ class RuleInputs:
 
     when: tuple[str, ...]
     deny: tuple[str, ...]
+    missing_name: str
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def compile_policy(policies: PolicySet, config: ComplianceConfig) -> CompiledPol
     for rule in policies.rules:
         deny_fields = referenced_fields(rule.deny_when)
         when_fields = referenced_fields(rule.applies_when)
-        inputs[rule.id] = RuleInputs(when_fields, deny_fields)
+        inputs[rule.id] = RuleInputs(when_fields, deny_fields, rule.id + MISSING_SUFFIX)
         flagged.update(_all_fields(rule))
         applies = _compile(rule.applies_when, config, False) if rule.applies_when else None
         deny = _compile(rule.deny_when, config, False)

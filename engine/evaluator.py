@@ -18,13 +18,14 @@ from pydantic import ValidationError
 
 from ._durable import DurableRuleset
 from .clock import Clock, system_clock
-from .compiler import MISSING_SUFFIX, CompiledPolicy, compile_policy, presence_flag
+from .compiler import CompiledPolicy, compile_policy, presence_flag
 from .decision import CheckResult, Decision, FieldError, Reason, sort_triggers
-from .explain import explain, holds
+from .explain import explain
 from .facts import Fact, build_fact
 from .loader import LoadedPolicies
 from .models import EngineState, OrderRequest
 from .policy import Rule
+from .reference import Predicate, predicate
 
 __all__ = ["Evaluator", "compiled", "field_errors"]
 
@@ -69,6 +70,15 @@ class Evaluator:
         self._loaded = loaded
         self._policy, self._ruleset = compiled(loaded)
         self._clock = clock
+        config = self._policy.config
+        self._flags = tuple((f, presence_flag(f)) for f in self._policy.flagged_fields)
+        self._reference: dict[str, tuple[Predicate | None, Predicate]] = {
+            rule.id: (
+                predicate(rule.applies_when, config) if rule.applies_when else None,
+                predicate(rule.deny_when, config),
+            )
+            for rule in self._policy.policies.rules
+        }
 
     @property
     def policy(self) -> CompiledPolicy:
@@ -123,7 +133,7 @@ class Evaluator:
     def _judge(self, order: OrderRequest, state: EngineState, now: datetime) -> Decision:
         config = self._policy.config
         fact = build_fact(order, state, config, now)
-        flags = {presence_flag(f): f in fact for f in self._policy.flagged_fields}
+        flags = {flag: name in fact for name, flag in self._flags}
         fired = self._ruleset.fired({"kind": "order", **fact, **flags})
         results: dict[str, CheckResult] = {}
         reasons: list[Reason] = []
@@ -148,16 +158,15 @@ class Evaluator:
     def _check(self, rule: Rule, fact: Fact, fired: set[str]) -> tuple[CheckResult, Reason | None]:
         config = self._policy.config
         inputs = self._policy.inputs[rule.id]
+        applies_when, deny_when = self._reference[rule.id]
         # what plain Python says, to explain the result and to check the engine
         absent = [f for f in inputs.when if f not in fact]
-        applies = not absent and (
-            rule.applies_when is None or holds(rule.applies_when, fact, config)
-        )
+        applies = not absent and (applies_when is None or applies_when(fact))
         if applies:
             absent = [f for f in inputs.deny if f not in fact]
         expect_missing = bool(absent)
-        expect_fail = applies and not absent and holds(rule.deny_when, fact, config)
-        engine_missing = rule.id + MISSING_SUFFIX in fired
+        expect_fail = applies and not absent and deny_when(fact)
+        engine_missing = inputs.missing_name in fired
         engine_fail = rule.id in fired
         if engine_missing != expect_missing or (not expect_missing and engine_fail != expect_fail):
             detail = (

@@ -1,0 +1,58 @@
+"""The policy conditions as plain Python predicates, built once per policy version.
+
+They are the engine's second opinion: the evaluator compares their verdict
+with the rules engine's on every check, and blocks the order on any
+disagreement. Parameters are resolved when the predicate is built.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from .compiler import resolve
+from .config import ComplianceConfig
+from .facts import Fact
+from .policy import AllOf, AnyOf, Compare, Condition, Not
+
+__all__ = ["Predicate", "predicate"]
+
+Predicate = Callable[[Fact], bool]
+_ORDERED: dict[str, Callable[[Any, Any], bool]] = {
+    "gt": lambda a, b: bool(a > b),
+    "ge": lambda a, b: bool(a >= b),
+    "lt": lambda a, b: bool(a < b),
+    "le": lambda a, b: bool(a <= b),
+    "eq": lambda a, b: bool(a == b),
+    "ne": lambda a, b: bool(a != b),
+    "in": lambda a, b: a in b,
+    "not_in": lambda a, b: a not in b,
+}
+
+
+def predicate(condition: Condition, config: ComplianceConfig) -> Predicate:
+    if isinstance(condition, Not):
+        inner = predicate(condition.item, config)
+        return lambda fact: not inner(fact)
+    if isinstance(condition, AllOf | AnyOf):
+        parts = tuple(predicate(c, config) for c in condition.items)
+        if isinstance(condition, AllOf):
+            return lambda fact: all(p(fact) for p in parts)
+        return lambda fact: any(p(fact) for p in parts)
+    return _leaf(condition, config)
+
+
+def _leaf(leaf: Compare, config: ComplianceConfig) -> Predicate:
+    field = leaf.field
+    value = resolve(leaf.value, config)
+    if leaf.op == "missing":
+        want_absent = bool(value)
+        return lambda fact: (field not in fact) == want_absent
+    if leaf.op == "matches":
+        pattern = re.compile(value)
+        return lambda fact: field in fact and pattern.fullmatch(str(fact[field])) is not None
+    if isinstance(value, list):
+        value = tuple(value)
+    compare = _ORDERED[leaf.op]
+    return lambda fact: field in fact and compare(fact[field], value)
