@@ -18,8 +18,11 @@ from .config import ComplianceConfig
 from .policy import AllOf, AnyOf, Compare, Condition, Not, Param, PolicySet, Rule
 
 __all__ = [
+    "MAX_ALTERNATIVES",
     "MISSING_SUFFIX",
+    "SHORT_LIST",
     "CompiledPolicy",
+    "Membership",
     "RuleInputs",
     "compile_policy",
     "presence_flag",
@@ -34,6 +37,10 @@ _NEGATE = {
     "in": "not_in", "not_in": "in",
 }  # fmt: skip
 _RANGE = {"gt": "$gt", "ge": "$gte", "lt": "$lt", "le": "$lte"}
+SHORT_LIST = 16  # longer `in` lists become set lookups (see Membership)
+# durable-rules never returns from a ruleset that expands into 512 alternatives
+# or more; the loader refuses a policy set beyond this.
+MAX_ALTERNATIVES = 400
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,21 @@ class RuleInputs:
 
 
 @dataclass(frozen=True)
+class Membership:
+    """A long `in` list, looked up in a set before the fact reaches the engine.
+
+    durable-rules stops returning (it spins holding the GIL) once a ruleset
+    expands into about 512 alternatives, which a restricted list of a few
+    hundred symbols written as `$or` would reach. The engine then tests the
+    boolean `name` instead.
+    """
+
+    name: str
+    field: str
+    values: frozenset[Any]
+
+
+@dataclass(frozen=True)
 class CompiledPolicy:
     """A policy version ready to evaluate: the engine definition and what it needs."""
 
@@ -54,6 +76,12 @@ class CompiledPolicy:
     definition: dict[str, Any]
     flagged_fields: tuple[str, ...]
     inputs: dict[str, RuleInputs]
+    memberships: tuple[Membership, ...] = ()
+
+    @property
+    def alternatives(self) -> int:
+        """Alternatives the engine expands the whole ruleset into (see MAX_ALTERNATIVES)."""
+        return sum(_alternatives(rule["all"][0]["m"]) for rule in self.definition.values())
 
     @property
     def key(self) -> tuple[str, str]:
@@ -68,18 +96,34 @@ def compile_policy(policies: PolicySet, config: ComplianceConfig) -> CompiledPol
     definition: dict[str, Any] = {}
     flagged: set[str] = set()
     inputs: dict[str, RuleInputs] = {}
+    compiler = _Compiler(config)
     for rule in policies.rules:
         deny_fields = referenced_fields(rule.deny_when)
         when_fields = referenced_fields(rule.applies_when)
         inputs[rule.id] = RuleInputs(when_fields, deny_fields, rule.id + MISSING_SUFFIX)
         flagged.update(_all_fields(rule))
-        applies = _compile(rule.applies_when, config, False) if rule.applies_when else None
-        deny = _compile(rule.deny_when, config, False)
+        applies = compiler.condition(rule.applies_when, False) if rule.applies_when else None
+        deny = compiler.condition(rule.deny_when, False)
         definition[rule.id] = _rule([applies, deny] if applies else [deny])
         missing = _missing(applies, when_fields, deny_fields)
         if missing is not None:
             definition[rule.id + MISSING_SUFFIX] = _rule([missing])
-    return CompiledPolicy(policies, config, definition, tuple(sorted(flagged)), inputs)
+    memberships = tuple(compiler.memberships.values())
+    return CompiledPolicy(policies, config, definition, tuple(sorted(flagged)), inputs, memberships)
+
+
+def _alternatives(node: Any) -> int:
+    """How many alternatives a condition expands into: `$or` adds, `$and` multiplies."""
+    if not isinstance(node, dict):
+        return 1
+    if "$or" in node:
+        return sum(_alternatives(c) for c in node["$or"])
+    if "$and" in node:
+        total = 1
+        for c in node["$and"]:
+            total *= _alternatives(c)
+        return total
+    return 1
 
 
 def _rule(conditions: list[dict[str, Any]]) -> dict[str, Any]:
@@ -131,34 +175,47 @@ def resolve(value: Any, config: ComplianceConfig) -> Any:
     return value
 
 
-def _compile(condition: Condition, config: ComplianceConfig, negated: bool) -> dict[str, Any]:
-    if isinstance(condition, Not):
-        return _compile(condition.item, config, not negated)
-    if isinstance(condition, AllOf | AnyOf):
-        conjunction = isinstance(condition, AllOf) != negated
-        parts = [_compile(item, config, negated) for item in condition.items]
-        return {"$and" if conjunction else "$or": parts}
-    return _compare(condition, config, negated)
+class _Compiler:
+    def __init__(self, config: ComplianceConfig) -> None:
+        self.config = config
+        self.memberships: dict[tuple[str, frozenset[Any]], Membership] = {}
 
+    def condition(self, condition: Condition, negated: bool) -> dict[str, Any]:
+        if isinstance(condition, Not):
+            return self.condition(condition.item, not negated)
+        if isinstance(condition, AllOf | AnyOf):
+            conjunction = isinstance(condition, AllOf) != negated
+            parts = [self.condition(item, negated) for item in condition.items]
+            return {"$and" if conjunction else "$or": parts}
+        return self.compare(condition, negated)
 
-def _compare(leaf: Compare, config: ComplianceConfig, negated: bool) -> dict[str, Any]:
-    field, op = leaf.field, str(leaf.op)
-    value = resolve(leaf.value, config)
-    if op == "missing":
-        present = not value if not negated else bool(value)
-        return {presence_flag(field): present}
-    if op == "matches":
-        if negated:  # the loader refuses this; guard the invariant all the same
-            raise ValueError("a negated `matches` cannot be compiled")
-        return {"$mt": {field: value}}
-    if negated:
-        op = _NEGATE[op]
-    if op == "eq":
-        return {field: value}
-    if op == "ne":
-        return {"$neq": {field: value}}
-    if op == "in":
-        return {"$or": [{field: v} for v in value]}
-    if op == "not_in":
-        return {"$and": [{"$neq": {field: v}} for v in value]}
-    return {_RANGE[op]: {field: value}}
+    def compare(self, leaf: Compare, negated: bool) -> dict[str, Any]:
+        field, op = leaf.field, str(leaf.op)
+        value = resolve(leaf.value, self.config)
+        if op == "missing":
+            present = not value if not negated else bool(value)
+            return {presence_flag(field): present}
+        if op == "matches":
+            if negated:  # the loader refuses this; guard the invariant all the same
+                raise ValueError("a negated `matches` cannot be compiled")
+            return {"$mt": {field: value}}
+        if negated:
+            op = _NEGATE[op]
+        if op in ("in", "not_in") and len(value) > SHORT_LIST:
+            return {self.membership(field, value).name: op == "in"}
+        if op == "eq":
+            return {field: value}
+        if op == "ne":
+            return {"$neq": {field: value}}
+        if op == "in":
+            return {"$or": [{field: v} for v in value]}
+        if op == "not_in":
+            return {"$and": [{"$neq": {field: v}} for v in value]}
+        return {_RANGE[op]: {field: value}}
+
+    def membership(self, field: str, values: Any) -> Membership:
+        key = (field, frozenset(values))
+        if key not in self.memberships:
+            name = f"{field}?in{len(self.memberships)}"
+            self.memberships[key] = Membership(name, field, key[1])
+        return self.memberships[key]

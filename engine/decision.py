@@ -134,12 +134,31 @@ class Decision:
 
 
 def _scalar(value: Any) -> str | None:
-    return value if isinstance(value, str) and len(value) <= 200 else None
+    """A string of the request fit for the record: short and valid UTF-8 (a lone
+    surrogate from the client would make the record impossible to hash)."""
+    if not isinstance(value, str) or len(value) > 200:
+        return None
+    return value if _encodable(value) else None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _number(value: Any) -> int | float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
+    if isinstance(value, int) and abs(value) > 2**53:
+        # A huge integer from JSON fits no store column: keep it as a float, or
+        # drop it like infinity when no float can hold it.
+        try:
+            return _number(float(value))
+        except OverflowError:
+            return None
     if value != value or value in (float("inf"), float("-inf")):
         return None
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:

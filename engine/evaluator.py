@@ -59,6 +59,8 @@ def field_errors(exc: ValidationError) -> tuple[FieldError, ...]:
     out = []
     for err in exc.errors():
         path = ".".join(str(p) for p in err["loc"]) or "(body)"
+        # field names come from the client: keep them printable and valid UTF-8
+        path = path.encode("utf-8", "backslashreplace").decode("utf-8")[:200]
         out.append(FieldError(path, err["msg"]))
     return tuple(out)
 
@@ -134,7 +136,10 @@ class Evaluator:
         config = self._policy.config
         fact = build_fact(order, state, config, now)
         flags = {flag: name in fact for name, flag in self._flags}
-        fired = self._ruleset.fired({"kind": "order", **fact, **flags})
+        lookups = {
+            m.name: fact[m.field] in m.values for m in self._policy.memberships if m.field in fact
+        }
+        fired = self._ruleset.fired({"kind": "order", **fact, **flags, **lookups})
         results: dict[str, CheckResult] = {}
         reasons: list[Reason] = []
         triggers: set[str] = set()

@@ -15,6 +15,7 @@ from .compiler import resolve
 from .config import ComplianceConfig
 from .facts import Fact
 from .policy import AllOf, AnyOf, Compare, Condition, Not, Param
+from .reference import engine_text
 
 __all__ = ["explain", "format_value", "holds"]
 
@@ -51,7 +52,7 @@ def _compare(leaf: Compare, fact: Fact, config: ComplianceConfig) -> bool:
     if op == "not_in":
         return got not in value
     if op == "matches":
-        return _pattern(value).fullmatch(got) is not None
+        return _pattern(value).fullmatch(engine_text(got)) is not None
     if op == "gt":
         return bool(got > value)
     if op == "ge":

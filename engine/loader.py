@@ -16,8 +16,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ._durable import DurableRuleset
 from ._yaml import Lines, line_of, load_yaml
 from .canonical import sha256_hex
+from .compiler import MAX_ALTERNATIVES, compile_policy
 from .config import ComplianceConfig, ParamValue
 from .errors import PolicyError, PolicyIssue
 from .facts import FIELDS, FieldType
@@ -45,7 +47,9 @@ __all__ = [
 ]
 
 COMPLIANCE_FILE = "compliance.yaml"
-MAX_NUMBER = 1e15  # the rules engine cannot compare numbers beyond this reliably
+# The rules engine misreads numbers beyond 1e15, so facts are clamped just below
+# it; constants stay well inside, so a clamped fact still compares correctly.
+MAX_NUMBER = 1e14
 _RULE_KEYS = {"id", "description", "trigger", "code", "reason", "deny_when", "applies_when"}
 _RULE_ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _CODE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
@@ -129,6 +133,14 @@ def _load(directory: Path) -> tuple[LoadedPolicies | None, list[PolicyIssue]]:
         policy_digest="sha256:" + digest.hexdigest(),
         compliance_digest="sha256:" + sha256_hex(config_bytes),
     )
+    alternatives = compile_policy(policy_set, config).alternatives
+    if alternatives > MAX_ALTERNATIVES:
+        message = (
+            f"the policy set expands into {alternatives} alternatives in the rules engine "
+            f"(at most {MAX_ALTERNATIVES}); simplify `any` conditions or move long lists "
+            "into compliance.yaml parameters"
+        )
+        return None, [PolicyIssue("too_complex", message, str(directory))]
     return LoadedPolicies(policy_set, config), []
 
 
@@ -395,7 +407,7 @@ def _check_types(
             and not isinstance(item, bool)
             and (math.isnan(item) or abs(item) >= MAX_NUMBER)
         ):
-            ctx.add("invalid_value", f"{item!r} is out of range (|x| < 1e15)", path)
+            ctx.add("invalid_value", f"{item!r} is out of range (|x| < 1e14)", path)
             return False
     return True
 
@@ -422,7 +434,42 @@ def _check_pattern(
     except re.error as exc:
         ctx.add("invalid_pattern", f"bad pattern {value!r}: {exc}", path)
         return False
+    problem = _dialect_problem(value) or _engine_refuses(value)
+    if problem:
+        ctx.add("invalid_pattern", f"pattern {value!r}: {problem}", path)
+        return False
     return True
+
+
+def _dialect_problem(pattern: str) -> str | None:
+    """Constructs Python's `re` accepts but durable-rules reads differently."""
+    if "()" in pattern:
+        return "empty group"
+    index = 0
+    while index < len(pattern):
+        if pattern[index] != "[":
+            index += 1
+            continue
+        end = pattern.find("]", index + 1)
+        body = pattern[index + 1 : end] if end != -1 else ""
+        if body.startswith("^"):
+            body = body[1:]
+        if not body:
+            return "a character class must list characters; ']' cannot be its first member"
+        members = re.fullmatch(r"(?:[^-\]]-[^-\]]|[^-\]])+", body)
+        if members is None:
+            return "in a character class, '-' only joins two characters, as in a-z"
+        index = end + 1
+    return None
+
+
+def _engine_refuses(pattern: str) -> str | None:
+    probe = {"probe": {"all": [{"m": {"$and": [{"kind": "order"}, {"$mt": {"f": pattern}}]}}]}}
+    try:
+        DurableRuleset("pattern_probe", probe).close()
+    except Exception as exc:
+        return f"the rules engine refuses it ({exc})"
+    return None
 
 
 def _type_of(value: Any) -> FieldType | None:

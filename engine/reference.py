@@ -7,6 +7,7 @@ disagreement. Parameters are resolved when the predicate is built.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +17,7 @@ from .config import ComplianceConfig
 from .facts import Fact
 from .policy import AllOf, AnyOf, Compare, Condition, Not
 
-__all__ = ["Predicate", "predicate"]
+__all__ = ["Predicate", "engine_text", "predicate"]
 
 Predicate = Callable[[Fact], bool]
 _ORDERED: dict[str, Callable[[Any, Any], bool]] = {
@@ -43,6 +44,12 @@ def predicate(condition: Condition, config: ComplianceConfig) -> Predicate:
     return _leaf(condition, config)
 
 
+def engine_text(value: Any) -> str:
+    """The text durable-rules matches a pattern against: the value as it appears inside
+    its JSON string, so a quote, backslash or control character appears escaped."""
+    return json.dumps(str(value), ensure_ascii=False)[1:-1]
+
+
 def _leaf(leaf: Compare, config: ComplianceConfig) -> Predicate:
     field = leaf.field
     value = resolve(leaf.value, config)
@@ -51,7 +58,9 @@ def _leaf(leaf: Compare, config: ComplianceConfig) -> Predicate:
         return lambda fact: (field not in fact) == want_absent
     if leaf.op == "matches":
         pattern = re.compile(value)
-        return lambda fact: field in fact and pattern.fullmatch(str(fact[field])) is not None
+        return lambda fact: (
+            field in fact and pattern.fullmatch(engine_text(fact[field])) is not None
+        )
     if isinstance(value, list):
         value = tuple(value)
     compare = _ORDERED[leaf.op]

@@ -1,0 +1,533 @@
+"""engine.loader: every invalid policy set is refused with a stable code, the file and
+the line of the offending key, and every problem is reported at once; digests name
+exactly the bytes that were loaded.
+
+A case's YAML marks the line it expects to be reported with a trailing `#<`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from engine import PolicyError, load_policies, validate_policies
+from engine.errors import PolicyIssue
+
+MARK = "#<"
+
+HEAD = """\
+rules:
+  - id: spread_check
+    description: The quoted spread is too wide.
+    trigger: risk_denied
+    code: SPREAD_TOO_WIDE
+    reason: The bid/ask spread is wider than allowed.
+    deny_when:
+"""
+
+VALID = HEAD + "      field: spread_bps\n      gt: {param: risk.max_spread_bps}\n"
+
+
+def deny(condition: str) -> str:
+    """A rule file whose only rule denies when `condition` (YAML, any indent) holds."""
+    return HEAD + textwrap.indent(textwrap.dedent(condition).strip("\n"), " " * 6) + "\n"
+
+
+def rule_file(text: str) -> str:
+    return textwrap.dedent(text).lstrip("\n")
+
+
+def marked_line(text: str) -> int:
+    lines = [n for n, line in enumerate(text.splitlines(), start=1) if MARK in line]
+    assert len(lines) == 1, "a case marks exactly one line"
+    return lines[0]
+
+
+def located(issues: list[PolicyIssue]) -> list[tuple[str, str, int | None]]:
+    return [(issue.code, Path(issue.file).name, issue.line) for issue in issues]
+
+
+@dataclass(frozen=True)
+class Invalid:
+    id: str
+    code: str
+    files: dict[str, str]
+
+
+INVALID_SETS = [
+    Invalid(
+        "yaml_syntax",
+        "yaml_syntax",
+        {
+            "rules.yaml": rule_file("""
+                rules:
+                  - id: spread_check
+                    trigger: risk_denied: twice  #<
+            """)
+        },
+    ),
+    Invalid(
+        "duplicate_key",
+        "duplicate_key",
+        {
+            "rules.yaml": rule_file("""
+                rules:
+                  - id: spread_check
+                    description: The quoted spread is too wide.
+                    trigger: risk_denied
+                    code: SPREAD_TOO_WIDE
+                    reason: The bid/ask spread is wider than allowed.
+                    trigger: compliance_failure  #<
+                    deny_when: {field: spread_bps, gt: 25}
+            """)
+        },
+    ),
+    Invalid(
+        "unknown_key-in-rule",
+        "unknown_key",
+        {
+            "rules.yaml": rule_file("""
+                rules:
+                  - id: spread_check
+                    description: The quoted spread is too wide.
+                    trigger: risk_denied
+                    severity: high  #<
+                    code: SPREAD_TOO_WIDE
+                    reason: The bid/ask spread is wider than allowed.
+                    deny_when: {field: spread_bps, gt: 25}
+            """)
+        },
+    ),
+    Invalid(
+        # reported at the mapping that holds both keys
+        "unknown_key-beside-not",
+        "unknown_key",
+        {
+            "rules.yaml": HEAD.replace("deny_when:", "deny_when:  #<")
+            + "      not: {field: spread_bps, gt: 25}\n      field: spread_bps\n"
+        },
+    ),
+    Invalid(
+        "missing_key-in-rule",
+        "missing_key",
+        {
+            "rules.yaml": rule_file("""
+                rules:
+                  - id: spread_check  #<
+                    description: The quoted spread is too wide.
+                    trigger: risk_denied
+                    reason: The bid/ask spread is wider than allowed.
+                    deny_when: {field: spread_bps, gt: 25}
+            """)
+        },
+    ),
+    Invalid(
+        "missing_key-field",
+        "missing_key",
+        {
+            "rules.yaml": rule_file("""
+                rules:
+                  - id: spread_check
+                    description: The quoted spread is too wide.
+                    trigger: risk_denied
+                    code: SPREAD_TOO_WIDE
+                    reason: The bid/ask spread is wider than allowed.
+                    deny_when:  #<
+                      gt: 25
+            """)
+        },
+    ),
+    Invalid(
+        "unknown_field",
+        "unknown_field",
+        {"rules.yaml": deny("field: spread  #<\ngt: 25")},
+    ),
+    Invalid(
+        "unknown_param",
+        "unknown_param",
+        {"rules.yaml": deny("field: spread_bps\ngt: {param: risk.max_spred_bps}  #<")},
+    ),
+    Invalid(
+        "wrong_type-gt-on-string-field",
+        "wrong_type",
+        {"rules.yaml": deny("field: regime\ngt: 3  #<")},
+    ),
+    Invalid(
+        "wrong_type-string-for-number-field",
+        "wrong_type",
+        {"rules.yaml": deny('field: spread_bps\ngt: "25"  #<')},
+    ),
+    Invalid(
+        "wrong_type-in-with-a-scalar",
+        "wrong_type",
+        {"rules.yaml": deny("field: symbol\nin: RSTR  #<")},
+    ),
+    Invalid(
+        "wrong_type-param-of-wrong-type",
+        "wrong_type",
+        {"rules.yaml": deny("field: regime\neq: {param: risk.max_spread_bps}  #<")},
+    ),
+    Invalid(
+        "wrong_type-description-not-a-string",
+        "wrong_type",
+        {
+            "rules.yaml": rule_file("""
+                rules:
+                  - id: spread_check
+                    description: 42  #<
+                    trigger: risk_denied
+                    code: SPREAD_TOO_WIDE
+                    reason: The bid/ask spread is wider than allowed.
+                    deny_when: {field: spread_bps, gt: 25}
+            """)
+        },
+    ),
+    Invalid(
+        "invalid_value-trigger",
+        "invalid_value",
+        {"rules.yaml": VALID.replace("trigger: risk_denied", "trigger: risk_denyed  #<")},
+    ),
+    Invalid(
+        "invalid_value-id",
+        "invalid_value",
+        {"rules.yaml": VALID.replace("id: spread_check", "id: Spread-Check  #<")},
+    ),
+    Invalid(
+        "invalid_value-code",
+        "invalid_value",
+        {"rules.yaml": VALID.replace("code: SPREAD_TOO_WIDE", "code: spread-too-wide  #<")},
+    ),
+    Invalid(
+        "invalid_value-number-at-1e15",
+        "invalid_value",
+        {"rules.yaml": deny("field: notional\ngt: 1000000000000000  #<")},
+    ),
+    Invalid(
+        "invalid_value-negative-number-beyond-1e15",
+        "invalid_value",
+        {"rules.yaml": deny("field: drift\nlt: -2000000000000000.0  #<")},
+    ),
+    Invalid(
+        "invalid_pattern-anchor",
+        "invalid_pattern",
+        {"rules.yaml": deny('field: symbol\nmatches: "^AAPL"  #<')},
+    ),
+    Invalid(
+        "invalid_pattern-bad-regex",
+        "invalid_pattern",
+        {"rules.yaml": deny('field: symbol\nmatches: "[A-Z"  #<')},
+    ),
+    Invalid(
+        "unsupported_negation-matches-under-not",
+        "unsupported_negation",
+        {"rules.yaml": deny('not:\n  field: symbol\n  matches: "A.*"  #<')},
+    ),
+    Invalid(
+        "unsupported_negation-matches-under-not-any",
+        "unsupported_negation",
+        {
+            "rules.yaml": deny("""
+                not:
+                  any:
+                    - {field: spread_bps, gt: 25}
+                    - field: symbol
+                      matches: "A.*"  #<
+            """)
+        },
+    ),
+    Invalid(
+        "empty_condition-deny_when",
+        "empty_condition",
+        {"rules.yaml": HEAD.replace("deny_when:", "deny_when:  #<")},
+    ),
+    Invalid(
+        "empty_condition-all",
+        "empty_condition",
+        {"rules.yaml": deny("all: []  #<")},
+    ),
+    Invalid(
+        "empty_condition-rules",
+        "empty_condition",
+        {"rules.yaml": "rules: []  #<\n"},
+    ),
+    Invalid(
+        "duplicate_rule_id-across-files",
+        "duplicate_rule_id",
+        {
+            "a_rules.yaml": VALID,
+            "b_rules.yaml": VALID.replace("- id: spread_check", "- id: spread_check  #<"),
+        },
+    ),
+]
+
+
+def write(directory: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (directory / name).write_text(text, encoding="utf-8")
+
+
+@pytest.mark.parametrize("case", INVALID_SETS, ids=[c.id for c in INVALID_SETS])
+def test_validate_when_policy_set_is_invalid_then_reports_code_file_and_line(
+    policies_dir: Path, case: Invalid
+) -> None:
+    write(policies_dir, case.files)
+    [(name, text)] = [(n, t) for n, t in case.files.items() if MARK in t]
+
+    issues = validate_policies(policies_dir)
+
+    assert located(issues) == [(case.code, name, marked_line(text))]
+
+
+@pytest.mark.parametrize("case", INVALID_SETS, ids=[c.id for c in INVALID_SETS])
+def test_load_when_policy_set_is_invalid_then_raises_policy_error_with_the_same_issues(
+    policies_dir: Path, case: Invalid
+) -> None:
+    write(policies_dir, case.files)
+
+    with pytest.raises(PolicyError) as raised:
+        load_policies(policies_dir)
+
+    assert raised.value.issues == validate_policies(policies_dir)
+    assert raised.value.code == "policy_invalid"
+
+
+def test_validate_when_a_valid_rule_file_is_added_then_no_issues(policies_dir: Path) -> None:
+    write(policies_dir, {"rules.yaml": VALID})
+
+    assert validate_policies(policies_dir) == []
+
+
+def test_validate_when_compliance_yaml_is_missing_then_not_found(policies_dir: Path) -> None:
+    write(policies_dir, {"rules.yaml": VALID})
+    (policies_dir / "compliance.yaml").unlink()
+
+    issues = validate_policies(policies_dir)
+
+    assert located(issues) == [("not_found", "compliance.yaml", None)]
+
+
+def test_validate_when_there_is_no_rule_file_then_not_found(policies_dir: Path) -> None:
+    issues = validate_policies(policies_dir)
+
+    assert [(i.code, i.file) for i in issues] == [("not_found", str(policies_dir))]
+
+
+def test_validate_when_directory_does_not_exist_then_not_found(tmp_path: Path) -> None:
+    issues = validate_policies(tmp_path / "nowhere")
+
+    assert [(i.code, i.line) for i in issues] == [("not_found", None)]
+
+
+def test_validate_when_duplicate_rule_id_then_names_the_rule_and_the_first_place(
+    policies_dir: Path,
+) -> None:
+    write(policies_dir, {"a_rules.yaml": VALID, "b_rules.yaml": VALID})
+
+    [issue] = validate_policies(policies_dir)
+
+    assert issue.rule_id == "spread_check"
+    assert issue.message == f"rule id already used at {policies_dir / 'a_rules.yaml'}:2"
+
+
+def test_validate_when_errors_in_several_files_then_reports_them_all_at_once(
+    policies_dir: Path,
+) -> None:
+    config = policies_dir / "compliance.yaml"
+    config.write_text(config.read_text().replace("version: 1", "version: one"), encoding="utf-8")
+    write(
+        policies_dir,
+        {
+            "a.yaml": deny("field: spread\ngt: 25"),
+            "b.yaml": "rules:\n  - id: x\n    trigger: risk_denied: twice\n",
+            "c.yaml": rule_file("""
+                rules:
+                  - id: first_check
+                    description: One.
+                    trigger: risk_denyed
+                    code: FIRST
+                    reason: One.
+                    deny_when: {field: regime, gt: 3}
+                  - id: second_check
+                    description: Two.
+                    trigger: risk_denied
+                    code: SECOND
+                    reason: Two.
+                    deny_when: {field: symbol, matches: "^A"}
+            """),
+        },
+    )
+
+    issues = validate_policies(policies_dir)
+
+    assert sorted(located(issues)) == [
+        ("invalid_pattern", "c.yaml", 13),
+        ("invalid_value", "c.yaml", 4),
+        ("unknown_field", "a.yaml", 8),
+        ("wrong_type", "c.yaml", 7),
+        ("wrong_type", "compliance.yaml", 4),
+        ("yaml_syntax", "b.yaml", 3),
+    ]
+    assert {i.rule_id for i in issues if Path(i.file).name == "c.yaml"} == {
+        "first_check",
+        "second_check",
+    }
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "code"),
+    [
+        ("version: 1", "version: one  #<", "wrong_type"),
+        ("version: 1", "version: 1\nversoin: 2  #<", "unknown_key"),
+        # a missing key is reported where the document's mapping starts
+        (
+            'version: 1\nexpires: "2027-01-31T00:00:00Z"',
+            'expires: "2027-01-31T00:00:00Z"  #<',
+            "missing_key",
+        ),
+        ("  rate_window_s: 1 ", "  rate_window_s: fast  #<", "wrong_type"),
+        ("  timezone: America/New_York", "  calender: always  #<", "unknown_key"),
+    ],
+    ids=[
+        "version-not-a-number",
+        "unknown-top-level-key",
+        "version-missing",
+        "flow-window-not-a-number",
+        "unknown-session-key",
+    ],
+)
+def test_validate_when_compliance_yaml_is_invalid_then_reports_code_and_line(
+    policies_dir: Path, old: str, new: str, code: str
+) -> None:
+    config = policies_dir / "compliance.yaml"
+    text = config.read_text()
+    assert old in text
+    text = text.replace(old, new, 1)
+    config.write_text(text, encoding="utf-8")
+    write(policies_dir, {"rules.yaml": VALID})
+
+    issues = validate_policies(policies_dir)
+
+    assert located(issues) == [(code, "compliance.yaml", marked_line(text))]
+
+
+def test_validate_when_a_parameter_is_a_mapping_then_reports_wrong_type_at_its_line(
+    policies_dir: Path,
+) -> None:
+    config = policies_dir / "compliance.yaml"
+    text = config.read_text().replace("  max_spread_bps: 25", "  max_spread_bps: {nested: 1}  #<")
+    config.write_text(text, encoding="utf-8")
+    write(policies_dir, {"rules.yaml": VALID})
+
+    issues = validate_policies(policies_dir)
+
+    # pydantic reports one issue per member of the parameter's union; all point at the value
+    assert set(located(issues)) == {("wrong_type", "compliance.yaml", marked_line(text))}
+
+
+def test_validate_when_compliance_yaml_has_a_duplicate_key_then_reports_it(
+    policies_dir: Path,
+) -> None:
+    config = policies_dir / "compliance.yaml"
+    text = config.read_text().replace(
+        "  max_spread_bps: 25", "  max_spread_bps: 25\n  max_spread_bps: 250  #<"
+    )
+    config.write_text(text, encoding="utf-8")
+    write(policies_dir, {"rules.yaml": VALID})
+
+    assert located(validate_policies(policies_dir)) == [
+        ("duplicate_key", "compliance.yaml", marked_line(text))
+    ]
+
+
+def test_load_then_rules_carry_their_source_file_and_line(policies_dir: Path) -> None:
+    write(policies_dir, {"rules.yaml": "description: x\n" + VALID})
+
+    [rule] = load_policies(policies_dir).policies.rules
+
+    assert (rule.id, Path(rule.source).name, rule.line) == ("spread_check", "rules.yaml", 3)
+
+
+def test_load_then_policies_tests_directory_is_not_part_of_the_set(policies_dir: Path) -> None:
+    write(policies_dir, {"rules.yaml": VALID})
+    before = load_policies(policies_dir).policies
+    (policies_dir / "tests").mkdir()
+    (policies_dir / "tests" / "rules.yaml").write_text("cases: [not a policy]\n")
+
+    after = load_policies(policies_dir).policies
+
+    assert after.files == ("rules.yaml",)
+    assert after.policy_digest == before.policy_digest
+
+
+# --- digests ---------------------------------------------------------------------------
+
+
+def test_load_when_nothing_changes_then_digests_are_stable(
+    policies_dir: Path, tmp_path: Path
+) -> None:
+    write(policies_dir, {"rules.yaml": VALID})
+    first = load_policies(policies_dir).policies
+    elsewhere = shutil.copytree(policies_dir, tmp_path / "elsewhere")
+
+    again = load_policies(policies_dir).policies
+    moved = load_policies(elsewhere).policies
+
+    assert again.policy_digest == first.policy_digest == moved.policy_digest
+    assert again.compliance_digest == first.compliance_digest == moved.compliance_digest
+    assert first.policy_digest.startswith("sha256:")
+    assert len(first.policy_digest) == len("sha256:") + 64
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["edit-a-rule", "add-a-file", "rename-a-file", "whitespace-only"],
+)
+def test_load_when_a_rule_file_changes_then_policy_digest_changes_and_compliance_digest_does_not(
+    policies_dir: Path, change: str
+) -> None:
+    rules = policies_dir / "rules.yaml"
+    rules.write_text(VALID)
+    before = load_policies(policies_dir).policies
+
+    if change == "edit-a-rule":
+        rules.write_text(VALID.replace("gt: {param", "ge: {param"))
+    elif change == "add-a-file":
+        (policies_dir / "more.yaml").write_text(VALID.replace("spread_check", "other_check"))
+    elif change == "rename-a-file":
+        rules.rename(policies_dir / "renamed.yaml")
+    else:
+        rules.write_text(VALID + "\n")
+    after = load_policies(policies_dir).policies
+
+    assert after.policy_digest != before.policy_digest
+    assert after.compliance_digest == before.compliance_digest
+
+
+def test_load_when_compliance_yaml_changes_then_only_compliance_digest_changes(
+    policies_dir: Path,
+) -> None:
+    write(policies_dir, {"rules.yaml": VALID})
+    before = load_policies(policies_dir).policies
+    config = policies_dir / "compliance.yaml"
+    config.write_text(config.read_text().replace("max_spread_bps: 25", "max_spread_bps: 30"))
+
+    after = load_policies(policies_dir).policies
+
+    assert after.compliance_digest != before.compliance_digest
+    assert after.policy_digest == before.policy_digest
+
+
+def test_load_then_compliance_digest_is_sha256_of_compliance_yaml_bytes(
+    policies_dir: Path,
+) -> None:
+    write(policies_dir, {"rules.yaml": VALID})
+    raw = (policies_dir / "compliance.yaml").read_bytes()
+
+    policies = load_policies(policies_dir).policies
+
+    assert policies.compliance_digest == "sha256:" + hashlib.sha256(raw).hexdigest()
