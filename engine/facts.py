@@ -189,6 +189,10 @@ def _add_state(
     fact["position_after"] = after
     fact["position_after_abs"] = abs(after)
     fact["position_increases"] = abs(after) > abs(before) or before * after < 0
+    if state.flow is not None:
+        fact["orders_in_window"] = state.flow.orders_in_window
+        fact["duplicate_recent"] = state.flow.duplicate_recent
+        return
     rate_since = now - timedelta(seconds=config.flow.rate_window_s)
     dup_since = now - timedelta(seconds=config.flow.duplicate_window_s)
     mine = [r for r in state.recent_orders if r.account == order.account and r.at <= now]

@@ -15,7 +15,7 @@ import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import ValidationError
@@ -99,31 +99,31 @@ class Gateway:
     def broker_for(self, mode: str) -> BrokerAdapter | None:
         return self._brokers.get(mode)
 
-    def _state(self, order: OrderRequest, now: datetime, exclude: str | None = None) -> EngineState:
+    def _state(
+        self, order: OrderRequest, now: datetime, exclude: str | None = None
+    ) -> tuple[str, EngineState]:
+        """The mode, and what the engine must know beyond the order, in one round of reads."""
         flow = self._evaluator.policy.config.flow
-        window = max(flow.rate_window_s, flow.duplicate_window_s)
-        recent = [
-            r
-            for r in self.store.recent_orders(order.account, now - timedelta(seconds=window))
-            if exclude is None or r.client_order_id != exclude
-        ]
-        held = self.store.positions(order.account)
-        return EngineState(
-            positions={f"{order.account}:{s}": q for s, q in held.items()},
-            recent_orders=recent,
-            omega_active=bool(self.omega().get("active")),
+        snap = self.store.snapshot(
+            order, now, flow.rate_window_s, flow.duplicate_window_s, exclude=exclude
         )
+        state = EngineState(
+            positions={f"{order.account}:{order.symbol}": snap.position},
+            omega_active=bool(snap.omega.get("active")),
+            flow=snap.flow,
+        )
+        return snap.mode, state
 
     # --- evaluate and submit ---------------------------------------------
 
     def evaluate(self, raw: Any, actor: str) -> Outcome:
         now = self._clock()
-        decision = self._judge(raw, now)
+        decision, mode = self._judge(raw, now)
         try:
-            record = self._log_new(decision, "evaluate", raw, actor, now, claim=False)
+            record = self._log_new(decision, "evaluate", raw, actor, now, mode, claim=False)
         except Exception:
             log.exception("audit write failed for an evaluation")
-            return Outcome("audit_unavailable", decision.record(mode=self.mode(), actor=actor))
+            return Outcome("audit_unavailable", decision.record(mode=mode, actor=actor))
         kinds: dict[str, OutcomeKind] = {"evaluated": "evaluated", "rejected": "rejected"}
         return Outcome(kinds.get(decision.status, "blocked"), record)
 
@@ -132,27 +132,27 @@ class Gateway:
         now = self._clock()
         field_list = tuple(FieldError(f, m) for f, m in errors)
         decision = self._evaluator.rejected({}, now, field_list)
+        mode = self.mode()
         try:
-            record = self._log_new(decision, operation, {}, actor, now, claim=False)
+            record = self._log_new(decision, operation, {}, actor, now, mode, claim=False)
         except Exception:
             log.exception("audit write failed for a rejected request")
-            return Outcome("audit_unavailable", decision.record(mode=self.mode(), actor=actor))
+            return Outcome("audit_unavailable", decision.record(mode=mode, actor=actor))
         return Outcome("rejected", record)
 
     def submit(self, raw: Any, actor: str) -> Outcome:
         now = self._clock()
-        decision = self._judge(raw, now)
+        decision, mode = self._judge(raw, now)
         order = decision.order
         if order is not None:
             replay = self._replay(order.client_order_id, raw)
             if replay is not None:
                 return replay
-        mode = self.mode()
         broker = self.broker_for(mode)
         if decision.approved and order is not None:
             decision = self._gate(decision, order, mode, broker)
         try:
-            record = self._log_new(decision, "submit", raw, actor, now, claim=True)
+            record = self._log_new(decision, "submit", raw, actor, now, mode, claim=True)
         except _AlreadyClaimed:
             # lost a race with the same client order id: answer as the winner's retry
             replay = self._replay(order.client_order_id, raw) if order else None
@@ -167,20 +167,25 @@ class Gateway:
             return Outcome("blocked", record)
         return self._route(record, order, broker, actor)
 
-    def _judge(self, raw: Any, now: datetime) -> Decision:
+    def _judge(self, raw: Any, now: datetime, exclude: str | None = None) -> tuple[Decision, str]:
+        """The decision and the mode it was taken in. `exclude`: a client order id whose
+        own earlier flow does not count (the order being replaced)."""
         evaluator = self._evaluator
         try:
             order = OrderRequest.model_validate(raw)
         except ValidationError as exc:
-            return evaluator.rejected(raw, now, field_errors(exc))
+            return evaluator.rejected(raw, now, field_errors(exc)), self.mode()
         except Exception:
-            return evaluator.evaluate(raw, None, now)  # reports the unreadable body
+            return evaluator.evaluate(raw, None, now), self.mode()  # the unreadable body
         try:
-            state = self._state(order, now)
+            mode, state = self._state(order, now, exclude)
         except Exception as exc:
             log.exception("could not read the trading state; order blocked")
-            return evaluator.blocked(order, now, "engine_error", "STATE_UNAVAILABLE", _fault(exc))
-        return evaluator.evaluate(order, state, now)
+            blocked = evaluator.blocked(
+                order, now, "engine_error", "STATE_UNAVAILABLE", _fault(exc)
+            )
+            return blocked, "research"
+        return evaluator.evaluate(order, state, now), mode
 
     def _gate(
         self, decision: Decision, order: OrderRequest, mode: str, broker: BrokerAdapter | None
@@ -214,9 +219,15 @@ class Gateway:
         return Outcome("replayed", record, replayed_kind=_kind_of(record))
 
     def _log_new(
-        self, decision: Decision, operation: str, raw: Any, actor: str, now: datetime, claim: bool
+        self,
+        decision: Decision,
+        operation: str,
+        raw: Any,
+        actor: str,
+        now: datetime,
+        mode: str,
+        claim: bool,
     ) -> dict[str, Any]:
-        mode = self.mode()
         approved_submit = claim and decision.approved
         broker = self.broker_for(mode) if claim else None
         with self.store.writing() as w:
@@ -307,8 +318,7 @@ class Gateway:
         updated["actor"] = actor
         updated["operation"] = operation
         with self.store.writing() as w:
-            row = self.store.order(record["order_id"]) or {}
-            already = float(row.get("filled_quantity") or 0.0)
+            already = w.filled_quantity(record["order_id"])
             linked = w.append(updated, "order", now)
             values = _row_update(linked, now)
             values.update(
@@ -351,13 +361,13 @@ class Gateway:
         merged = {**original, **changes} if isinstance(changes, dict) else changes
         if isinstance(changes, dict) and "context" in changes:
             merged["context"] = changes["context"]
-        decision = self._judge_replace(merged, now, original.get("client_order_id"))
+        decision, mode = self._judge(merged, now, exclude=original.get("client_order_id"))
         broker = self.broker_for(record.get("mode") or "")
         open_order = row["status"] in OPEN_STATUSES and row["broker_order_id"] and broker
         if decision.approved and decision.order is not None and broker is not None:
-            decision = self._gate(decision, decision.order, self.mode(), broker)
+            decision = self._gate(decision, decision.order, mode, broker)
         if not decision.approved or decision.order is None or not open_order or broker is None:
-            attempt = decision.record(order_id=order_id, mode=self.mode(), actor=actor)
+            attempt = decision.record(order_id=order_id, mode=mode, actor=actor)
             attempt["operation"] = "replace"
             try:
                 with self.store.writing() as w:
@@ -378,7 +388,7 @@ class Gateway:
             )
         fresh = decision.record(
             order_id=order_id,
-            mode=record.get("mode") or self.mode(),
+            mode=record.get("mode") or mode,
             broker=broker.name,
             actor=actor,
         )
@@ -410,18 +420,6 @@ class Gateway:
                 },
             )
         return Outcome("routed", updated)
-
-    def _judge_replace(self, raw: Any, now: datetime, client_order_id: str | None) -> Decision:
-        evaluator = self._evaluator
-        try:
-            order = OrderRequest.model_validate(raw)
-        except ValidationError as exc:
-            return evaluator.rejected(raw, now, field_errors(exc))
-        try:
-            state = self._state(order, now, exclude=client_order_id)
-        except Exception as exc:
-            return evaluator.blocked(order, now, "engine_error", "STATE_UNAVAILABLE", _fault(exc))
-        return evaluator.evaluate(order, state, now)
 
     # --- market data, modes, kill switch -----------------------------------
 

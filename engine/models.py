@@ -27,6 +27,7 @@ __all__ = [
     "MAX_PRICE",
     "MAX_QUANTITY",
     "EngineState",
+    "FlowCounts",
     "OrderContext",
     "OrderRequest",
     "Quote",
@@ -149,6 +150,16 @@ class RecentOrder(BaseModel):
     at: Timestamp
 
 
+class FlowCounts(BaseModel):
+    """The flow figures, when the caller counted them itself (the gateway asks its
+    database) instead of listing every recent order."""
+
+    model_config = _Strict
+
+    orders_in_window: Annotated[int, Field(ge=0)]
+    duplicate_recent: bool
+
+
 class EngineState(BaseModel):
     """What the engine knows beyond the order: positions, recent flow, the kill switch."""
 
@@ -160,6 +171,7 @@ class EngineState(BaseModel):
     recent_orders: list[RecentOrder] = Field(default_factory=list)
     omega_active: bool = False
     omega_reason: str | None = None
+    flow: FlowCounts | None = None
 
     def position(self, account: str, symbol: str) -> float:
         """Signed position; keys are `SYMBOL` or `ACCOUNT:SYMBOL`."""

@@ -14,17 +14,17 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, func, select, text
+from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, select, text
 
 from .audit import link
 from .canonical import canonical_json
-from .models import RecentOrder
+from .models import FlowCounts, OrderRequest, RecentOrder
 from .schema import (
     api_tokens,
     audit_log,
@@ -155,7 +155,7 @@ class Store:
                     orders.c.account == account,
                     orders.c.operation == "submit",
                     orders.c.created_at >= since,
-                    orders.c.status.not_in(("rejected", "blocked")),
+                    orders.c.status.not_in(_NOT_FLOW),
                 )
             ).all()
         return [
@@ -172,6 +172,55 @@ class Store:
             )
             for r in rows
         ]
+
+    def snapshot(
+        self,
+        order: OrderRequest,
+        now: datetime,
+        rate_window_s: float,
+        duplicate_window_s: float,
+        exclude: str | None = None,
+    ) -> Snapshot:
+        """Everything one evaluation needs from the database, in one round of reads:
+        mode and kill switch, the position in the symbol, and the flow counts."""
+        routed = (
+            (orders.c.account == order.account)
+            & (orders.c.operation == "submit")
+            & (orders.c.status.not_in(_NOT_FLOW))
+        )
+        if exclude is not None:
+            routed = routed & (orders.c.client_order_id != exclude)
+        same = (
+            routed
+            & (orders.c.created_at > now - timedelta(seconds=duplicate_window_s))
+            & (orders.c.created_at <= now)
+            & (orders.c.symbol == order.symbol)
+            & (orders.c.side == order.side)
+            & (orders.c.quantity == order.quantity)
+            & (orders.c.order_type == order.order_type)
+            & (orders.c.limit_price.is_not_distinct_from(order.limit_price))
+            & (orders.c.stop_price.is_not_distinct_from(order.stop_price))
+            & (orders.c.client_order_id != order.client_order_id)
+        )
+        in_window = (
+            routed
+            & (orders.c.created_at > now - timedelta(seconds=rate_window_s))
+            & (orders.c.created_at <= now)
+        )
+        with self.engine.connect() as conn:
+            values: dict[str, str] = {r.key: r.value for r in conn.execute(_SETTINGS_OF_STATE)}
+            position = conn.execute(
+                _POSITION, {"account": order.account, "symbol": order.symbol}
+            ).scalar()
+            count = conn.execute(select(func.count()).select_from(orders).where(in_window))
+            duplicate = conn.execute(select(orders.c.order_id).where(same).limit(1)).first()
+            counted = int(count.scalar_one())
+        return Snapshot(
+            mode=json.loads(values["mode"])["mode"] if "mode" in values else "research",
+            omega=json.loads(values["omega"]) if "omega" in values else {"active": False},
+            position=float(position or 0.0),
+            flow=FlowCounts(orders_in_window=counted, duplicate_recent=duplicate is not None),
+        )
 
     def open_orders(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
@@ -226,6 +275,29 @@ class Store:
             return conn.execute(text("SELECT 1")).scalar() == 1
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    mode: str
+    omega: dict[str, Any]
+    position: float
+    flow: FlowCounts
+
+
+_NEXT_SEQUENCE = (
+    order_sequences.update()
+    .where(order_sequences.c.year == bindparam("y"))
+    .values(value=order_sequences.c.value + 1)
+    .returning(order_sequences.c.value)
+)
+_NOT_FLOW = ("rejected", "blocked")  # attempts that never reached a market
+_SETTINGS_OF_STATE = select(settings.c.key, settings.c.value).where(
+    settings.c.key.in_(("mode", "omega"))
+)
+_POSITION = select(positions.c.quantity).where(
+    (positions.c.account == bindparam("account")) & (positions.c.symbol == bindparam("symbol"))
+)
+
+
 @dataclass
 class Writer:
     """The operations of one write transaction, holding the chain lock."""
@@ -235,17 +307,10 @@ class Writer:
     head: str
 
     def next_order_id(self, year: int) -> str:
-        value = self.conn.execute(
-            select(order_sequences.c.value).where(order_sequences.c.year == year)
-        ).scalar()
+        value = self.conn.execute(_NEXT_SEQUENCE, {"y": year}).scalar()
         if value is None:
             value = 1
             self.conn.execute(order_sequences.insert().values(year=year, value=value))
-        else:
-            value += 1
-            self.conn.execute(
-                order_sequences.update().where(order_sequences.c.year == year).values(value=value)
-            )
         return f"ORD-{year}-{value:06d}"
 
     def append(self, record: dict[str, Any], kind: str, at: datetime) -> dict[str, Any]:
@@ -267,6 +332,12 @@ class Writer:
 
     def insert_order(self, values: dict[str, Any]) -> None:
         self.conn.execute(orders.insert().values(**values))
+
+    def filled_quantity(self, order_id: str) -> float:
+        value = self.conn.execute(
+            select(orders.c.filled_quantity).where(orders.c.order_id == order_id)
+        ).scalar()
+        return float(value or 0.0)
 
     def update_order(self, order_id: str, values: dict[str, Any]) -> None:
         self.conn.execute(orders.update().where(orders.c.order_id == order_id).values(**values))
