@@ -17,11 +17,12 @@ from anyio import to_thread
 from litestar import Litestar, Request, Response, delete, get, post
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
+from litestar.params import FromPath, FromQuery
 
 from engine import PolicyError, load_policies
 from engine.audit import verify_chain
 from engine.evaluator import Evaluator
-from engine.gateway import ModeRefused, Outcome
+from engine.gateway import MODES, ModeRefused, Outcome
 from engine.models import Quote
 
 from .auth import Principal
@@ -75,8 +76,12 @@ def create_app(runtime: Runtime) -> Litestar:
                     break
         if problem is None:
             try:
-                return json.loads(raw or b"null")
-            except (ValueError, UnicodeDecodeError) as exc:
+                parsed = json.loads(raw or b"null")
+                # "\ud800" parses to a lone surrogate, which is not text: no
+                # record holding it could be stored or hashed as UTF-8.
+                json.dumps(parsed, ensure_ascii=False).encode("utf-8")
+                return parsed
+            except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
                 problem = (422, "malformed_json", f"body is not valid JSON: {exc}")
         status, code, detail = problem
         outcome = await to_thread.run_sync(gateway.reject, operation, [("(body)", detail)], actor)
@@ -158,12 +163,12 @@ def create_app(runtime: Runtime) -> Litestar:
     @get("/v1/orders")
     async def list_orders(
         request: Request[Any, Any, Any],
-        status: str | None = None,
-        symbol: str | None = None,
-        account: str | None = None,
-        client_order_id: str | None = None,
-        limit: int = 100,
-        offset: int = 0,
+        status: FromQuery[str | None] = None,
+        symbol: FromQuery[str | None] = None,
+        account: FromQuery[str | None] = None,
+        client_order_id: FromQuery[str | None] = None,
+        limit: FromQuery[int] = 100,
+        offset: FromQuery[int] = 0,
     ) -> dict[str, Any]:
         principal(request, TRADER + AUDITOR)
         if not 1 <= limit <= 1000 or offset < 0:
@@ -181,7 +186,7 @@ def create_app(runtime: Runtime) -> Litestar:
         return {"orders": rows, "limit": limit, "offset": offset, "count": len(rows)}
 
     @get("/v1/orders/{order_id:str}")
-    async def get_order(request: Request[Any, Any, Any], order_id: str) -> dict[str, Any]:
+    async def get_order(request: Request[Any, Any, Any], order_id: FromPath[str]) -> dict[str, Any]:
         principal(request, TRADER + AUDITOR)
         record = await to_thread.run_sync(runtime.store.order_record, order_id)
         if record is None:
@@ -189,7 +194,9 @@ def create_app(runtime: Runtime) -> Litestar:
         return record
 
     @post("/v1/orders/{order_id:str}/cancel", status_code=200)
-    async def cancel_order(request: Request[Any, Any, Any], order_id: str) -> Response[Any]:
+    async def cancel_order(
+        request: Request[Any, Any, Any], order_id: FromPath[str]
+    ) -> Response[Any]:
         who = principal(request, TRADER)
         outcome = await to_thread.run_sync(gateway.cancel, order_id, who.token_id)
         if outcome.kind == "routed":
@@ -198,7 +205,9 @@ def create_app(runtime: Runtime) -> Litestar:
         return answer("cancel", outcome)
 
     @post("/v1/orders/{order_id:str}/replace", status_code=200)
-    async def replace_order(request: Request[Any, Any, Any], order_id: str) -> Response[Any]:
+    async def replace_order(
+        request: Request[Any, Any, Any], order_id: FromPath[str]
+    ) -> Response[Any]:
         who = principal(request, TRADER)
         raw = await body(request, "replace", who.token_id)
         if not isinstance(raw, dict):
@@ -238,8 +247,6 @@ def create_app(runtime: Runtime) -> Litestar:
     # --- mode and kill switch -------------------------------------------------
 
     def mode_view() -> dict[str, Any]:
-        from engine.gateway import MODES
-
         return {
             "mode": gateway.mode(),
             "omega": gateway.omega(),
@@ -256,12 +263,12 @@ def create_app(runtime: Runtime) -> Litestar:
     async def set_mode(request: Request[Any, Any, Any]) -> dict[str, Any]:
         who = principal(request, COMPLIANCE)
         raw = await body(request, "mode", who.token_id)
-        if not isinstance(raw, dict) or not isinstance(raw.get("mode"), str):
+        if not isinstance(raw, dict) or raw.get("mode") not in MODES:
             raise ApiError(
                 422,
                 "invalid_request",
-                "body needs a `mode` string",
-                errors=[{"field": "mode", "message": "required string"}],
+                f"body needs a `mode`: one of {', '.join(MODES)}",
+                errors=[{"field": "mode", "message": f"one of {', '.join(MODES)}"}],
             )
         try:
             event = await to_thread.run_sync(
@@ -289,7 +296,7 @@ def create_app(runtime: Runtime) -> Litestar:
 
     @delete("/v1/omega", status_code=200)
     async def clear_omega(
-        request: Request[Any, Any, Any], reason: str | None = None
+        request: Request[Any, Any, Any], reason: FromQuery[str | None] = None
     ) -> dict[str, Any]:
         who = principal(request, COMPLIANCE)
         if not reason or not reason.strip():
@@ -352,7 +359,7 @@ def create_app(runtime: Runtime) -> Litestar:
 
     @get("/v1/audit")
     async def audit(
-        request: Request[Any, Any, Any], after: int = 0, limit: int = 100
+        request: Request[Any, Any, Any], after: FromQuery[int] = 0, limit: FromQuery[int] = 100
     ) -> dict[str, Any]:
         principal(request, AUDITOR)
         if not 1 <= limit <= 1000 or after < 0:
@@ -414,6 +421,9 @@ def create_app(runtime: Runtime) -> Litestar:
         exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _crash},
         openapi_config=OpenAPIConfig(title="apex-oms", version="0.1.0", path="/schema"),
         request_max_body_size=4 * 1024 * 1024,
+        # Logging belongs to the process (api/_logging.py): Litestar's default
+        # config would replace the root handlers and turn the JSON logs to text.
+        logging_config=None,
     )
 
 

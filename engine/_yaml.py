@@ -15,14 +15,15 @@ from .errors import PolicyIssue
 __all__ = ["Lines", "line_of", "load_yaml"]
 
 Path = tuple[str | int, ...]
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C parser when built
 Lines = dict[Path, int]
 
 
 def load_yaml(text: str, file: str) -> tuple[Any, Lines, list[PolicyIssue]]:
     """Parse `text`; return the data, the line of every path, and any issues."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=_Loader)
+        data = yaml.load(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None

@@ -437,7 +437,7 @@ class Gateway:
 
     def set_mode(self, mode: str, actor: str, reason: str = "") -> dict[str, Any]:
         if mode not in MODES:
-            raise ModeRefused(mode, [f"unknown mode (one of {', '.join(MODES)})"])
+            raise ValueError(f"unknown mode {mode!r} (one of {', '.join(MODES)})")
         missing = self.requirements(mode)
         if missing:
             raise ModeRefused(mode, missing)
@@ -590,7 +590,8 @@ def _request(row: dict[str, Any]) -> dict[str, Any]:
 
 def _json_text(value: Any) -> str:
     try:
-        return json.dumps(value, sort_keys=True, ensure_ascii=False, allow_nan=False)
+        # ASCII escapes keep a client's lone surrogate storable; nothing is lost
+        return json.dumps(value, sort_keys=True, ensure_ascii=True, allow_nan=False)
     except (TypeError, ValueError):
         return json.dumps(repr(value))
 

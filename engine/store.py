@@ -114,7 +114,12 @@ class Store:
         limit: int = 100,
         offset: int = 0,
     ) -> list[dict[str, Any]]:
-        query = select(orders.c.record).order_by(orders.c.order_id.desc())
+        # newest first; the id alone would sort ORD-2026-1000000 before ORD-2026-999999
+        query = select(orders.c.record).order_by(
+            orders.c.created_at.desc(),
+            func.length(orders.c.order_id).desc(),
+            orders.c.order_id.desc(),
+        )
         for column, value in (
             (orders.c.status, status),
             (orders.c.symbol, symbol),

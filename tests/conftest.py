@@ -23,6 +23,7 @@ import pytest
 from litestar.testing import TestClient
 from psycopg import sql
 
+import api.runtime
 from api.app import create_app
 from api.auth import ROLES
 from api.runtime import Runtime
@@ -134,9 +135,26 @@ def store_url(
 StartRuntime = Callable[..., Runtime]
 
 
+_parsed_default_policies: list[LoadedPolicies] = []
+
+
+def _load_policies_once(directory: Path) -> LoadedPolicies:
+    """Parsing the YAML of policies/ takes a good part of a second and the files do
+    not change during a run, so it is parsed once; any other directory (a test's
+    edited copy) is loaded afresh."""
+    if directory != POLICIES:
+        return load_policies(directory)
+    if not _parsed_default_policies:
+        _parsed_default_policies.append(load_policies(directory))
+    return _parsed_default_policies[0]
+
+
 @pytest.fixture
-def start_runtime(store_url: str, tmp_path: Path, clock: FixedClock) -> Iterator[StartRuntime]:
+def start_runtime(
+    store_url: str, tmp_path: Path, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[StartRuntime]:
     """Start a runtime on the test's store; `policies=` points it at another directory."""
+    monkeypatch.setattr(api.runtime, "load_policies", _load_policies_once)
     started: list[Runtime] = []
 
     def start(policies: Path = POLICIES) -> Runtime:

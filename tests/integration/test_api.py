@@ -1,0 +1,938 @@
+"""The HTTP API of SPEC section 8 through Litestar's test client, on SQLite and
+on PostgreSQL: status codes, error codes, the records, and the audit chain
+after every write."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+from litestar.testing import TestClient
+from sqlalchemy.exc import OperationalError
+
+import engine.evaluator
+from api.app import create_app
+from api.auth import ROLES
+from api.runtime import Runtime
+from engine.audit import GENESIS
+from engine.broker import BrokerAck, BrokerOrder
+from engine.store import Store
+
+POLICIES = Path(__file__).resolve().parents[2] / "policies"
+
+# SPEC section 7: the source design's fields and the extra ones
+RECORD_FIELDS = {
+    "order_id", "symbol", "timestamp", "side", "quantity", "order_type", "limit_price",
+    "decision_reason", "risk_checks_run", "risk_check_results", "fail_closed_triggers",
+    "order_status", "broker_response", "client_order_id", "mode", "broker", "policy_digest",
+    "compliance_digest", "actor", "prev_hash", "hash",
+}  # fmt: skip
+
+
+class MovableClock(Protocol):
+    """The `clock` fixture: a fixed instant that a test moves on."""
+
+    def advance(self, seconds: float) -> None: ...
+
+
+@dataclass
+class Api:
+    """The test client with a bearer token per role; requests default to the trader."""
+
+    client: TestClient[Any]
+    auth: dict[str, dict[str, str]]
+
+    def get(self, path: str, role: str = "trader", **kwargs: Any) -> Any:
+        return self.client.get(path, headers=self.auth[role], **kwargs)
+
+    def post(self, path: str, role: str = "trader", **kwargs: Any) -> Any:
+        return self.client.post(path, headers=self.auth[role], **kwargs)
+
+    def delete(self, path: str, role: str = "trader", **kwargs: Any) -> Any:
+        return self.client.delete(path, headers=self.auth[role], **kwargs)
+
+    def enter(self, mode: str) -> None:
+        response = self.post("/v1/mode", "compliance", json={"mode": mode, "reason": "test"})
+        assert response.status_code == 200, response.text
+
+    def audit(self) -> list[dict[str, Any]]:
+        """The whole audit log, in chain order."""
+        page = self.get("/v1/audit", "auditor", params={"limit": 1000}).json()
+        records: list[dict[str, Any]] = page["records"]
+        return records
+
+    def assert_chain_ok(self) -> None:
+        report = self.get("/v1/audit/verify", "auditor").json()
+        assert report["ok"] is True, report
+        assert report["first_break"] is None
+        assert report["records"] == len(self.audit())
+
+
+@pytest.fixture
+def api(client: TestClient[Any], auth: dict[str, dict[str, str]]) -> Api:
+    return Api(client, auth)
+
+
+@pytest.fixture
+def broker_calls(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> list[BrokerOrder]:
+    """Every order the simulated broker is asked to submit."""
+    broker = runtime.gateway.broker_for("simulation")
+    assert broker is not None
+    calls: list[BrokerOrder] = []
+    real = broker.submit
+
+    def recording(order: BrokerOrder) -> BrokerAck:
+        calls.append(order)
+        return real(order)
+
+    monkeypatch.setattr(broker, "submit", recording)
+    return calls
+
+
+def market(**changes: Any) -> dict[str, Any]:
+    return {"order_type": "market", "limit_price": None, **changes}
+
+
+def order_rows(api: Api, **params: Any) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = api.get("/v1/orders", params=params).json()["orders"]
+    return rows
+
+
+# --- evaluate --------------------------------------------------------------------------
+
+
+def test_evaluate_when_every_check_passes_then_200_evaluated_and_logged(
+    api: Api, make_order: Callable[..., dict[str, Any]], tokens: dict[str, str]
+) -> None:
+    response = api.post("/v1/orders/evaluate", json=make_order())
+
+    record = response.json()
+    assert response.status_code == 200
+    assert set(record) >= RECORD_FIELDS
+    assert record["order_id"] == "ORD-2026-000001"
+    assert record["order_status"] == "evaluated"
+    assert record["timestamp"] == "2026-11-30T15:00:00Z"
+    assert record["fail_closed_triggers"] == []
+    assert set(record["risk_check_results"].values()) == {"pass"}
+    assert list(record["risk_check_results"]) == record["risk_checks_run"]
+    assert {"volatility_check", "spread_check", "regime_check", "entropy_check"} <= set(
+        record["risk_checks_run"]
+    )
+    assert (record["mode"], record["broker"], record["broker_response"]) == ("research", None, None)
+    assert record["prev_hash"] == GENESIS
+    assert record["policy_digest"] == api.get("/v1/policies").json()["policy_digest"]
+    assert record["actor"] == tokens["trader"].split("_")[1]  # the token id, never the token
+    assert api.audit() == [record]
+    api.assert_chain_ok()
+
+
+def test_evaluate_when_symbol_is_restricted_then_200_blocked_with_compliance_failure(
+    api: Api, make_order: Callable[..., dict[str, Any]]
+) -> None:
+    response = api.post("/v1/orders/evaluate", json=make_order(symbol="RSTR"))
+
+    record = response.json()
+    assert response.status_code == 200
+    assert record["order_status"] == "blocked"
+    assert record["fail_closed_triggers"] == ["compliance_failure"]
+    assert record["risk_check_results"]["restricted_symbol_check"] == "fail"
+    assert [r["code"] for r in record["reasons"]] == ["SYMBOL_RESTRICTED"]
+    api.assert_chain_ok()
+
+
+def test_evaluate_when_fields_are_invalid_then_422_naming_every_field_path(
+    api: Api, make_order: Callable[..., dict[str, Any]]
+) -> None:
+    order = make_order(quantity=-5, colour="blue")
+    order["context"]["quote"]["bid"] = "150.20"
+
+    response = api.post("/v1/orders/evaluate", json=order)
+
+    body = response.json()
+    assert response.status_code == 422
+    assert body["code"] == "invalid_order"
+    assert {e["field"] for e in body["errors"]} == {"quantity", "colour", "context.quote.bid"}
+    assert body["record"]["order_status"] == "rejected"
+    assert body["record"]["errors"] == body["errors"]
+    assert api.audit()[-1] == body["record"]
+    api.assert_chain_ok()
+
+
+# --- submit: validation ----------------------------------------------------------------
+
+# (case, changes to a valid order, the field the 422 names)
+INVALID_ORDERS: list[tuple[str, dict[str, Any], str]] = [
+    ("unknown_field", {"colour": "blue"}, "colour"),
+    ("quantity_as_text", {"quantity": "100"}, "quantity"),
+    ("quantity_not_positive", {"quantity": 0}, "quantity"),
+    ("quantity_huge", {"quantity": 1e300}, "quantity"),
+    ("quantity_huge_integer", {"quantity": 10**19}, "quantity"),  # no SQLite INTEGER holds it
+    ("limit_price_beyond_any_float", {"limit_price": 10**400}, "limit_price"),
+    ("limit_without_price", {"limit_price": None}, "limit_price"),
+    ("market_with_price", {"order_type": "market"}, "limit_price"),
+    ("unknown_side", {"side": "hold"}, "side"),
+    ("nested_wrong_type", {"context": {"volatility": "high"}}, "context.volatility"),
+    ("bad_symbol", {"symbol": "aapl; drop table"}, "symbol"),
+]
+
+
+def test_submit_when_input_is_invalid_then_422_naming_the_field_and_logged(
+    api: Api, make_order: Callable[..., dict[str, Any]], broker_calls: list[BrokerOrder]
+) -> None:
+    api.enter("simulation")
+    got = []
+
+    for case, changes, _ in INVALID_ORDERS:
+        response = api.post("/v1/orders", json=make_order(**changes))
+        body = response.json()
+        fields = [e["field"] for e in body.get("errors", [])]
+        got.append((case, response.status_code, body.get("code"), fields))
+        assert body["record"]["order_status"] == "rejected", case
+        assert api.audit()[-1] == body["record"], case
+
+    assert got == [(case, 422, "invalid_order", [field]) for case, _, field in INVALID_ORDERS]
+    assert broker_calls == []
+    api.assert_chain_ok()
+
+
+def test_submit_when_a_number_is_nan_then_422_naming_it(api: Api) -> None:
+    content = b'{"client_order_id": "n-1", "symbol": "AAPL", "side": "buy", '
+    content += b'"quantity": NaN, "order_type": "market"}'
+
+    response = api.post("/v1/orders", content=content)
+
+    assert response.status_code == 422
+    assert response.json()["errors"] == [
+        {"field": "quantity", "message": "Input should be a finite number"}
+    ]
+    api.assert_chain_ok()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"client_order_id": ',
+        b"[" * 30_000 + b"]" * 30_000,
+        b'{"client_order_id": "s-1", "decision_reason": "\\ud800"}',
+        b'{"client_order_id": "s-1", "\\udfff": 1}',
+    ],
+    ids=["truncated", "nested_too_deep", "lone_surrogate_value", "lone_surrogate_key"],
+)
+def test_submit_when_json_is_malformed_then_422_malformed_json_and_logged(
+    api: Api, content: bytes
+) -> None:
+    response = api.post("/v1/orders", content=content)
+
+    body = response.json()
+    assert response.status_code == 422
+    assert body["code"] == "malformed_json"
+    assert body["errors"][0]["field"] == "(body)"
+    assert body["record"]["order_status"] == "rejected"
+    assert body["record"]["operation"] == "submit"
+    assert api.audit() == [body["record"]]
+    api.assert_chain_ok()
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content_length", "chunked"])
+def test_submit_when_body_is_over_64_kib_then_413_body_too_large_and_logged(
+    api: Api, chunked: bool
+) -> None:
+    payload = b'{"pad": "' + b"x" * (64 * 1024) + b'"}'
+    content: Any = iter([payload[:40_000], payload[40_000:]]) if chunked else payload
+
+    response = api.post("/v1/orders", content=content)
+
+    body = response.json()
+    assert response.status_code == 413
+    assert body["code"] == "body_too_large"
+    assert body["detail"] == "body is over 65536 bytes"
+    assert body["record"]["order_status"] == "rejected"
+    assert api.audit() == [body["record"]]
+    api.assert_chain_ok()
+
+
+def test_submit_when_rejected_then_its_client_order_id_stays_free(
+    api: Api, make_order: Callable[..., dict[str, Any]]
+) -> None:
+    api.enter("simulation")
+    bad = api.post("/v1/orders", json=make_order(client_order_id="c-1", quantity=0))
+
+    good = api.post("/v1/orders", json=make_order(client_order_id="c-1"))
+
+    assert (bad.status_code, good.status_code) == (422, 201)
+    assert good.json()["order_status"] == "accepted"
+    api.assert_chain_ok()
+
+
+# --- submit: modes and routing ---------------------------------------------------------
+
+
+def test_submit_when_mode_is_research_then_403_mode_research_and_never_routed(
+    api: Api, make_order: Callable[..., dict[str, Any]], broker_calls: list[BrokerOrder]
+) -> None:
+    response = api.post("/v1/orders", json=make_order(**market()))
+
+    record = response.json()
+    assert response.status_code == 403
+    assert record["order_status"] == "blocked"
+    assert record["fail_closed_triggers"] == ["mode_research"]
+    assert record["mode"] == "research"
+    assert record["broker"] is None
+    assert broker_calls == []
+    api.assert_chain_ok()
+
+
+def test_submit_when_in_simulation_then_market_order_is_201_filled(
+    api: Api, make_order: Callable[..., dict[str, Any]], broker_calls: list[BrokerOrder]
+) -> None:
+    api.enter("simulation")
+
+    response = api.post("/v1/orders", json=make_order(**market()))
+
+    record = response.json()
+    assert response.status_code == 201
+    assert record["order_status"] == "filled"
+    assert record["broker_response"] == {
+        "status": "filled",
+        "broker_order_id": "SIM-000001",
+        "filled_quantity": 100.0,
+        "average_price": 150.3,
+    }
+    assert (record["mode"], record["broker"]) == ("simulation", "simulated")
+    assert [o.order_id for o in broker_calls] == [record["order_id"]]
+    assert api.get(f"/v1/orders/{record['order_id']}").json() == record
+    assert [(r.get("event"), r.get("order_status")) for r in api.audit()] == [
+        ("mode_changed", None),
+        (None, "submitted"),  # committed before the broker was called
+        (None, "filled"),
+    ]
+    api.assert_chain_ok()
+
+
+def test_submit_when_repeated_with_same_body_then_same_record_and_status(
+    api: Api, make_order: Callable[..., dict[str, Any]], broker_calls: list[BrokerOrder]
+) -> None:
+    api.enter("simulation")
+    order = make_order(**market())
+    first = api.post("/v1/orders", json=order)
+    logged = len(api.audit())
+
+    again = api.post("/v1/orders", json=order)
+
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.json() == first.json()
+    assert len(broker_calls) == 1
+    assert len(api.audit()) == logged
+    assert len(order_rows(api)) == 1
+    api.assert_chain_ok()
+
+
+def test_submit_when_blocked_order_is_repeated_then_same_403_record(
+    api: Api, make_order: Callable[..., dict[str, Any]]
+) -> None:
+    order = make_order()
+    first = api.post("/v1/orders", json=order)
+
+    again = api.post("/v1/orders", json=order)
+
+    assert (first.status_code, again.status_code) == (403, 403)
+    assert again.json() == first.json()
+    api.assert_chain_ok()
+
+
+def test_submit_when_client_order_id_is_reused_with_another_body_then_409_conflict(
+    api: Api, make_order: Callable[..., dict[str, Any]]
+) -> None:
+    api.enter("simulation")
+    first = api.post("/v1/orders", json=make_order(client_order_id="dup-1", **market()))
+
+    other = api.post(
+        "/v1/orders", json=make_order(client_order_id="dup-1", quantity=200, **market())
+    )
+
+    body = other.json()
+    assert first.status_code == 201
+    assert other.status_code == 409
+    assert body["code"] == "client_order_id_conflict"
+    assert body["record"]["order_id"] == first.json()["order_id"]
+    assert len(order_rows(api)) == 1
+    api.assert_chain_ok()
+
+
+# --- submit: state the gateway keeps between orders --------------------------------------
+
+
+def test_submit_when_identical_order_follows_within_5_s_then_duplicate_until_window_ends(
+    api: Api, make_order: Callable[..., dict[str, Any]], clock: MovableClock
+) -> None:
+    api.enter("simulation")
+    first = api.post("/v1/orders", json=make_order(**market()))
+
+    twin = api.post("/v1/orders", json=make_order(**market()))
+    clock.advance(5.5)
+    later = api.post("/v1/orders", json=make_order(**market()))
+
+    assert first.status_code == 201
+    assert twin.status_code == 403
+    assert twin.json()["fail_closed_triggers"] == ["risk_denied"]
+    assert [r["code"] for r in twin.json()["reasons"]] == ["DUPLICATE_ORDER"]
+    assert (later.status_code, later.json()["order_status"]) == (201, "filled")
+    api.assert_chain_ok()
+
+
+def test_submit_when_account_sends_more_than_20_orders_in_1_s_then_throttled_until_it_passes(
+    api: Api, make_order: Callable[..., dict[str, Any]], clock: MovableClock
+) -> None:
+    api.enter("simulation")
+
+    burst = [api.post("/v1/orders", json=make_order(quantity=n, **market())) for n in range(1, 22)]
+    clock.advance(1.5)
+    after = api.post("/v1/orders", json=make_order(quantity=99, **market()))
+
+    assert [r.status_code for r in burst] == [201] * 20 + [403]
+    assert [r["code"] for r in burst[-1].json()["reasons"]] == ["ORDER_RATE_EXCEEDED"]
+    assert after.status_code == 201
+    api.assert_chain_ok()
+
+
+def test_submit_when_fills_move_the_position_then_reduce_only_is_judged_against_it(
+    api: Api, runtime: Runtime, make_order: Callable[..., dict[str, Any]]
+) -> None:
+    api.enter("simulation")
+    bought = api.post("/v1/orders", json=make_order(**market()))
+    position = runtime.store.positions("default")
+
+    too_much = make_order(side="sell", quantity=250, reduce_only=True, **market())
+    refused = api.post("/v1/orders", json=too_much)
+    reduced = api.post(
+        "/v1/orders", json=make_order(side="sell", quantity=60, reduce_only=True, **market())
+    )
+
+    assert bought.status_code == 201
+    assert position == {"AAPL": 100.0}
+    assert refused.status_code == 403
+    assert [r["code"] for r in refused.json()["reasons"]] == ["REDUCE_ONLY_WOULD_INCREASE"]
+    assert (reduced.status_code, reduced.json()["order_status"]) == (201, "filled")
+    assert runtime.store.positions("default") == {"AAPL": 40.0}
+    api.assert_chain_ok()
+
+
+# --- resting orders: replace, fills, cancel --------------------------------------------
+
+
+def test_limit_order_when_it_rests_then_replace_quote_and_cancel_follow_its_lifecycle(
+    api: Api, make_order: Callable[..., dict[str, Any]]
+) -> None:
+    api.enter("simulation")
+    resting = api.post("/v1/orders", json=make_order())  # buy 150.25 under an ask of 150.30
+    order_id = resting.json()["order_id"]
+
+    replaced = api.post(f"/v1/orders/{order_id}/replace", json={"limit_price": 150.0})
+    bad_context = make_order(context={"data_hash": "sha256:" + "0" * 64})["context"]
+    refused = api.post(
+        f"/v1/orders/{order_id}/replace", json={"limit_price": 150.1, "context": bad_context}
+    )
+    still = api.get(f"/v1/orders/{order_id}").json()
+    crossed = api.post(
+        "/v1/sim/quotes",
+        json={"symbol": "AAPL", "bid": 149.9, "ask": 149.95, "last": 149.92},
+    )
+    cancel_filled = api.post(f"/v1/orders/{order_id}/cancel")
+
+    assert (resting.status_code, resting.json()["order_status"]) == (201, "accepted")
+    assert (replaced.status_code, replaced.json()["order_status"]) == (200, "replaced")
+    assert replaced.json()["limit_price"] == 150
+    assert refused.status_code == 403
+    assert refused.json()["order_status"] == "blocked"
+    assert refused.json()["fail_closed_triggers"] == ["data_integrity_mismatch"]
+    assert (still["order_status"], still["limit_price"]) == ("replaced", 150)
+    assert crossed.status_code == 200
+    fill = crossed.json()["orders_changed"]
+    assert [(r["order_id"], r["order_status"]) for r in fill] == [(order_id, "filled")]
+    assert fill[0]["broker_response"]["average_price"] == 149.95
+    assert cancel_filled.status_code == 409
+    assert cancel_filled.json()["code"] == "order_not_open"
+    assert api.get(f"/v1/orders/{order_id}").json()["order_status"] == "filled"
+    api.assert_chain_ok()
+
+
+def test_cancel_when_order_is_working_then_200_cancelled_and_a_second_cancel_409(
+    api: Api, make_order: Callable[..., dict[str, Any]]
+) -> None:
+    api.enter("simulation")
+    order_id = api.post("/v1/orders", json=make_order()).json()["order_id"]
+
+    cancelled = api.post(f"/v1/orders/{order_id}/cancel")
+    again = api.post(f"/v1/orders/{order_id}/cancel")
+
+    assert cancelled.status_code == 200
+    assert cancelled.json()["order_status"] == "cancelled"
+    assert cancelled.json()["broker_response"]["status"] == "cancelled"
+    assert api.get(f"/v1/orders/{order_id}").json()["order_status"] == "cancelled"
+    assert (again.status_code, again.json()["code"]) == (409, "order_not_open")
+    api.assert_chain_ok()
+
+
+def test_cancel_and_replace_when_order_is_unknown_then_404(api: Api) -> None:
+    cancel = api.post("/v1/orders/ORD-2026-999999/cancel")
+    replace = api.post("/v1/orders/ORD-2026-999999/replace", json={"quantity": 5})
+
+    assert (cancel.status_code, cancel.json()["code"]) == (404, "not_found")
+    assert (replace.status_code, replace.json()["code"]) == (404, "not_found")
+
+
+# --- the Omega directive ----------------------------------------------------------------
+
+
+def test_omega_when_in_force_then_submit_and_replace_blocked_but_cancel_works(
+    api: Api, make_order: Callable[..., dict[str, Any]]
+) -> None:
+    api.enter("simulation")
+    order_id = api.post("/v1/orders", json=make_order()).json()["order_id"]
+
+    invoked = api.post("/v1/omega", "compliance", json={"reason": "drill"})
+    submit = api.post("/v1/orders", json=make_order(quantity=50, **market()))
+    replace = api.post(f"/v1/orders/{order_id}/replace", json={"limit_price": 150.0})
+    cancel = api.post(f"/v1/orders/{order_id}/cancel")
+    cleared = api.delete("/v1/omega", "compliance", params={"reason": "drill over"})
+    after = api.post("/v1/orders", json=make_order(quantity=60, **market()))
+
+    assert invoked.status_code == 200
+    assert invoked.json()["omega"]["active"] is True
+    assert invoked.json()["omega"]["reason"] == "drill"
+    assert submit.status_code == 403
+    assert submit.json()["fail_closed_triggers"] == ["omega_directive"]
+    assert replace.status_code == 403
+    assert replace.json()["fail_closed_triggers"] == ["omega_directive"]
+    assert (cancel.status_code, cancel.json()["order_status"]) == (200, "cancelled")
+    assert cleared.status_code == 200
+    assert cleared.json()["omega"]["active"] is False
+    assert api.get("/v1/mode").json()["omega"]["active"] is False
+    assert (after.status_code, after.json()["order_status"]) == (201, "filled")
+    events = [r["event"] for r in api.audit() if "event" in r]
+    assert events == ["mode_changed", "omega_invoked", "omega_cleared"]
+    api.assert_chain_ok()
+
+
+def test_omega_when_invoked_with_cancel_open_orders_then_resting_orders_are_cancelled(
+    api: Api, make_order: Callable[..., dict[str, Any]]
+) -> None:
+    api.enter("simulation")
+    ids = [api.post("/v1/orders", json=make_order(quantity=q)).json()["order_id"] for q in (10, 20)]
+
+    invoked = api.post(
+        "/v1/omega", "compliance", json={"reason": "halt", "cancel_open_orders": True}
+    )
+
+    assert invoked.status_code == 200
+    assert invoked.json()["event"]["cancel_open_orders"] is True
+    assert [api.get(f"/v1/orders/{i}").json()["order_status"] for i in ids] == [
+        "cancelled",
+        "cancelled",
+    ]
+    api.assert_chain_ok()
+
+
+def test_omega_when_reason_is_missing_or_role_is_trader_then_refused(api: Api) -> None:
+    no_reason = api.post("/v1/omega", "compliance", json={})
+    no_clear_reason = api.delete("/v1/omega", "compliance")
+    trader = api.post("/v1/omega", json={"reason": "mine"})
+
+    assert (no_reason.status_code, no_reason.json()["code"]) == (422, "invalid_request")
+    assert (no_clear_reason.status_code, no_clear_reason.json()["code"]) == (
+        422,
+        "invalid_request",
+    )
+    assert (trader.status_code, trader.json()["code"]) == (403, "forbidden")
+    assert api.get("/v1/mode").json()["omega"] == {"active": False}
+
+
+# --- mode -------------------------------------------------------------------------------
+
+
+def test_mode_when_set_to_simulation_then_persisted_for_every_replica(
+    api: Api, start_runtime: Callable[..., Runtime]
+) -> None:
+    before = api.get("/v1/mode", "auditor").json()
+
+    changed = api.post("/v1/mode", "compliance", json={"mode": "simulation", "reason": "go"})
+
+    assert before["mode"] == "research"
+    assert before["requirements"]["simulation"] == []
+    assert before["requirements"]["paper"] == ["no broker configured for paper mode"]
+    assert changed.status_code == 200
+    assert changed.json()["event"]["to"] == "simulation"
+    assert api.get("/v1/mode").json()["mode"] == "simulation"
+    assert start_runtime().gateway.mode() == "simulation"  # another replica, same store
+    api.assert_chain_ok()
+
+
+def test_mode_when_live_is_requested_then_409_mode_requirements_not_met(api: Api) -> None:
+    response = api.post("/v1/mode", "compliance", json={"mode": "live"})
+
+    body = response.json()
+    assert response.status_code == 409
+    assert body["code"] == "mode_requirements_not_met"
+    assert body["missing"] != []
+    assert api.get("/v1/mode").json()["mode"] == "research"
+    assert api.audit() == []
+
+
+# --- auth ---------------------------------------------------------------------------------
+
+
+def test_auth_when_token_is_missing_or_unknown_then_401_unauthorized(
+    api: Api, make_order: Callable[..., dict[str, Any]]
+) -> None:
+    none = api.client.post("/v1/orders", json=make_order())
+    unknown = api.client.post(
+        "/v1/orders", json=make_order(), headers={"Authorization": "Bearer apx_0000_nope"}
+    )
+    basic = api.client.get("/v1/mode", headers={"Authorization": "Basic dXNlcjpwdw=="})
+
+    for response in (none, unknown, basic):
+        assert response.status_code == 401
+        assert response.json()["code"] == "unauthorized"
+    assert api.audit() == []
+
+
+# (role, method, path, expected status); 403 answers carry code `forbidden`
+ROLE_TABLE = [
+    ("trader", "POST", "/v1/mode", 403),
+    ("trader", "POST", "/v1/omega", 403),
+    ("trader", "POST", "/v1/policies/reload", 403),
+    ("trader", "GET", "/v1/audit", 403),
+    ("trader", "GET", "/v1/orders", 200),
+    ("auditor", "GET", "/v1/audit", 200),
+    ("auditor", "GET", "/v1/audit/verify", 200),
+    ("auditor", "GET", "/v1/orders", 200),
+    ("auditor", "POST", "/v1/orders", 403),
+    ("auditor", "POST", "/v1/orders/evaluate", 403),
+    ("compliance", "POST", "/v1/orders", 403),
+    ("compliance", "GET", "/v1/orders", 403),
+    ("compliance", "GET", "/v1/mode", 200),
+    ("compliance", "GET", "/v1/policies", 200),
+    ("admin", "GET", "/v1/audit", 200),
+    ("admin", "POST", "/v1/mode", 409),  # allowed; live is refused on its merits
+]
+
+
+def test_auth_when_a_role_calls_each_route_then_only_its_own_routes_answer(api: Api) -> None:
+    got = []
+    for role, method, path, _ in ROLE_TABLE:
+        body = {"mode": "live"} if method == "POST" else None
+        response = api.client.request(method, path, headers=api.auth[role], json=body)
+        code = response.json().get("code") if response.status_code == 403 else None
+        got.append((role, method, path, response.status_code))
+        if response.status_code == 403:
+            assert code == "forbidden"
+            assert response.json()["detail"] == f"role {role!r} may not do this"
+
+    assert got == ROLE_TABLE
+
+
+# --- reading orders and the audit log ------------------------------------------------------
+
+
+def test_orders_when_listed_then_filters_and_pagination_apply(
+    api: Api, make_order: Callable[..., dict[str, Any]]
+) -> None:
+    for quantity in (1, 2, 3):
+        api.post("/v1/orders/evaluate", json=make_order(quantity=quantity))
+    api.post("/v1/orders/evaluate", json=make_order(symbol="MSFT", client_order_id="ms-1"))
+    api.post("/v1/orders/evaluate", json=make_order(quantity=0))
+    api.post("/v1/orders", json=make_order(quantity=7))
+
+    def ids(**params: Any) -> list[str]:
+        return [r["order_id"][-1] for r in order_rows(api, **params)]
+
+    assert ids() == ["6", "5", "4", "3", "2", "1"]
+    assert ids(symbol="MSFT") == ["4"]
+    assert ids(client_order_id="ms-1") == ["4"]
+    assert ids(status="rejected") == ["5"]
+    assert ids(status="blocked") == ["6"]
+    assert ids(status="evaluated", symbol="AAPL") == ["3", "2", "1"]
+    assert ids(account="paper-1") == []
+    assert ids(limit=2) == ["6", "5"]
+    assert ids(limit=2, offset=2) == ["4", "3"]
+    assert ids(offset=6) == []
+    page = api.get("/v1/orders", "auditor", params={"limit": 2, "offset": 4}).json()
+    assert (page["limit"], page["offset"], page["count"]) == (2, 4, 2)
+    for bad in ({"limit": 0}, {"limit": 1001}, {"offset": -1}):
+        response = api.get("/v1/orders", params=bad)
+        assert (response.status_code, response.json()["code"]) == (422, "invalid_query")
+    api.assert_chain_ok()
+
+
+def test_order_when_fetched_by_id_then_its_latest_record_or_404(
+    api: Api, make_order: Callable[..., dict[str, Any]]
+) -> None:
+    record = api.post("/v1/orders/evaluate", json=make_order()).json()
+
+    found = api.get(f"/v1/orders/{record['order_id']}", "auditor")
+    missing = api.get("/v1/orders/ORD-2026-424242")
+
+    assert (found.status_code, found.json()) == (200, record)
+    assert missing.status_code == 404
+    assert missing.json() == {"code": "not_found", "detail": "no order ORD-2026-424242"}
+
+
+def test_audit_when_read_then_records_page_in_chain_order_and_verify(
+    api: Api, make_order: Callable[..., dict[str, Any]]
+) -> None:
+    records = [
+        api.post("/v1/orders/evaluate", json=make_order(quantity=q)).json() for q in (1, 2, 3)
+    ]
+
+    page = api.get("/v1/audit", "auditor", params={"after": 1, "limit": 1}).json()
+    verify = api.get("/v1/audit/verify", "auditor").json()
+    bad = api.get("/v1/audit", "auditor", params={"limit": 0})
+
+    assert api.audit() == records
+    assert page == {"records": records[1:2], "after": 1, "limit": 1}
+    assert verify == {"ok": True, "records": 3, "head": records[-1]["hash"], "first_break": None}
+    assert (bad.status_code, bad.json()["code"]) == (422, "invalid_query")
+
+
+# --- operations ---------------------------------------------------------------------------
+
+
+def test_operations_endpoints_answer_without_a_token(
+    api: Api, make_order: Callable[..., dict[str, Any]]
+) -> None:
+    api.post("/v1/orders/evaluate", json=make_order())
+    digest = api.get("/v1/policies").json()["policy_digest"]
+
+    health = api.client.get("/healthz")
+    ready = api.client.get("/readyz")
+    metrics = api.client.get("/metrics")
+    docs = api.client.get("/schema")
+    openapi = api.client.get("/schema/openapi.json")
+
+    assert (health.status_code, health.json()) == (200, {"status": "ok"})
+    assert (ready.status_code, ready.json()) == (
+        200,
+        {"ready": True, "database": True, "policy_digest": digest},
+    )
+    assert metrics.status_code == 200
+    assert metrics.headers["content-type"].startswith("text/plain")
+    assert 'apex_decisions_total{operation="evaluate",outcome="evaluated"} 1.0' in metrics.text
+    assert docs.status_code == 200
+    assert openapi.status_code == 200
+    paths = openapi.json()["paths"]
+    assert {"/v1/orders", "/v1/orders/evaluate", "/v1/audit/verify"} <= set(paths)
+
+
+def test_create_app_when_built_then_root_logging_is_left_to_the_process(runtime: Runtime) -> None:
+    root = logging.getLogger()
+    before = (list(root.handlers), root.level)
+
+    create_app(runtime)
+
+    assert (list(root.handlers), root.level) == before
+
+
+# --- policies -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def policy_copy(tmp_path: Path) -> Path:
+    target = tmp_path / "policies"
+    shutil.copytree(POLICIES, target)
+    return target
+
+
+@pytest.fixture
+def copy_api(start_runtime: Callable[..., Runtime], policy_copy: Path) -> Iterator[Api]:
+    """The API of a runtime whose policies are a copy the test may edit."""
+    runtime = start_runtime(policies=policy_copy)
+    headers = {
+        role: {"Authorization": f"Bearer {runtime.tokens.create(role, role, runtime.clock())}"}
+        for role in ROLES
+    }
+    with TestClient(create_app(runtime)) as test_client:
+        yield Api(test_client, headers)
+
+
+def test_policy_reload_when_new_set_is_invalid_then_422_and_old_set_stays(
+    copy_api: Api, policy_copy: Path, make_order: Callable[..., dict[str, Any]]
+) -> None:
+    before = copy_api.get("/v1/policies").json()
+    flow = policy_copy / "order_flow.yaml"
+    flow.write_text(flow.read_text().replace("field: session_open", "field: session_opened"))
+
+    response = copy_api.post("/v1/policies/reload", "compliance")
+
+    body = response.json()
+    assert response.status_code == 422
+    assert body["code"] == "policy_invalid"
+    assert [(i["code"], i["rule_id"], i["line"]) for i in body["issues"]] == [
+        ("unknown_field", "session_hours_check", 27)
+    ]
+    assert copy_api.get("/v1/policies").json() == before
+    evaluated = copy_api.post("/v1/orders/evaluate", json=make_order()).json()
+    assert evaluated["order_status"] == "evaluated"
+    assert evaluated["policy_digest"] == before["policy_digest"]
+    copy_api.assert_chain_ok()
+
+
+def test_policy_reload_when_new_set_is_valid_then_it_is_used(
+    copy_api: Api, policy_copy: Path, make_order: Callable[..., dict[str, Any]]
+) -> None:
+    before = copy_api.get("/v1/policies").json()["policy_digest"]
+    flow = policy_copy / "order_flow.yaml"
+    flow.write_text(flow.read_text().replace("Throttle;", "Throttle (reviewed);"))
+
+    trader = copy_api.post("/v1/policies/reload")
+    response = copy_api.post("/v1/policies/reload", "compliance")
+
+    after = response.json()["policy_digest"]
+    assert trader.status_code == 403
+    assert response.status_code == 200
+    assert after != before
+    assert copy_api.get("/v1/policies").json()["policy_digest"] == after
+    assert copy_api.post("/v1/orders/evaluate", json=make_order()).json()["policy_digest"] == after
+    copy_api.assert_chain_ok()
+
+
+# --- fail-closed ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [ConnectionResetError("connection reset by peer"), TimeoutError("no answer in 5 s")],
+    ids=["connection_reset", "timeout"],
+)
+def test_submit_when_broker_call_fails_then_502_blocked_broker_api_error_and_logged(
+    api: Api,
+    runtime: Runtime,
+    make_order: Callable[..., dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    fault: Exception,
+) -> None:
+    api.enter("simulation")
+
+    def failing(order: BrokerOrder) -> BrokerAck:
+        raise fault
+
+    monkeypatch.setattr(runtime.gateway.broker_for("simulation"), "submit", failing)
+
+    response = api.post("/v1/orders", json=make_order(**market()))
+
+    record = response.json()
+    detail = f"{type(fault).__name__}: {fault}"
+    assert response.status_code == 502
+    assert record["order_status"] == "blocked"
+    assert record["fail_closed_triggers"] == ["broker_api_error"]
+    assert record["broker_response"] == {"status": "error", "detail": detail}
+    assert record["reasons"][-1]["code"] == "BROKER_API_ERROR"
+    assert api.get(f"/v1/orders/{record['order_id']}").json() == record
+    assert [r["order_status"] for r in api.audit() if "order_id" in r] == ["submitted", "blocked"]
+    api.assert_chain_ok()
+
+
+def test_submit_when_broker_rejects_then_502_blocked_with_its_answer(
+    api: Api,
+    runtime: Runtime,
+    make_order: Callable[..., dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    api.enter("simulation")
+
+    def rejecting(order: BrokerOrder) -> BrokerAck:
+        return BrokerAck(order.order_id, "SIM-REJ-1", "rejected", detail="insufficient funds")
+
+    monkeypatch.setattr(runtime.gateway.broker_for("simulation"), "submit", rejecting)
+
+    response = api.post("/v1/orders", json=make_order(**market()))
+
+    record = response.json()
+    assert response.status_code == 502
+    assert record["order_status"] == "blocked"
+    assert record["fail_closed_triggers"] == ["broker_api_error"]
+    assert record["broker_response"] == {
+        "status": "rejected",
+        "broker_order_id": "SIM-REJ-1",
+        "detail": "insufficient funds",
+    }
+    assert record["reasons"][-1]["code"] == "BROKER_REJECTED"
+    api.assert_chain_ok()
+
+
+def test_submit_when_audit_log_cannot_be_written_then_503_and_broker_never_called(
+    api: Api,
+    make_order: Callable[..., dict[str, Any]],
+    broker_calls: list[BrokerOrder],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    api.enter("simulation")
+    logged = api.audit()
+    real_writing = Store.writing
+    attempts: list[int] = []
+
+    def failing_once(self: Store) -> Any:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise OperationalError("BEGIN IMMEDIATE", None, Exception("disk I/O error"))
+        return real_writing(self)
+
+    monkeypatch.setattr(Store, "writing", failing_once)
+    order = make_order(**market())
+
+    response = api.post("/v1/orders", json=order)
+    retry = api.post("/v1/orders", json=order)
+
+    body = response.json()
+    assert response.status_code == 503
+    assert body["code"] == "audit_unavailable"
+    assert body["record"]["order_status"] == "blocked"
+    assert [o.order_id for o in broker_calls] == [retry.json()["order_id"]]
+    assert retry.status_code == 201  # the failed attempt claimed nothing
+    assert api.audit()[: len(logged)] == logged
+    assert len(order_rows(api)) == 1
+    api.assert_chain_ok()
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [("/v1/orders/evaluate", 200), ("/v1/orders", 403)],
+    ids=["evaluate", "submit"],
+)
+def test_order_when_evaluation_raises_then_blocked_engine_error_never_approved(
+    api: Api,
+    make_order: Callable[..., dict[str, Any]],
+    broker_calls: list[BrokerOrder],
+    monkeypatch: pytest.MonkeyPatch,
+    path: str,
+    status: int,
+) -> None:
+    api.enter("simulation")
+
+    def broken(*args: Any) -> Any:
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(engine.evaluator, "build_fact", broken)
+
+    response = api.post(path, json=make_order(**market()))
+
+    record = response.json()
+    assert response.status_code == status
+    assert record["order_status"] == "blocked"
+    assert record["fail_closed_triggers"] == ["engine_error"]
+    assert set(record["risk_check_results"].values()) == {"error"}
+    assert record["reasons"] == [
+        {
+            "check": "engine",
+            "result": "error",
+            "code": "ENGINE_ERROR",
+            "trigger": "engine_error",
+            "detail": "ZeroDivisionError: division by zero",
+        }
+    ]
+    assert broker_calls == []
+    api.assert_chain_ok()

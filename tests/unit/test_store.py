@@ -1,0 +1,193 @@
+"""The store, on SQLite and on PostgreSQL: migrations, order ids, the chain
+under concurrent writers, settings and positions."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from engine.audit import GENESIS, verify_chain
+from engine.schema import audit_log, chain_head
+from engine.store import Store
+
+NOW = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    store = Store(store_url)
+    store.migrate()
+    yield store
+    store.close()
+
+
+def append_order(store: Store, **fields: Any) -> dict[str, Any]:
+    with store.writing() as w:
+        order_id = w.next_order_id(NOW.year)
+        return w.append({"order_id": order_id, **fields}, "order", NOW)
+
+
+# --- migrations and the genesis ---------------------------------------------------
+
+
+def test_migrate_when_run_twice_then_second_run_changes_nothing(store: Store) -> None:
+    store.migrate()
+
+    with store.engine.connect() as conn:
+        heads = conn.execute(select(chain_head.c.id, chain_head.c.seq, chain_head.c.hash)).all()
+        records = conn.execute(select(func.count()).select_from(audit_log)).scalar_one()
+    assert [tuple(h) for h in heads] == [(1, 0, GENESIS)]
+    assert records == 0
+
+
+def test_migrate_when_a_second_store_opens_the_same_database_then_data_is_kept(
+    store: Store, store_url: str
+) -> None:
+    first = append_order(store, quantity=100)
+
+    again = Store(store_url)
+    again.migrate()
+    try:
+        assert list(again.audit_records()) == [first]
+    finally:
+        again.close()
+
+
+def test_append_when_chain_is_empty_then_first_prev_hash_is_the_genesis(store: Store) -> None:
+    first = append_order(store, quantity=100)
+    second = append_order(store, quantity=200)
+
+    assert GENESIS == "sha256:" + "0" * 64
+    assert first["prev_hash"] == GENESIS
+    assert second["prev_hash"] == first["hash"]
+    assert list(store.audit_records()) == [first, second]
+    assert store.audit_count() == 2
+
+
+def test_audit_records_when_paged_then_after_and_limit_select_a_window(store: Store) -> None:
+    appended = [append_order(store, quantity=q) for q in (1, 2, 3, 4, 5)]
+
+    assert list(store.audit_records(after=1, limit=2)) == appended[1:3]
+    assert list(store.audit_records(after=4)) == appended[4:]
+    assert list(store.audit_records(after=5)) == []
+
+
+# --- order ids ------------------------------------------------------------------------
+
+
+def test_next_order_id_when_called_in_turn_then_ids_are_sequential(store: Store) -> None:
+    ids = [append_order(store)["order_id"] for _ in range(3)]
+
+    assert ids == ["ORD-2026-000001", "ORD-2026-000002", "ORD-2026-000003"]
+
+
+def test_next_order_id_when_the_year_changes_then_the_sequence_restarts(store: Store) -> None:
+    with store.writing() as w:
+        ids = [w.next_order_id(2026), w.next_order_id(2027), w.next_order_id(2026)]
+
+    assert ids == ["ORD-2026-000001", "ORD-2027-000001", "ORD-2026-000002"]
+
+
+def test_next_order_id_when_a_write_fails_then_its_id_is_not_used(store: Store) -> None:
+    with pytest.raises(RuntimeError, match="abandoned"), store.writing() as w:
+        w.next_order_id(2026)
+        w.append({"order_id": "ORD-2026-000001"}, "order", NOW)
+        raise RuntimeError("abandoned")
+
+    assert append_order(store)["order_id"] == "ORD-2026-000001"
+    assert store.audit_count() == 1
+
+
+def test_append_when_4_threads_append_25_each_then_ids_are_unique_and_chain_verifies(
+    store: Store,
+) -> None:
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def worker(number: int) -> None:
+        try:
+            start.wait()
+            for i in range(25):
+                append_order(store, thread=number, i=i)
+        except BaseException as exc:  # reported below, not lost in the thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    records = list(store.audit_records())
+    assert errors == []
+    assert [r["order_id"] for r in records] == [f"ORD-2026-{n:06d}" for n in range(1, 101)]
+    assert sorted((r["thread"], r["i"]) for r in records) == [
+        (t, i) for t in range(4) for i in range(25)
+    ]
+    report = verify_chain(store.audit_records())
+    assert report.as_dict() == {
+        "ok": True,
+        "records": 100,
+        "head": records[-1]["hash"],
+        "first_break": None,
+    }
+
+
+# --- settings, positions, client ids ------------------------------------------------
+
+
+def test_setting_when_written_then_read_back_and_overwritten(store: Store) -> None:
+    assert store.setting("mode") is None
+
+    with store.writing() as w:
+        w.set_setting("mode", {"mode": "simulation", "since": "2026-11-30T15:00:00Z"}, NOW)
+    assert store.setting("mode") == {"mode": "simulation", "since": "2026-11-30T15:00:00Z"}
+
+    with store.writing() as w:
+        w.set_setting("mode", {"mode": "research"}, NOW)
+        assert w.setting("mode") == {"mode": "research"}
+    assert store.setting("mode") == {"mode": "research"}
+    assert store.setting("omega") is None
+
+
+def test_setting_when_written_then_no_audit_record_is_added(store: Store) -> None:
+    with store.writing() as w:
+        w.set_setting("omega", {"active": True}, NOW)
+
+    assert store.audit_count() == 0
+
+
+def test_move_position_when_moved_then_positions_add_up_per_account(store: Store) -> None:
+    with store.writing() as w:
+        w.move_position("default", "AAPL", 100.0)
+        w.move_position("default", "AAPL", -30.0)
+        w.move_position("default", "MSFT", -5.0)
+        w.move_position("paper-1", "AAPL", 7.0)
+
+    assert store.positions("default") == {"AAPL": 70.0, "MSFT": -5.0}
+    assert store.positions("paper-1") == {"AAPL": 7.0}
+    assert store.positions("nobody") == {}
+
+
+def test_move_position_when_flat_again_then_symbol_is_not_listed(store: Store) -> None:
+    with store.writing() as w:
+        w.move_position("default", "AAPL", 100.0)
+    with store.writing() as w:
+        w.move_position("default", "AAPL", -100.0)
+
+    assert store.positions("default") == {}
+
+
+def test_claim_when_client_id_is_claimed_then_order_and_digest_are_returned(
+    store: Store,
+) -> None:
+    with store.writing() as w:
+        w.claim("strat7-000042", "ORD-2026-000001", "sha256:" + "a" * 64)
+
+    assert store.claimed("strat7-000042") == ("ORD-2026-000001", "sha256:" + "a" * 64)
+    assert store.claimed("strat7-000043") is None
