@@ -112,12 +112,13 @@ def create_app(runtime: Runtime) -> Litestar:
                 record=record,
             )
         if kind == "audit_unavailable":
-            raise ApiError(
-                503,
-                "audit_unavailable",
-                "the audit log could not be written; the order was not sent",
-                record=record,
+            sent = bool(record.get("broker_response"))
+            detail = (
+                "the broker acted on the order (see record) but its outcome could not be logged"
+                if sent
+                else "the audit log could not be written; the order was not sent"
             )
+            raise ApiError(503, "audit_unavailable", detail, record=record)
         if kind == "not_found":
             raise ApiError(404, "not_found", f"no order {record.get('order_id')}")
         if kind == "not_open":

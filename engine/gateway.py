@@ -261,8 +261,31 @@ class Gateway:
             return self._broker_failed(record, exc, actor)
         if ack.status == "rejected":
             return self._broker_failed(record, BrokerError(ack.detail or "rejected"), actor, ack)
-        updated = self._apply(record, ack, actor, "submit")
-        return Outcome("routed", updated)
+        return self._settle(record, ack, actor, "submit")
+
+    def _settle(
+        self,
+        record: dict[str, Any],
+        ack: BrokerAck,
+        actor: str,
+        operation: str,
+        changes: dict[str, Any] | None = None,
+        row_changes: dict[str, Any] | None = None,
+    ) -> Outcome:
+        """Log the broker's answer; the broker has acted, so a failure here is loud."""
+        try:
+            linked = self._apply(record, ack, actor, operation, changes, row_changes)
+            return Outcome("routed", linked)
+        except Exception:
+            log.critical(
+                "the broker acted on %s (%s, broker id %s) but the outcome could not be logged",
+                record.get("order_id"),
+                ack.status,
+                ack.broker_order_id,
+                exc_info=True,
+            )
+            attempt = {**record, "order_status": ack.status, "broker_response": ack.response()}
+            return Outcome("audit_unavailable", attempt)
 
     def _broker_failed(
         self,
@@ -307,6 +330,7 @@ class Gateway:
         actor: str,
         operation: str,
         changes: dict[str, Any] | None = None,
+        row_changes: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Log what the broker says of an order, with its fills and their positions."""
         now = self._clock()
@@ -326,6 +350,7 @@ class Gateway:
                 filled_quantity=ack.filled_quantity,
                 average_price=ack.average_price,
             )
+            values.update(row_changes or {})
             w.update_order(record["order_id"], values)
             w.event(record["order_id"], ack.status, ack.response(), now)
             _book_fills(w, record, ack, already)
@@ -348,7 +373,7 @@ class Gateway:
             return self._broker_failed(
                 {**record, "operation": "cancel"}, exc, actor, keep_status=True
             )
-        return Outcome("routed", self._apply(record, ack, actor, "cancel"))
+        return self._settle(record, ack, actor, "cancel")
 
     def replace(self, order_id: str, changes: Any, actor: str) -> Outcome:
         """Cancel/replace, judged like a new order."""
@@ -406,20 +431,13 @@ class Gateway:
                 "compliance_digest",
             )
         }
-        updated = self._apply(record, ack, actor, "replace", terms)
-        with self.store.writing() as w:
-            w.update_order(
-                order_id,
-                {
-                    "quantity": order.quantity,
-                    "limit_price": order.limit_price,
-                    "stop_price": order.stop_price,
-                    "request": _json_text(
-                        {**merged, "client_order_id": original.get("client_order_id")}
-                    ),
-                },
-            )
-        return Outcome("routed", updated)
+        row_changes = {
+            "quantity": order.quantity,
+            "limit_price": order.limit_price,
+            "stop_price": order.stop_price,
+            "request": _json_text({**merged, "client_order_id": original.get("client_order_id")}),
+        }
+        return self._settle(record, ack, actor, "replace", terms, row_changes)
 
     # --- market data, modes, kill switch -----------------------------------
 
@@ -432,7 +450,7 @@ class Gateway:
         for ack in broker.on_quote(symbol, quote):
             row = self.store.order(ack.order_id)
             if row is not None:
-                out.append(self._apply(_latest(row), ack, actor, "fill"))
+                out.append(self._settle(_latest(row), ack, actor, "fill").record)
         return out
 
     def set_mode(self, mode: str, actor: str, reason: str = "") -> dict[str, Any]:

@@ -88,6 +88,8 @@ orders = Table(
     Column("created_at", _When, nullable=False),
     Column("updated_at", _When, nullable=False),
     Index("ix_orders_account_created", "account", "created_at"),
+    # the flow counts of every evaluation: submits of one account in a time window
+    Index("ix_orders_flow", "account", "operation", "created_at"),
     Index("ix_orders_status", "status"),
 )
 

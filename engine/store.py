@@ -24,7 +24,7 @@ from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func
 
 from .audit import link
 from .canonical import canonical_json
-from .models import FlowCounts, OrderRequest, RecentOrder
+from .models import FlowCounts, OrderRequest
 from .schema import (
     api_tokens,
     audit_log,
@@ -75,18 +75,10 @@ class Store:
         with self._write_lock, self.engine.connect() as raw:
             conn = raw.execution_options(apex_write=True)
             with conn.begin():
-                head = conn.execute(
-                    select(chain_head.c.seq, chain_head.c.hash)
-                    .where(chain_head.c.id == 1)
-                    .with_for_update()
-                ).one()
+                head = conn.execute(_HEAD).one()
                 writer = Writer(conn, head.seq, head.hash)
                 yield writer
-                conn.execute(
-                    chain_head.update()
-                    .where(chain_head.c.id == 1)
-                    .values(seq=writer.seq, hash=writer.head)
-                )
+                conn.execute(_MOVE_HEAD, {"new_seq": writer.seq, "new_hash": writer.head})
 
     # --- reads -------------------------------------------------------------
 
@@ -135,11 +127,7 @@ class Store:
     def claimed(self, client_order_id: str) -> tuple[str, str] | None:
         """(order_id, request digest) of the submit that claimed this client id."""
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(client_orders.c.order_id, client_orders.c.request_digest).where(
-                    client_orders.c.client_order_id == client_order_id
-                )
-            ).first()
+            row = conn.execute(_CLAIMED, {"client_order_id": client_order_id}).first()
         return (row.order_id, row.request_digest) if row else None
 
     def positions(self, account: str) -> dict[str, float]:
@@ -151,33 +139,6 @@ class Store:
             ).all()
         return {r.symbol: r.quantity for r in rows if r.quantity}
 
-    def recent_orders(self, account: str, since: datetime) -> list[RecentOrder]:
-        """Orders the account sent to a broker since `since`: dry runs, invalid input
-        and blocked orders never reached a market, so they are not flow."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(orders).where(
-                    orders.c.account == account,
-                    orders.c.operation == "submit",
-                    orders.c.created_at >= since,
-                    orders.c.status.not_in(_NOT_FLOW),
-                )
-            ).all()
-        return [
-            RecentOrder(
-                client_order_id=r.client_order_id,
-                account=r.account,
-                symbol=r.symbol,
-                side=r.side,
-                quantity=r.quantity,
-                order_type=r.order_type,
-                limit_price=r.limit_price,
-                stop_price=r.stop_price,
-                at=aware(r.created_at),
-            )
-            for r in rows
-        ]
-
     def snapshot(
         self,
         order: OrderRequest,
@@ -188,38 +149,25 @@ class Store:
     ) -> Snapshot:
         """Everything one evaluation needs from the database, in one round of reads:
         mode and kill switch, the position in the symbol, and the flow counts."""
-        routed = (
-            (orders.c.account == order.account)
-            & (orders.c.operation == "submit")
-            & (orders.c.status.not_in(_NOT_FLOW))
-        )
-        if exclude is not None:
-            routed = routed & (orders.c.client_order_id != exclude)
-        same = (
-            routed
-            & (orders.c.created_at > now - timedelta(seconds=duplicate_window_s))
-            & (orders.c.created_at <= now)
-            & (orders.c.symbol == order.symbol)
-            & (orders.c.side == order.side)
-            & (orders.c.quantity == order.quantity)
-            & (orders.c.order_type == order.order_type)
-            & (orders.c.limit_price.is_not_distinct_from(order.limit_price))
-            & (orders.c.stop_price.is_not_distinct_from(order.stop_price))
-            & (orders.c.client_order_id != order.client_order_id)
-        )
-        in_window = (
-            routed
-            & (orders.c.created_at > now - timedelta(seconds=rate_window_s))
-            & (orders.c.created_at <= now)
-        )
+        params = {
+            "account": order.account,
+            "symbol": order.symbol,
+            "side": order.side,
+            "quantity": order.quantity,
+            "order_type": order.order_type,
+            "limit_price": order.limit_price,
+            "stop_price": order.stop_price,
+            "client_order_id": order.client_order_id,
+            "exclude": exclude or "",
+            "now": now,
+            "rate_since": now - timedelta(seconds=rate_window_s),
+            "duplicate_since": now - timedelta(seconds=duplicate_window_s),
+        }
         with self.engine.connect() as conn:
             values: dict[str, str] = {r.key: r.value for r in conn.execute(_SETTINGS_OF_STATE)}
-            position = conn.execute(
-                _POSITION, {"account": order.account, "symbol": order.symbol}
-            ).scalar()
-            count = conn.execute(select(func.count()).select_from(orders).where(in_window))
-            duplicate = conn.execute(select(orders.c.order_id).where(same).limit(1)).first()
-            counted = int(count.scalar_one())
+            position = conn.execute(_POSITION, params).scalar()
+            counted = int(conn.execute(_ORDERS_IN_WINDOW, params).scalar_one())
+            duplicate = conn.execute(_DUPLICATE, params).first()
         return Snapshot(
             mode=json.loads(values["mode"])["mode"] if "mode" in values else "research",
             omega=json.loads(values["omega"]) if "omega" in values else {"active": False},
@@ -301,6 +249,60 @@ _SETTINGS_OF_STATE = select(settings.c.key, settings.c.value).where(
 _POSITION = select(positions.c.quantity).where(
     (positions.c.account == bindparam("account")) & (positions.c.symbol == bindparam("symbol"))
 )
+# Statements are built once: SQLAlchemy then reuses their cache keys and compiled
+# forms, which on a hot path costs far less than building a statement per call.
+_FLOW = (
+    (orders.c.account == bindparam("account"))
+    & (orders.c.operation == "submit")
+    & orders.c.status.not_in(_NOT_FLOW)
+    & (func.coalesce(orders.c.client_order_id, "") != bindparam("exclude"))
+    & (orders.c.created_at <= bindparam("now"))
+)
+_ORDERS_IN_WINDOW = (
+    select(func.count())
+    .select_from(orders)
+    .where(_FLOW & (orders.c.created_at > bindparam("rate_since")))
+)
+_DUPLICATE = (
+    select(orders.c.order_id)
+    .where(
+        _FLOW
+        & (orders.c.created_at > bindparam("duplicate_since"))
+        & (orders.c.symbol == bindparam("symbol"))
+        & (orders.c.side == bindparam("side"))
+        & (orders.c.quantity == bindparam("quantity"))
+        & (orders.c.order_type == bindparam("order_type"))
+        & orders.c.limit_price.is_not_distinct_from(bindparam("limit_price"))
+        & orders.c.stop_price.is_not_distinct_from(bindparam("stop_price"))
+        # the same client order id is a retry, answered idempotently, not a duplicate
+        & (func.coalesce(orders.c.client_order_id, "") != bindparam("client_order_id"))
+    )
+    .limit(1)
+)
+_HEAD = select(chain_head.c.seq, chain_head.c.hash).where(chain_head.c.id == 1).with_for_update()
+_MOVE_HEAD = (
+    chain_head.update()
+    .where(chain_head.c.id == 1)
+    .values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
+)
+_INSERT_AUDIT = audit_log.insert()
+_INSERT_ORDER = orders.insert()
+_INSERT_EVENT = order_events.insert()
+_INSERT_CLAIM = client_orders.insert()
+_INSERT_FILL = fills.insert()
+_CLAIMED = select(client_orders.c.order_id, client_orders.c.request_digest).where(
+    client_orders.c.client_order_id == bindparam("client_order_id")
+)
+_FILLED = select(orders.c.filled_quantity).where(orders.c.order_id == bindparam("order_id"))
+_UPDATE_ORDER = orders.update().where(orders.c.order_id == bindparam("key_order_id"))
+_UPDATE_POSITION = (
+    positions.update()
+    .where(
+        (positions.c.account == bindparam("b_account"))
+        & (positions.c.symbol == bindparam("b_symbol"))
+    )
+    .values(quantity=positions.c.quantity + bindparam("delta"))
+)
 
 
 @dataclass
@@ -322,67 +324,57 @@ class Writer:
         linked = link(record, self.head)
         self.seq += 1
         self.conn.execute(
-            audit_log.insert().values(
-                seq=self.seq,
-                kind=kind,
-                order_id=linked.get("order_id") if kind == "order" else None,
-                record=canonical_json(linked).decode("utf-8"),
-                prev_hash=linked["prev_hash"],
-                hash=linked["hash"],
-                created_at=at,
-            )
+            _INSERT_AUDIT,
+            {
+                "seq": self.seq,
+                "kind": kind,
+                "order_id": linked.get("order_id") if kind == "order" else None,
+                "record": canonical_json(linked).decode("utf-8"),
+                "prev_hash": linked["prev_hash"],
+                "hash": linked["hash"],
+                "created_at": at,
+            },
         )
         self.head = linked["hash"]
         return linked
 
     def insert_order(self, values: dict[str, Any]) -> None:
-        self.conn.execute(orders.insert().values(**values))
+        self.conn.execute(_INSERT_ORDER, values)
 
     def filled_quantity(self, order_id: str) -> float:
-        value = self.conn.execute(
-            select(orders.c.filled_quantity).where(orders.c.order_id == order_id)
-        ).scalar()
+        value = self.conn.execute(_FILLED, {"order_id": order_id}).scalar()
         return float(value or 0.0)
 
     def update_order(self, order_id: str, values: dict[str, Any]) -> None:
-        self.conn.execute(orders.update().where(orders.c.order_id == order_id).values(**values))
+        self.conn.execute(_UPDATE_ORDER, {**values, "key_order_id": order_id})
 
     def claim(self, client_order_id: str, order_id: str, digest: str) -> None:
         self.conn.execute(
-            client_orders.insert().values(
-                client_order_id=client_order_id, order_id=order_id, request_digest=digest
-            )
+            _INSERT_CLAIM,
+            {"client_order_id": client_order_id, "order_id": order_id, "request_digest": digest},
         )
 
     def claimed(self, client_order_id: str) -> tuple[str, str] | None:
-        row = self.conn.execute(
-            select(client_orders.c.order_id, client_orders.c.request_digest).where(
-                client_orders.c.client_order_id == client_order_id
-            )
-        ).first()
+        row = self.conn.execute(_CLAIMED, {"client_order_id": client_order_id}).first()
         return (row.order_id, row.request_digest) if row else None
 
     def event(self, order_id: str, status: str, detail: dict[str, Any], at: datetime) -> None:
         self.conn.execute(
-            order_events.insert().values(
-                order_id=order_id, status=status, detail=json.dumps(detail), at=at
-            )
+            _INSERT_EVENT,
+            {"order_id": order_id, "status": status, "detail": json.dumps(detail), "at": at},
         )
 
     def fill(self, order_id: str, quantity: float, price: float, at: datetime) -> None:
         self.conn.execute(
-            fills.insert().values(order_id=order_id, quantity=quantity, price=price, at=at)
+            _INSERT_FILL, {"order_id": order_id, "quantity": quantity, "price": price, "at": at}
         )
 
     def move_position(self, account: str, symbol: str, delta: float) -> None:
-        where = (positions.c.account == account) & (positions.c.symbol == symbol)
-        current = self.conn.execute(select(positions.c.quantity).where(where)).scalar()
-        if current is None:
+        params = {"b_account": account, "b_symbol": symbol, "delta": delta}
+        if self.conn.execute(_UPDATE_POSITION, params).rowcount == 0:
             self.conn.execute(
                 positions.insert().values(account=account, symbol=symbol, quantity=delta)
             )
-        else:
-            self.conn.execute(positions.update().where(where).values(quantity=current + delta))
 
     def set_setting(self, key: str, value: Any, at: datetime) -> None:
         text_value = json.dumps(value, sort_keys=True)

@@ -21,6 +21,7 @@ from api.auth import ROLES
 from api.runtime import Runtime
 from engine.audit import GENESIS
 from engine.broker import BrokerAck, BrokerOrder
+from engine.gateway import Gateway
 from engine.store import Store
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
@@ -895,6 +896,30 @@ def test_submit_when_audit_log_cannot_be_written_then_503_and_broker_never_calle
     assert retry.status_code == 201  # the failed attempt claimed nothing
     assert api.audit()[: len(logged)] == logged
     assert len(order_rows(api)) == 1
+    api.assert_chain_ok()
+
+
+def test_submit_when_outcome_cannot_be_logged_after_the_broker_acted_then_503_not_500(
+    api: Api,
+    make_order: Callable[..., dict[str, Any]],
+    broker_calls: list[BrokerOrder],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    api.enter("simulation")
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        raise OperationalError("INSERT", None, Exception("disk I/O error"))
+
+    monkeypatch.setattr(Gateway, "_apply", failing)
+
+    response = api.post("/v1/orders", json=make_order(**market()))
+
+    body = response.json()
+    assert response.status_code == 503
+    assert body["code"] == "audit_unavailable"
+    assert len(broker_calls) == 1  # the broker did act: the answer says so
+    assert body["record"]["order_status"] == "filled"
+    assert body["record"]["broker_response"]["status"] == "filled"
     api.assert_chain_ok()
 
 
