@@ -83,10 +83,6 @@ class CompiledPolicy:
         """Alternatives the engine expands the whole ruleset into (see MAX_ALTERNATIVES)."""
         return sum(_alternatives(rule["all"][0]["m"]) for rule in self.definition.values())
 
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.policies.policy_digest, self.policies.compliance_digest)
-
 
 def presence_flag(field: str) -> str:
     return f"{field}?"

@@ -1,21 +1,17 @@
-"""Evaluate a condition in plain Python, to explain a denial and to check the engine.
-
-The rules engine decides; this walks the same tree over the same fact to say
-which comparisons held (`spread_bps=42.0 > risk.max_spread_bps=25`) and to
-catch any disagreement with the engine, which then blocks the order.
+"""Explain a denial: which comparisons held, with observed values and thresholds
+(`spread_bps=42.0 > risk.max_spread_bps=25`). The rules engine decides; this only
+writes the reason, walking the same tree with the reference predicates.
 """
 
 from __future__ import annotations
 
-import re
-from functools import lru_cache
 from typing import Any
 
 from .compiler import resolve
 from .config import ComplianceConfig
 from .facts import Fact
 from .policy import AllOf, AnyOf, Compare, Condition, Not, Param
-from .reference import engine_text
+from .reference import predicate
 
 __all__ = ["explain", "format_value", "holds"]
 
@@ -26,40 +22,9 @@ _SYMBOL = {
 
 
 def holds(condition: Condition, fact: Fact, config: ComplianceConfig) -> bool:
-    if isinstance(condition, Not):
-        return not holds(condition.item, fact, config)
-    if isinstance(condition, AllOf):
-        return all(holds(c, fact, config) for c in condition.items)
-    if isinstance(condition, AnyOf):
-        return any(holds(c, fact, config) for c in condition.items)
-    return _compare(condition, fact, config)
-
-
-def _compare(leaf: Compare, fact: Fact, config: ComplianceConfig) -> bool:
-    value = resolve(leaf.value, config)
-    if leaf.op == "missing":
-        return (leaf.field not in fact) == bool(value)
-    if leaf.field not in fact:
-        return False
-    got: Any = fact[leaf.field]
-    op = leaf.op
-    if op == "eq":
-        return bool(got == value)
-    if op == "ne":
-        return bool(got != value)
-    if op == "in":
-        return got in value
-    if op == "not_in":
-        return got not in value
-    if op == "matches":
-        return _pattern(value).fullmatch(engine_text(got)) is not None
-    if op == "gt":
-        return bool(got > value)
-    if op == "ge":
-        return bool(got >= value)
-    if op == "lt":
-        return bool(got < value)
-    return bool(got <= value)
+    """Whether `condition` holds for `fact`, by the same predicates as the engine's
+    second opinion (explanations only run on failures, so building them here is cheap)."""
+    return predicate(condition, config)(fact)
 
 
 def explain(condition: Condition, fact: Fact, config: ComplianceConfig) -> str:
@@ -104,8 +69,3 @@ def format_value(value: Any) -> str:
     if isinstance(value, list | tuple):
         return "[" + ", ".join(format_value(v) for v in value) + "]"
     return str(value)
-
-
-@lru_cache(maxsize=256)
-def _pattern(text: str) -> re.Pattern[str]:
-    return re.compile(text)
