@@ -249,10 +249,9 @@ def test_compile_policy_when_applies_when_uses_only_missing_then_missing_rule_co
     assert (inputs.when, inputs.deny) == ((), ("spread_bps",))
 
 
-def test_compile_policy_then_key_is_the_pair_of_digests(loaded: LoadedPolicies) -> None:
+def test_compile_policy_then_one_engine_rule_per_check(loaded: LoadedPolicies) -> None:
     compiled = compile_policy(loaded.policies, loaded.config)
 
-    assert compiled.key == (loaded.policies.policy_digest, loaded.policies.compliance_digest)
     checks = [name for name in compiled.definition if not name.endswith(MISSING_SUFFIX)]
     assert checks == [rule.id for rule in loaded.policies.rules]
 
