@@ -168,8 +168,9 @@ def _add_signals(fact: Fact, order: OrderRequest, now: datetime) -> None:
 
 def _add_integrity(fact: Fact, order: OrderRequest, config: ComplianceConfig) -> None:
     ctx = order.context
-    if ctx.data_hash is not None and ctx.quote_digest is not None:
-        fact["data_hash_ok"] = ctx.data_hash == ctx.quote_digest
+    quote_digest = ctx.quote_digest if ctx.data_hash is not None else None
+    if quote_digest is not None:
+        fact["data_hash_ok"] = ctx.data_hash == quote_digest
     if ctx.protocol_hash is not None:
         fact["protocol_hash_ok"] = ctx.protocol_hash == sha256_digest(sorted(ctx.protocols_fired))
     fact["required_protocols_fired"] = set(config.protocols.required) <= set(ctx.protocols_fired)
