@@ -447,21 +447,8 @@ def test_compiled_matches_when_value_has_characters_json_escapes_then_agrees_wit
 def test_load_when_pattern_is_read_differently_by_the_engine_then_refused(
     policies_dir: Path, pattern: str
 ) -> None:
-    (policies_dir / "rules.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "rules": [
-                    {
-                        "id": "a_check",
-                        "description": "d",
-                        "trigger": "risk_denied",
-                        "code": "A",
-                        "reason": "r",
-                        "deny_when": {"field": "regime", "matches": pattern},
-                    }
-                ]
-            }
-        )
+    write_rules(
+        policies_dir, [{"id": "a_check", "deny_when": {"field": "regime", "matches": pattern}}]
     )
 
     with pytest.raises(PolicyError) as raised:
@@ -471,21 +458,9 @@ def test_load_when_pattern_is_read_differently_by_the_engine_then_refused(
 
 
 def test_load_when_threshold_is_beyond_the_engine_range_then_refused(policies_dir: Path) -> None:
-    (policies_dir / "rules.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "rules": [
-                    {
-                        "id": "a_check",
-                        "description": "d",
-                        "trigger": "risk_denied",
-                        "code": "A",
-                        "reason": "r",
-                        "deny_when": {"field": "notional", "gt": 999999999999999.5},
-                    }
-                ]
-            }
-        )
+    write_rules(
+        policies_dir,
+        [{"id": "a_check", "deny_when": {"field": "notional", "gt": 999999999999999.5}}],
     )
 
     with pytest.raises(PolicyError) as raised:
@@ -551,22 +526,7 @@ def test_load_when_conditions_expand_beyond_what_the_engine_can_take_then_refuse
     policies_dir: Path,
 ) -> None:
     alternatives = [{"field": "regime", "eq": f"r{n}"} for n in range(450)]
-    (policies_dir / "rules.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "rules": [
-                    {
-                        "id": "a_check",
-                        "description": "d",
-                        "trigger": "risk_denied",
-                        "code": "A",
-                        "reason": "r",
-                        "deny_when": {"any": alternatives},
-                    }
-                ]
-            }
-        )
-    )
+    write_rules(policies_dir, [{"id": "a_check", "deny_when": {"any": alternatives}}])
 
     with pytest.raises(PolicyError) as raised:
         load_policies(policies_dir)
