@@ -19,8 +19,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
-
 from engine.canonical import sha256_digest
 from engine.clock import format_utc
 from engine.models import EngineState, OrderRequest
@@ -78,31 +76,25 @@ def in_process(database_url: str, policies: Path, home: Path, calls: int) -> dic
         statements: Counter[str] = Counter()
         transactions = [0]
         held: list[float] = []
-
-        def on_execute(*args: Any) -> None:
-            words = args[2].split()
-            table = next(
-                (w for prev, w in itertools.pairwise(words) if prev in ("FROM", "INTO", "UPDATE")),
-                "",
-            )
-            statements[f"{words[0]} {table}".strip()] += 1
-
-        def on_begin(*_: Any) -> None:
-            transactions[0] += 1
-
-        writing = store.writing
+        transaction, reading = store._transaction, store._reading
 
         @contextmanager
-        def timed_writing() -> Iterator[Any]:
+        def counted_transaction() -> Iterator[Any]:
             # one thread, so no waiting: enter to exit is the time the lock is held
             started = time.perf_counter()
-            with writing() as writer:
+            transactions[0] += 1
+            with transaction() as writer:
+                writer.cursor = _CountingCursor(writer.cursor, statements)
                 yield writer
             held.append(time.perf_counter() - started)
 
-        event.listen(store.engine, "before_cursor_execute", on_execute)
-        event.listen(store.engine, "begin", on_begin)
-        store.writing = timed_writing  # type: ignore[method-assign]
+        @contextmanager
+        def counted_reading() -> Iterator[Any]:
+            with reading() as cursor:
+                yield _CountingCursor(cursor, statements)
+
+        store._transaction = counted_transaction  # type: ignore[method-assign]
+        store._reading = counted_reading  # type: ignore[method-assign]
         out: dict[str, Any] = {}
         number = itertools.count()
         for name, call in (("evaluate", gateway.evaluate), ("submit", gateway.submit)):
@@ -132,6 +124,35 @@ def in_process(database_url: str, policies: Path, home: Path, calls: int) -> dic
         return out
     finally:
         runtime.close()
+
+
+class _CountingCursor:
+    """A driver cursor that counts its statements by verb and table (an
+    executemany counts once, whatever its rows)."""
+
+    def __init__(self, cursor: Any, seen: Counter[str]) -> None:
+        self._cursor, self._seen = cursor, seen
+
+    def execute(self, sql: str, params: Any = None) -> Any:
+        self._seen[_statement(sql)] += 1
+        return self._cursor.execute(sql) if params is None else self._cursor.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Any) -> Any:
+        self._seen[_statement(sql) + " (many)"] += 1
+        return self._cursor.executemany(sql, rows)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+
+def _statement(sql: str) -> str:
+    words = sql.split()
+    if words[0] == "SELECT" and words[1].startswith("("):
+        return "SELECT snapshot"
+    table = next(
+        (w for prev, w in itertools.pairwise(words) if prev in ("FROM", "INTO", "UPDATE")), ""
+    )
+    return f"{words[0]} {table}".strip()
 
 
 def _flow_read(gateway: Any, store: Any, run: str) -> dict[str, Any]:

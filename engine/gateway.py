@@ -230,10 +230,12 @@ class Gateway:
     ) -> dict[str, Any]:
         approved_submit = claim and decision.approved
         broker = self.broker_for(mode) if claim else None
-        with self.store.writing() as w:
-            order = decision.order
+        order = decision.order
+        digest = _digest(raw) if claim else ""
+
+        def write(w: Writer) -> dict[str, Any] | None:
             if claim and order is not None and w.claimed(order.client_order_id) is not None:
-                raise _AlreadyClaimed
+                return None
             order_id = w.next_order_id(now.year)
             status = "submitted" if approved_submit else decision.status
             record = decision.record(
@@ -244,11 +246,16 @@ class Gateway:
                 order_status=status,
             )
             record["operation"] = operation
-            linked = w.append(record, "order", now)
-            w.insert_order(_order_row(linked, operation, raw, now))
+            linked, text = w.append_text(record, "order", now)
+            w.insert_order(_order_row(linked, text, operation, raw, now))
             w.event(order_id, status, {"operation": operation, "actor": actor}, now)
             if claim and order is not None and decision.status != "rejected":
-                w.claim(order.client_order_id, order_id, _digest(raw))
+                w.claim(order.client_order_id, order_id, digest)
+            return linked
+
+        linked = self.store.transact(write)
+        if linked is None:
+            raise _AlreadyClaimed
         return linked
 
     def _route(
@@ -312,12 +319,16 @@ class Gateway:
         attempt["broker_response"] = (
             ack.response() if ack else {"status": "error", "detail": detail}
         )
+
+        def write(w: Writer) -> dict[str, Any]:
+            linked, text = w.append_text(attempt, "order", now)
+            if not keep_status:
+                w.update_order(record["order_id"], _row_update(linked, text, now))
+            w.event(record["order_id"], linked["order_status"], {"error": detail}, now)
+            return linked
+
         try:
-            with self.store.writing() as w:
-                linked = w.append(attempt, "order", now)
-                if not keep_status:
-                    w.update_order(record["order_id"], _row_update(linked, now))
-                w.event(record["order_id"], linked["order_status"], {"error": detail}, now)
+            linked = self.store.transact(write)
         except Exception:
             log.exception("audit write failed after a broker error")
             return Outcome("audit_unavailable", attempt)
@@ -341,10 +352,11 @@ class Gateway:
         updated["broker_response"] = ack.response()
         updated["actor"] = actor
         updated["operation"] = operation
-        with self.store.writing() as w:
+
+        def write(w: Writer) -> dict[str, Any]:
             already = w.filled_quantity(record["order_id"])
-            linked = w.append(updated, "order", now)
-            values = _row_update(linked, now)
+            linked, text = w.append_text(updated, "order", now)
+            values = _row_update(linked, text, now)
             values.update(
                 broker_order_id=ack.broker_order_id,
                 filled_quantity=ack.filled_quantity,
@@ -354,7 +366,9 @@ class Gateway:
             w.update_order(record["order_id"], values)
             w.event(record["order_id"], ack.status, ack.response(), now)
             _book_fills(w, record, ack, already)
-        return linked
+            return linked
+
+        return self.store.transact(write)
 
     # --- cancel and replace --------------------------------------------------
 
@@ -394,10 +408,14 @@ class Gateway:
         if not decision.approved or decision.order is None or not open_order or broker is None:
             attempt = decision.record(order_id=order_id, mode=mode, actor=actor)
             attempt["operation"] = "replace"
+
+            def write(w: Writer) -> dict[str, Any]:
+                linked = w.append(attempt, "order", now)
+                w.event(order_id, attempt["order_status"], {"operation": "replace"}, now)
+                return linked
+
             try:
-                with self.store.writing() as w:
-                    linked = w.append(attempt, "order", now)
-                    w.event(order_id, attempt["order_status"], {"operation": "replace"}, now)
+                linked = self.store.transact(write)
             except Exception:
                 log.exception("audit write failed for a replace")
                 return Outcome("audit_unavailable", attempt)
@@ -469,9 +487,8 @@ class Gateway:
             "reason": reason,
             "timestamp": format_utc(now),
         }
-        with self.store.writing() as w:
-            w.set_setting("mode", {"mode": mode, "since": event["timestamp"], "actor": actor}, now)
-            return w.append(event, "mode", now)
+        state = {"mode": mode, "since": event["timestamp"], "actor": actor}
+        return self._change_setting("mode", state, event, now)
 
     def requirements(self, mode: str) -> list[str]:
         """What is missing to enter `mode` (empty: it can be entered)."""
@@ -498,9 +515,7 @@ class Gateway:
             "cancel_open_orders": cancel_open,
             "timestamp": format_utc(now),
         }
-        with self.store.writing() as w:
-            w.set_setting("omega", state, now)
-            linked = w.append(event, "omega", now)
+        linked = self._change_setting("omega", state, event, now)
         if cancel_open:
             for row in self.store.open_orders():
                 self.cancel(row["order_id"], actor)
@@ -514,13 +529,19 @@ class Gateway:
             "actor": actor,
             "timestamp": format_utc(now),
         }
-        with self.store.writing() as w:
-            w.set_setting(
-                "omega",
-                {"active": False, "reason": reason, "actor": actor, "at": format_utc(now)},
-                now,
-            )
-            return w.append(event, "omega", now)
+        state = {"active": False, "reason": reason, "actor": actor, "at": format_utc(now)}
+        return self._change_setting("omega", state, event, now)
+
+    def _change_setting(
+        self, key: str, value: dict[str, Any], event: dict[str, Any], now: datetime
+    ) -> dict[str, Any]:
+        """A setting and the audit record of its change, in one transaction."""
+
+        def write(w: Writer) -> dict[str, Any]:
+            w.set_setting(key, value, now)
+            return w.append(event, key, now)
+
+        return self.store.transact(write)
 
 
 class _AlreadyClaimed(Exception):
@@ -569,7 +590,10 @@ def _book_fills(w: Writer, record: dict[str, Any], ack: BrokerAck, already: floa
         w.move_position(record["account"] or "default", record["symbol"], signed)
 
 
-def _order_row(record: dict[str, Any], operation: str, raw: Any, now: datetime) -> dict[str, Any]:
+def _order_row(
+    record: dict[str, Any], text: str, operation: str, raw: Any, now: datetime
+) -> dict[str, Any]:
+    """The orders row of a new attempt; `text`: the record as the chain stores it."""
     return {
         "order_id": record["order_id"],
         "operation": operation,
@@ -586,14 +610,14 @@ def _order_row(record: dict[str, Any], operation: str, raw: Any, now: datetime) 
         "status": record["order_status"],
         "broker": record.get("broker"),
         "request": _json_text(raw),
-        "record": _json_text(record),
+        "record": text,
         "created_at": now,
         "updated_at": now,
     }
 
 
-def _row_update(record: dict[str, Any], now: datetime) -> dict[str, Any]:
-    return {"status": record["order_status"], "record": _json_text(record), "updated_at": now}
+def _row_update(record: dict[str, Any], text: str, now: datetime) -> dict[str, Any]:
+    return {"status": record["order_status"], "record": text, "updated_at": now}
 
 
 def _latest(row: dict[str, Any]) -> dict[str, Any]:

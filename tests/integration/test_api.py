@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,6 @@ from typing import Any, Protocol
 
 import pytest
 from litestar.testing import TestClient
-from sqlalchemy.exc import OperationalError
 
 import engine.evaluator
 from api.app import create_app
@@ -873,16 +873,16 @@ def test_submit_when_audit_log_cannot_be_written_then_503_and_broker_never_calle
 ) -> None:
     api.enter("simulation")
     logged = api.audit()
-    real_writing = Store.writing
+    real_transaction = Store._transaction
     attempts: list[int] = []
 
     def failing_once(self: Store) -> Any:
         attempts.append(1)
         if len(attempts) == 1:
-            raise OperationalError("BEGIN IMMEDIATE", None, Exception("disk I/O error"))
-        return real_writing(self)
+            raise sqlite3.OperationalError("disk I/O error")
+        return real_transaction(self)
 
-    monkeypatch.setattr(Store, "writing", failing_once)
+    monkeypatch.setattr(Store, "_transaction", failing_once)
     order = make_order(**market())
 
     response = api.post("/v1/orders", json=order)
@@ -908,7 +908,7 @@ def test_submit_when_outcome_cannot_be_logged_after_the_broker_acted_then_503_no
     api.enter("simulation")
 
     def failing(*args: Any, **kwargs: Any) -> Any:
-        raise OperationalError("INSERT", None, Exception("disk I/O error"))
+        raise sqlite3.OperationalError("disk I/O error")
 
     monkeypatch.setattr(Gateway, "_apply", failing)
 

@@ -4,7 +4,9 @@ under concurrent writers, settings and positions."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -191,3 +193,134 @@ def test_claim_when_client_id_is_claimed_then_order_and_digest_are_returned(
 
     assert store.claimed("strat7-000042") == ("ORD-2026-000001", "sha256:" + "a" * 64)
     assert store.claimed("strat7-000043") is None
+
+
+# --- group commit ------------------------------------------------------------------
+
+
+class Gate:
+    """Holds the writer's turn inside a first piece of work while other threads
+    queue theirs: what is queued meanwhile is committed as one batch."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.inside = threading.Event()
+        self.open = threading.Event()
+        self.transactions = 0
+        real = store._transaction
+
+        @contextmanager
+        def counted() -> Iterator[Any]:
+            self.transactions += 1
+            with real() as writer:
+                yield writer
+
+        store._transaction = counted  # type: ignore[method-assign]
+
+    def hold(self, w: Any) -> dict[str, Any]:
+        self.inside.set()
+        assert self.open.wait(10)
+        return w.append({"order_id": w.next_order_id(NOW.year), "held": True}, "order", NOW)
+
+    def queued(self, count: int) -> None:
+        deadline = time.monotonic() + 10
+        while len(self.store._queue) < count:
+            assert time.monotonic() < deadline, "work was not queued"
+            time.sleep(0.001)
+
+
+def run_in_threads(store: Store, works: list[Any]) -> tuple[list[threading.Thread], list[Any]]:
+    """store.transact(work) for each work, each on its own thread; results or errors."""
+    results: list[Any] = [None] * len(works)
+
+    def call(index: int) -> None:
+        try:
+            results[index] = store.transact(works[index])
+        except Exception as exc:
+            results[index] = exc
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(works))]
+    for thread in threads:
+        thread.start()
+    return threads, results
+
+
+def appender(n: int, fail: bool = False) -> Any:
+    def work(w: Any) -> dict[str, Any]:
+        linked = w.append({"order_id": w.next_order_id(NOW.year), "n": n}, "order", NOW)
+        if fail:
+            raise ValueError(f"work {n} failed after writing")
+        return linked
+
+    return work
+
+
+def test_transact_when_work_queues_behind_a_writer_then_it_commits_as_one_batch(
+    store: Store,
+) -> None:
+    gate = Gate(store)
+    first_threads, first = run_in_threads(store, [gate.hold])
+    assert gate.inside.wait(10)
+    threads, results = run_in_threads(store, [appender(n) for n in range(7)])
+    gate.queued(7)
+
+    gate.open.set()
+    for thread in [*first_threads, *threads]:
+        thread.join(10)
+
+    records = list(store.audit_records())
+    assert gate.transactions == 2  # the held one, then the seven together
+    assert records == [first[0], *sorted(results, key=lambda r: r["order_id"])]
+    assert [r["order_id"] for r in records] == [f"ORD-2026-{n:06d}" for n in range(1, 9)]
+    assert sorted(r["n"] for r in records[1:]) == list(range(7))
+    assert verify_chain(store.audit_records()).ok
+
+
+def test_transact_when_one_work_in_a_batch_fails_then_only_it_fails(store: Store) -> None:
+    gate = Gate(store)
+    first_threads, _ = run_in_threads(store, [gate.hold])
+    assert gate.inside.wait(10)
+    works = [appender(0), appender(1), appender(2, fail=True), appender(3)]
+    threads, results = run_in_threads(store, works)
+    gate.queued(4)
+
+    gate.open.set()
+    for thread in [*first_threads, *threads]:
+        thread.join(10)
+
+    failed = [r for r in results if isinstance(r, Exception)]
+    records = list(store.audit_records())
+    assert [str(e) for e in failed] == ["work 2 failed after writing"]
+    # the batch was rolled back and run again piece by piece: no trace of the
+    # failed work, no order id skipped, and nothing committed twice
+    assert sorted(r["n"] for r in records[1:]) == [0, 1, 3]
+    assert [r["order_id"] for r in records] == [f"ORD-2026-{n:06d}" for n in range(1, 5)]
+    assert gate.transactions == 1 + 1 + 4
+    assert verify_chain(store.audit_records()).ok
+
+
+def test_writing_when_work_is_queued_then_each_waits_its_turn(store: Store) -> None:
+    gate = Gate(store)
+    first_threads, _ = run_in_threads(store, [gate.hold])
+    assert gate.inside.wait(10)
+    threads, _ = run_in_threads(store, [appender(n) for n in range(3)])
+    gate.queued(3)
+    order: list[str] = []
+
+    def own_turn() -> None:
+        with store.writing() as w:
+            order.append(w.next_order_id(NOW.year))
+            w.append({"order_id": order[-1], "own": True}, "order", NOW)
+
+    writer = threading.Thread(target=own_turn)
+    writer.start()
+    gate.queued(4)
+    gate.open.set()
+    for thread in [*first_threads, *threads, writer]:
+        thread.join(10)
+
+    records = list(store.audit_records())
+    assert len(records) == 5
+    assert records[-1].get("own") is True  # queued last, served last, on its own
+    assert order == ["ORD-2026-000005"]
+    assert verify_chain(store.audit_records()).ok
