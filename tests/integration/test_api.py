@@ -221,8 +221,15 @@ def test_submit_when_a_number_is_nan_then_422_naming_it(api: Api) -> None:
         b"[" * 30_000 + b"]" * 30_000,
         b'{"client_order_id": "s-1", "decision_reason": "\\ud800"}',
         b'{"client_order_id": "s-1", "\\udfff": 1}',
+        b'{"client_order_id": "s-1", "decision_reason": "\xed\xa0\x80"}',
     ],
-    ids=["truncated", "nested_too_deep", "lone_surrogate_value", "lone_surrogate_key"],
+    ids=[
+        "truncated",
+        "nested_too_deep",
+        "lone_surrogate_value",
+        "lone_surrogate_key",
+        "surrogate_as_utf8_bytes",
+    ],
 )
 def test_submit_when_json_is_malformed_then_422_malformed_json_and_logged(
     api: Api, content: bytes
