@@ -90,9 +90,7 @@ orders = Table(
     Index("ix_orders_account_created", "account", "created_at"),
     # the flow reads of every evaluation, answered from the index alone: the submits
     # of one account in a time window, and an identical recent order
-    Index(
-        "ix_orders_window", "account", "operation", "created_at", "status", "client_order_id"
-    ),
+    Index("ix_orders_window", "account", "operation", "created_at", "status", "client_order_id"),
     Index("ix_orders_duplicate", "account", "symbol", "side", "quantity", "created_at"),
     Index("ix_orders_status", "status"),
 )
