@@ -658,7 +658,11 @@ class Writer:
     def _flush(self, *tables: str) -> None:
         for table in tables:
             rows = self._pending.pop(table, None)
-            if rows:
+            if rows is None:
+                continue
+            if len(rows) == 1:  # psycopg's executemany runs a pipeline: dear for one row
+                self.cursor.execute(self.sql.inserts[table], rows[0])
+            else:
                 self.cursor.executemany(self.sql.inserts[table], rows)
 
 
