@@ -10,6 +10,10 @@ __all__ = ["targets", "text_report"]
 TARGET_EVALUATE_RPS = 1_000
 TARGET_EVALUATE_P99_MS = 20.0
 TARGET_SUBMIT_RPS = 400
+CLIENT_SHAPES = {  # how bench/http.py's --client drives its connections; the others: threads
+    "raw": "one asyncio event loop for all, one keep-alive connection each, requests "
+    "pre-built as bytes",
+}
 
 
 def targets(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -52,16 +56,19 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], left: int = 2) 
 
 def text_report(result: dict[str, Any]) -> str:
     machine, settings = result["machine"], result["settings"]
+    client = settings["client"]
+    shape = CLIENT_SHAPES.get(client, "one thread and one keep-alive connection each")
     out = [
         f"apex-oms HTTP bench: {settings['requests']:,} requests per phase after a warm-up, "
-        f"{settings['concurrency']} concurrent clients ({settings['client']}: one thread and "
-        f"one keep-alive connection each), loopback, at most {settings['max_seconds']:g} s a phase",
+        f"{settings['concurrency']} concurrent clients ({client}: {shape}), loopback, "
+        f"at most {settings['max_seconds']:g} s a phase",
         f"machine: {machine['cpus']} CPUs, Python {machine['python']}, load average "
         f"{machine['load_before']} before the run; the server is one process (uvicorn: one "
         "event loop, gateway calls in anyio worker threads)",
         f"NOTE: the load generator runs on the same {machine['cpus']} cores as the server (and "
         "PostgreSQL); their figures are a floor for the server alone. 'server CPU' is the "
-        "server process's own CPU time per request; 'busy' is the whole machine's.",
+        "server process's own CPU time per request, 'client CPU' the load generator's in the "
+        "timed window; 'busy' is the whole machine's.",
         "",
         _results_table(result["backends"]),
     ]
@@ -71,6 +78,7 @@ def text_report(result: dict[str, Any]) -> str:
             if other or phase["stopped_early"]:
                 stopped = " (stopped at --max-seconds)" if phase["stopped_early"] else ""
                 out.append(f"  {backend['backend']} {phase['phase']}: not ok{stopped}: {other}")
+        out += _bodies_lines(backend)
         audit = backend["audit"]
         out.append(
             f"  {backend['backend']}: audit chain {'OK' if audit.get('ok') else 'BROKEN'}, "
@@ -112,6 +120,30 @@ def _results_table(backends: list[dict[str, Any]]) -> str:
                 ]
             )
     return table(headers, rows)
+
+
+def _bodies_lines(backend: dict[str, Any]) -> list[str]:
+    """--client raw: the order bodies serialized before each timed window, and those
+    built inside it because the window outlived the pre-built quotes' freshness."""
+    phases = [
+        p
+        for p in backend["phases"].values()
+        if p.get("bodies_prebuilt") or p.get("bodies_built_in_window")
+    ]
+    if not phases:
+        return []
+    before = ", ".join(
+        f"{p['phase']} {p['bodies_prebuilt']:,} in {p['prebuild_s']:.2f} s" for p in phases
+    )
+    out = [f"  {backend['backend']}: order bodies built before the timed window: {before}"]
+    for p in phases:
+        if p.get("bodies_built_in_window"):
+            out.append(
+                f"  {backend['backend']} {p['phase']}: {p['bodies_built_in_window']:,} orders "
+                "built inside the timed window instead (it outlived the pre-built quotes' "
+                "freshness, or --requests exceeds the pre-built maximum), in its client CPU"
+            )
+    return out
 
 
 def _engine_lines(result: dict[str, Any]) -> list[str]:
