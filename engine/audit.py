@@ -13,7 +13,15 @@ from typing import Any
 
 from .canonical import canonical_json, sha256_hex
 
-__all__ = ["GENESIS", "ChainBreak", "ChainReport", "link", "record_hash", "verify_chain"]
+__all__ = [
+    "GENESIS",
+    "ChainBreak",
+    "ChainReport",
+    "link",
+    "link_text",
+    "record_hash",
+    "verify_chain",
+]
 
 GENESIS = "sha256:" + "0" * 64
 
@@ -25,10 +33,28 @@ def record_hash(record: dict[str, Any]) -> str:
 
 def link(record: dict[str, Any], prev_hash: str) -> dict[str, Any]:
     """The record with `prev_hash` and `hash` set, ready to append."""
-    linked = {k: v for k, v in record.items() if k not in ("prev_hash", "hash")}
-    linked["prev_hash"] = prev_hash
-    linked["hash"] = record_hash(linked)
-    return linked
+    return link_text(record, prev_hash)[0]
+
+
+def link_text(record: dict[str, Any], prev_hash: str) -> tuple[dict[str, Any], str]:
+    """`link`, and the linked record's canonical JSON text, encoding the record once:
+    canonical JSON lists keys in sorted order, so the keys before "hash" and the
+    keys after it encode apart, and their texts joined with or without the hash
+    member are the canonical texts of the record with or without its hash."""
+    body = {k: v for k, v in record.items() if k not in ("prev_hash", "hash")}
+    body["prev_hash"] = prev_hash
+    before = {k: v for k, v in body.items() if k < "hash"}
+    after = {k: v for k, v in body.items() if k > "hash"}
+    head, tail = _members(before), _members(after)
+    digest = "sha256:" + sha256_hex(("{" + ",".join(filter(None, (head, tail))) + "}").encode())
+    member = canonical_json({"hash": digest}).decode("utf-8")[1:-1]
+    text = "{" + ",".join(filter(None, (head, member, tail))) + "}"
+    return {**body, "hash": digest}, text
+
+
+def _members(part: dict[str, Any]) -> str:
+    """The members of `part` as canonical JSON, without the braces."""
+    return canonical_json(part).decode("utf-8")[1:-1]
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, func, select, text
 
-from .audit import link
-from .canonical import canonical_json
+from .audit import link_text
 from .models import FlowCounts, OrderRequest
 from .schema import api_tokens, audit_log, orders, positions
 
@@ -555,8 +554,7 @@ class Writer:
         self, record: dict[str, Any], kind: str, at: datetime
     ) -> tuple[dict[str, Any], str]:
         """As `append`, with the record's canonical JSON text as stored."""
-        linked = link(record, self.head)
-        text = canonical_json(linked).decode("utf-8")
+        linked, text = link_text(record, self.head)
         self.seq += 1
         self._insert(
             "audit_log",

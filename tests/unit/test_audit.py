@@ -9,8 +9,10 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from engine.audit import GENESIS, link, record_hash, verify_chain
+from engine.audit import GENESIS, link, link_text, record_hash, verify_chain
 
 
 def canonical(value: Any) -> bytes:
@@ -67,6 +69,30 @@ def test_link_when_given_a_record_then_sets_prev_hash_and_the_spec_hash() -> Non
         "sha256:" + hashlib.sha256(canonical({**record, "prev_hash": GENESIS})).hexdigest()
     )
     assert "hash" not in record  # the input is not modified
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+# keys around "hash" on purpose: the text is assembled on either side of it
+_KEYS = st.sampled_from(["", "a", "has", "hash", "hasi", "hash0", "prev_hash", "z", "ü", "H"])
+
+
+@given(st.dictionaries(_KEYS | st.text(max_size=6), _JSON, max_size=8))
+def test_link_text_when_any_record_then_text_is_the_canonical_json_of_link(
+    record: dict[str, Any],
+) -> None:
+    linked, text = link_text(record, GENESIS)
+
+    assert linked == link(record, GENESIS)
+    assert text.encode("utf-8") == canonical(linked)
+    assert linked["hash"] == expected_hash(linked)
 
 
 def test_link_when_record_carries_old_chain_fields_then_they_are_replaced() -> None:
