@@ -26,7 +26,7 @@ from .clock import Clock, format_utc, system_clock
 from .decision import Decision, FieldError, Reason, sort_triggers
 from .evaluator import Evaluator, field_errors
 from .models import EngineState, OrderRequest, Quote
-from .store import Store, Writer
+from .store import UNREAD, Claim, Snapshot, Store, Writer
 
 __all__ = ["MODES", "Gateway", "ModeRefused", "Outcome", "OutcomeKind"]
 
@@ -101,8 +101,8 @@ class Gateway:
 
     def _state(
         self, order: OrderRequest, now: datetime, exclude: str | None = None
-    ) -> tuple[str, EngineState]:
-        """The mode, and what the engine must know beyond the order, in one round of reads."""
+    ) -> tuple[Snapshot, EngineState]:
+        """What the engine must know beyond the order, in one read."""
         flow = self._evaluator.policy.config.flow
         snap = self.store.snapshot(
             order, now, flow.rate_window_s, flow.duplicate_window_s, exclude=exclude
@@ -112,13 +112,13 @@ class Gateway:
             omega_active=bool(snap.omega.get("active")),
             flow=snap.flow,
         )
-        return snap.mode, state
+        return snap, state
 
     # --- evaluate and submit ---------------------------------------------
 
     def evaluate(self, raw: Any, actor: str) -> Outcome:
         now = self._clock()
-        decision, mode = self._judge(raw, now)
+        decision, mode, _ = self._judge(raw, now)
         try:
             record = self._log_new(decision, "evaluate", raw, actor, now, mode, claim=False)
         except Exception:
@@ -142,10 +142,10 @@ class Gateway:
 
     def submit(self, raw: Any, actor: str) -> Outcome:
         now = self._clock()
-        decision, mode = self._judge(raw, now)
+        decision, mode, claim = self._judge(raw, now)
         order = decision.order
         if order is not None:
-            replay = self._replay(order.client_order_id, raw)
+            replay = self._replay(order.client_order_id, raw, claim)
             if replay is not None:
                 return replay
         broker = self.broker_for(mode)
@@ -167,25 +167,29 @@ class Gateway:
             return Outcome("blocked", record)
         return self._route(record, order, broker, actor)
 
-    def _judge(self, raw: Any, now: datetime, exclude: str | None = None) -> tuple[Decision, str]:
-        """The decision and the mode it was taken in. `exclude`: a client order id whose
-        own earlier flow does not count (the order being replaced)."""
+    def _judge(
+        self, raw: Any, now: datetime, exclude: str | None = None
+    ) -> tuple[Decision, str, Claim]:
+        """The decision, the mode it was taken in, and the claim on the order's client
+        order id read with the state (UNREAD if the state could not be read).
+        `exclude`: a client order id whose own earlier flow does not count (the
+        order being replaced)."""
         evaluator = self._evaluator
         try:
             order = OrderRequest.model_validate(raw)
         except ValidationError as exc:
-            return evaluator.rejected(raw, now, field_errors(exc)), self.mode()
-        except Exception:
-            return evaluator.evaluate(raw, None, now), self.mode()  # the unreadable body
+            return evaluator.rejected(raw, now, field_errors(exc)), self.mode(), UNREAD
+        except Exception:  # the unreadable body
+            return evaluator.evaluate(raw, None, now), self.mode(), UNREAD
         try:
-            mode, state = self._state(order, now, exclude)
+            snap, state = self._state(order, now, exclude)
         except Exception as exc:
             log.exception("could not read the trading state; order blocked")
             blocked = evaluator.blocked(
                 order, now, "engine_error", "STATE_UNAVAILABLE", _fault(exc)
             )
-            return blocked, "research"
-        return evaluator.evaluate(order, state, now), mode
+            return blocked, "research", UNREAD
+        return evaluator.evaluate(order, state, now), snap.mode, snap.claim
 
     def _gate(
         self, decision: Decision, order: OrderRequest, mode: str, broker: BrokerAdapter | None
@@ -208,8 +212,14 @@ class Gateway:
             return block(decision, "gateway", "broker_capability", "BROKER_CANNOT_TAKE", detail)
         return decision
 
-    def _replay(self, client_order_id: str, raw: Any) -> Outcome | None:
-        claimed = self.store.claimed(client_order_id)
+    def _replay(self, client_order_id: str, raw: Any, claimed: Claim = UNREAD) -> Outcome | None:
+        """The answer to a retry of a submit whose client order id is claimed, else None."""
+        if claimed == UNREAD:
+            try:
+                claimed = self.store.claimed(client_order_id)
+            except Exception:
+                log.exception("could not read the claim on %r", client_order_id)
+                return None  # the write that follows claims it, or fails closed
         if claimed is None:
             return None
         order_id, digest = claimed
@@ -400,7 +410,7 @@ class Gateway:
         merged = {**original, **changes} if isinstance(changes, dict) else changes
         if isinstance(changes, dict) and "context" in changes:
             merged["context"] = changes["context"]
-        decision, mode = self._judge(merged, now, exclude=original.get("client_order_id"))
+        decision, mode, _ = self._judge(merged, now, exclude=original.get("client_order_id"))
         broker = self.broker_for(record.get("mode") or "")
         open_order = row["status"] in OPEN_STATUSES and row["broker_order_id"] and broker
         if decision.approved and decision.order is not None and broker is not None:

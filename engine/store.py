@@ -38,7 +38,7 @@ from .audit import link_text
 from .models import FlowCounts, OrderRequest
 from .schema import api_tokens, audit_log, orders, positions
 
-__all__ = ["Snapshot", "Store", "Writer", "aware"]
+__all__ = ["UNREAD", "Claim", "Snapshot", "Store", "Writer", "aware"]
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 _PG_MIGRATION_LOCK = 7_262_001  # advisory lock id: replicas starting together migrate once
@@ -226,7 +226,8 @@ class Store:
         exclude: str | None = None,
     ) -> Snapshot:
         """Everything one evaluation needs from the database, in one statement:
-        mode and kill switch, the position in the symbol, and the flow counts."""
+        mode and kill switch, the position in the symbol, the flow counts, and
+        the claim on the client order id (a submit's retry is answered from it)."""
         when = self._sql.when
         params = {
             "account": order.account,
@@ -244,12 +245,13 @@ class Store:
         }
         with self._reading() as cursor:
             cursor.execute(self._sql.snapshot, params)
-            mode, omega, position, counted, duplicate = cursor.fetchone()
+            mode, omega, position, counted, duplicate, claimed, digest = cursor.fetchone()
         return Snapshot(
             mode=json.loads(mode)["mode"] if mode is not None else "research",
             omega=json.loads(omega) if omega is not None else {"active": False},
             position=float(position or 0.0),
             flow=FlowCounts(orders_in_window=int(counted), duplicate_recent=duplicate is not None),
+            claim=(claimed, digest) if claimed is not None else None,
         )
 
     def claimed(self, client_order_id: str) -> tuple[str, str] | None:
@@ -366,12 +368,19 @@ class Store:
             return conn.execute(text("SELECT 1")).scalar() == 1
 
 
+# The claim on a client order id: (order id, request digest), None if unclaimed,
+# UNREAD if it could not be read.
+Claim = tuple[str, str] | None
+UNREAD: Claim = ("", "")
+
+
 @dataclass(frozen=True)
 class Snapshot:
     mode: str
     omega: dict[str, Any]
     position: float
     flow: FlowCounts
+    claim: Claim  # on the order's client order id
 
 
 class _Work(Generic[_T]):
@@ -428,7 +437,9 @@ SELECT
      AND o.limit_price IS NOT DISTINCT FROM :limit_price
      AND o.stop_price IS NOT DISTINCT FROM :stop_price
      AND coalesce(o.client_order_id, '') <> :client_order_id
-   LIMIT 1)
+   LIMIT 1),
+  (SELECT order_id FROM client_orders WHERE client_order_id = :client_order_id),
+  (SELECT request_digest FROM client_orders WHERE client_order_id = :client_order_id)
 """
 # Buffered inserts: written with one executemany per table when the transaction
 # next reads or updates that table, and before it commits.

@@ -906,6 +906,33 @@ def test_submit_when_audit_log_cannot_be_written_then_503_and_broker_never_calle
     api.assert_chain_ok()
 
 
+def test_submit_when_the_trading_state_cannot_be_read_then_blocked_logged_and_not_sent(
+    api: Api,
+    make_order: Callable[..., dict[str, Any]],
+    broker_calls: list[BrokerOrder],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    api.enter("simulation")
+
+    def unreadable(*args: Any, **kwargs: Any) -> Any:
+        raise sqlite3.OperationalError("database disk image is malformed")
+
+    monkeypatch.setattr(Store, "snapshot", unreadable)
+
+    evaluated = api.post("/v1/orders/evaluate", json=make_order())
+    submitted = api.post("/v1/orders", json=make_order(client_order_id="state-1"))
+
+    assert (evaluated.status_code, submitted.status_code) == (200, 403)
+    for record in (evaluated.json(), submitted.json()):
+        assert record["order_status"] == "blocked"
+        assert record["fail_closed_triggers"] == ["engine_error"]
+        assert [r["code"] for r in record["reasons"]] == ["STATE_UNAVAILABLE"]
+        assert "malformed" in record["reasons"][0]["detail"]
+    assert broker_calls == []
+    assert api.audit()[-2:] == [evaluated.json(), submitted.json()]
+    api.assert_chain_ok()
+
+
 def test_submit_when_outcome_cannot_be_logged_after_the_broker_acted_then_503_not_500(
     api: Api,
     make_order: Callable[..., dict[str, Any]],
