@@ -180,9 +180,12 @@ class Store:
             cursor = conn.cursor()
             if self.dialect == "sqlite":
                 cursor.execute("BEGIN IMMEDIATE")
-            cursor.execute(sql.head)
-            seq, head = cursor.fetchone()
+            # the chain head, and this year's order counter with it
+            year = datetime.now(UTC).year
+            cursor.execute(sql.head, {"year": year})
+            seq, head, counter = cursor.fetchone()
             writer = Writer(cursor, sql, seq, head)
+            writer.counters[year] = _Counter(counter)
             yield writer
             writer.finish()
             conn.commit()
@@ -465,8 +468,14 @@ class _Statements:
     def __init__(self, dialect: str) -> None:
         self.dialect = dialect
         postgres = dialect == "postgresql"
-        self.head = "SELECT seq, hash FROM chain_head WHERE id = 1" + (
-            " FOR UPDATE" if postgres else ""
+        self.head = self.of(
+            "SELECT h.seq, h.hash, s.value FROM chain_head h"
+            " LEFT JOIN order_sequences s ON s.year = :year WHERE h.id = 1"
+        ) + (" FOR UPDATE OF h" if postgres else "")
+        # PostgreSQL: the year's counter and the chain head in one statement
+        self.move_head_and_sequence = self.of(
+            "WITH s AS (UPDATE order_sequences SET value = :value WHERE year = :year)"
+            " UPDATE chain_head SET seq = :seq, hash = :hash WHERE id = 1"
         )
         self.move_head = self.of("UPDATE chain_head SET seq = :seq, hash = :hash WHERE id = 1")
         snapshot = _SNAPSHOT if postgres else _SNAPSHOT.replace("IS NOT DISTINCT FROM", "IS")
@@ -543,19 +552,17 @@ class Writer:
     sql: _Statements
     seq: int
     head: str
-    _sequences: dict[int, tuple[int, bool]] = field(default_factory=dict)
+    counters: dict[int, _Counter] = field(default_factory=dict)  # order ids, per year
     _pending: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def next_order_id(self, year: int) -> str:
-        if year in self._sequences:
-            value, stored = self._sequences[year]
-        else:
+        counter = self.counters.get(year)
+        if counter is None:
             self.cursor.execute(self.sql.sequence, {"year": year})
             row = self.cursor.fetchone()
-            value, stored = (int(row[0]), True) if row else (0, False)
-        value += 1
-        self._sequences[year] = (value, stored)
-        return f"ORD-{year}-{value:06d}"
+            counter = self.counters[year] = _Counter(row[0] if row else None)
+        counter.value += 1
+        return f"ORD-{year}-{counter.value:06d}"
 
     def append(self, record: dict[str, Any], kind: str, at: datetime) -> dict[str, Any]:
         """Link `record` to the chain and append it: the record with its hashes."""
@@ -656,10 +663,20 @@ class Writer:
     def finish(self) -> None:
         """Write what is buffered, the order counters and the chain head."""
         self._flush(*_INSERT_COLUMNS)
-        for year, (value, stored) in self._sequences.items():
-            statement = self.sql.set_sequence if stored else self.sql.new_sequence
-            self.cursor.execute(statement, {"year": year, "value": value})
-        self.cursor.execute(self.sql.move_head, {"seq": self.seq, "hash": self.head})
+        head = {"seq": self.seq, "hash": self.head}
+        for year, counter in self.counters.items():
+            if counter.value == (counter.stored or 0):
+                continue
+            params = {"year": year, "value": counter.value}
+            if counter.stored is None:
+                self.cursor.execute(self.sql.new_sequence, params)
+            elif self.sql.dialect == "postgresql" and head:
+                self.cursor.execute(self.sql.move_head_and_sequence, {**params, **head})
+                head = {}
+            else:
+                self.cursor.execute(self.sql.set_sequence, params)
+        if head:
+            self.cursor.execute(self.sql.move_head, head)
 
     def _insert(self, table: str, **row: Any) -> None:
         self._pending.setdefault(table, []).append(row)
@@ -673,6 +690,16 @@ class Writer:
                 self.cursor.execute(self.sql.inserts[table], rows[0])
             else:
                 self.cursor.executemany(self.sql.inserts[table], rows)
+
+
+class _Counter:
+    """A year's order counter in a transaction: as stored (None: no row yet), and now."""
+
+    __slots__ = ("stored", "value")
+
+    def __init__(self, stored: int | None) -> None:
+        self.stored = stored
+        self.value = stored or 0
 
 
 def _discard(conn: Any) -> None:
