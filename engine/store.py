@@ -183,9 +183,14 @@ class Store:
             # the chain head, and this year's order counter with it
             year = datetime.now(UTC).year
             cursor.execute(sql.head, {"year": year})
-            seq, head, counter = cursor.fetchone()
+            row = cursor.fetchone()
+            if row is None:  # PostgreSQL, no counter for the year yet: the head alone
+                cursor.execute(sql.head_alone)
+                row = (*cursor.fetchone(), _UNKNOWN)
+            seq, head, counter = row
             writer = Writer(cursor, sql, seq, head)
-            writer.counters[year] = _Counter(counter)
+            if counter is not _UNKNOWN:
+                writer.counters[year] = _Counter(counter)
             yield writer
             writer.finish()
             conn.commit()
@@ -468,10 +473,22 @@ class _Statements:
     def __init__(self, dialect: str) -> None:
         self.dialect = dialect
         postgres = dialect == "postgresql"
-        self.head = self.of(
-            "SELECT h.seq, h.hash, s.value FROM chain_head h"
-            " LEFT JOIN order_sequences s ON s.year = :year WHERE h.id = 1"
-        ) + (" FOR UPDATE OF h" if postgres else "")
+        # The head, and the year's order counter. SQLite: BEGIN IMMEDIATE has the
+        # write lock before anything is read. PostgreSQL: both rows are locked, so
+        # that a read that waited for another writer sees both rows as it left them
+        # (READ COMMITTED re-reads the rows it locks, and only those); a year with
+        # no counter row yet returns nothing, and `head_alone` locks the head.
+        if postgres:
+            self.head = self.of(
+                "SELECT h.seq, h.hash, s.value FROM chain_head h"
+                " JOIN order_sequences s ON s.year = :year WHERE h.id = 1 FOR UPDATE OF h, s"
+            )
+        else:
+            self.head = self.of(
+                "SELECT h.seq, h.hash, s.value FROM chain_head h"
+                " LEFT JOIN order_sequences s ON s.year = :year WHERE h.id = 1"
+            )
+        self.head_alone = "SELECT seq, hash FROM chain_head WHERE id = 1 FOR UPDATE"
         # PostgreSQL: the year's counter and the chain head in one statement
         self.move_head_and_sequence = self.of(
             "WITH s AS (UPDATE order_sequences SET value = :value WHERE year = :year)"
@@ -690,6 +707,9 @@ class Writer:
                 self.cursor.execute(self.sql.inserts[table], rows[0])
             else:
                 self.cursor.executemany(self.sql.inserts[table], rows)
+
+
+_UNKNOWN = object()  # a counter not read with the head
 
 
 class _Counter:
