@@ -76,7 +76,7 @@ def in_process(database_url: str, policies: Path, home: Path, calls: int) -> dic
         statements: Counter[str] = Counter()
         transactions = [0]
         held: list[float] = []
-        transaction, reading = store._transaction, store._reading
+        transaction, read_one = store._transaction, store._read_one
 
         @contextmanager
         def counted_transaction() -> Iterator[Any]:
@@ -88,13 +88,12 @@ def in_process(database_url: str, policies: Path, home: Path, calls: int) -> dic
                 yield writer
             held.append(time.perf_counter() - started)
 
-        @contextmanager
-        def counted_reading() -> Iterator[Any]:
-            with reading() as cursor:
-                yield _CountingCursor(cursor, statements)
+        def counted_read(sql: str, params: dict[str, Any]) -> Any:
+            statements[_statement(sql)] += 1
+            return read_one(sql, params)
 
         store._transaction = counted_transaction  # type: ignore[method-assign]
-        store._reading = counted_reading  # type: ignore[method-assign]
+        store._read_one = counted_read  # type: ignore[method-assign]
         out: dict[str, Any] = {}
         number = itertools.count()
         for name, call in (("evaluate", gateway.evaluate), ("submit", gateway.submit)):

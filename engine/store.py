@@ -205,25 +205,33 @@ class Store:
 
     # --- hot reads -------------------------------------------------------------
 
-    @contextmanager
-    def _reading(self) -> Iterator[Any]:
-        """A cursor on an idle driver connection (autocommit: one statement, one
-        snapshot). A connection that fails is dropped, not put back."""
+    def _read_one(self, sql: str, params: dict[str, Any]) -> Any:
+        """The first row of one statement, on an idle driver connection (autocommit:
+        one statement, one snapshot). A connection that fails is dropped; if it had
+        served before (the server may have restarted since), the read is tried once
+        more on a new one: a read changes nothing."""
         with self._readers:
-            with self._idle_lock:
-                conn: Any = self._idle.pop() if self._idle else None
-            if conn is None:
-                conn = self.engine.raw_connection()
-                if self.dialect == "postgresql":
-                    conn.rollback()  # the pool's ping may have opened a transaction
-                    conn.driver_connection.autocommit = True
-            try:
-                yield conn.cursor()
-            except BaseException:
-                _discard(conn)
-                raise
-            with self._idle_lock:
-                self._idle.append(conn)
+            while True:
+                with self._idle_lock:
+                    conn: Any = self._idle.pop() if self._idle else None
+                reused = conn is not None
+                if conn is None:
+                    conn = self.engine.raw_connection()
+                    if self.dialect == "postgresql":
+                        conn.rollback()  # the pool's ping may have opened a transaction
+                        conn.driver_connection.autocommit = True
+                try:
+                    cursor = conn.cursor()
+                    cursor.execute(sql, params)
+                    row = cursor.fetchone()
+                except Exception:
+                    _discard(conn)
+                    if reused:
+                        continue
+                    raise
+                with self._idle_lock:
+                    self._idle.append(conn)
+                return row
 
     def snapshot(
         self,
@@ -251,9 +259,8 @@ class Store:
             "rate_since": when(now - timedelta(seconds=rate_window_s)),
             "duplicate_since": when(now - timedelta(seconds=duplicate_window_s)),
         }
-        with self._reading() as cursor:
-            cursor.execute(self._sql.snapshot, params)
-            mode, omega, position, counted, duplicate, claimed, digest = cursor.fetchone()
+        row = self._read_one(self._sql.snapshot, params)
+        mode, omega, position, counted, duplicate, claimed, digest = row
         return Snapshot(
             mode=json.loads(mode)["mode"] if mode is not None else "research",
             omega=json.loads(omega) if omega is not None else {"active": False},
@@ -264,15 +271,11 @@ class Store:
 
     def claimed(self, client_order_id: str) -> tuple[str, str] | None:
         """(order_id, request digest) of the submit that claimed this client id."""
-        with self._reading() as cursor:
-            cursor.execute(self._sql.claimed, {"client_order_id": client_order_id})
-            row = cursor.fetchone()
+        row = self._read_one(self._sql.claimed, {"client_order_id": client_order_id})
         return (row[0], row[1]) if row else None
 
     def setting(self, key: str) -> Any:
-        with self._reading() as cursor:
-            cursor.execute(self._sql.setting, {"key": key})
-            row = cursor.fetchone()
+        row = self._read_one(self._sql.setting, {"key": key})
         return json.loads(row[0]) if row is not None else None
 
     # --- other reads ----------------------------------------------------------

@@ -195,6 +195,34 @@ def test_claim_when_client_id_is_claimed_then_order_and_digest_are_returned(
     assert store.claimed("strat7-000043") is None
 
 
+def test_read_when_an_idle_connection_has_died_then_the_read_is_retried_on_a_new_one(
+    store: Store,
+) -> None:
+    with store.writing() as w:
+        w.set_setting("mode", {"mode": "simulation"}, NOW)
+    assert store.setting("mode") == {"mode": "simulation"}  # leaves one idle connection
+    [idle] = store._idle
+    idle.driver_connection.close()  # as a database restart would
+
+    assert store.setting("mode") == {"mode": "simulation"}
+    assert len(store._idle) == 1
+    assert store._idle[0] is not idle
+
+
+def test_read_when_a_new_connection_fails_then_the_error_is_raised(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store._idle.clear()
+
+    def refused() -> Any:
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(store.engine, "raw_connection", refused)
+
+    with pytest.raises(OSError, match="refused"):
+        store.setting("mode")
+
+
 # --- group commit ------------------------------------------------------------------
 
 
