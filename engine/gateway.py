@@ -153,11 +153,12 @@ class Gateway:
             decision = self._gate(decision, order, mode, broker)
         try:
             record = self._log_new(decision, "submit", raw, actor, now, mode, claim=True)
-        except _AlreadyClaimed:
-            # lost a race with the same client order id: answer as the winner's retry
-            replay = self._replay(order.client_order_id, raw) if order else None
-            return replay or Outcome("conflict", {})
         except Exception:
+            # Lost a race with the same client order id (its claim is unique in the
+            # store, so the write failed): answer as the winner's retry.
+            replay = self._replay(order.client_order_id, raw) if order is not None else None
+            if replay is not None:
+                return replay
             log.exception("audit write failed; order not sent")
             record = decision.record(mode=mode, actor=actor, order_status="blocked")
             return Outcome("audit_unavailable", record)
@@ -243,9 +244,7 @@ class Gateway:
         order = decision.order
         digest = _digest(raw) if claim else ""
 
-        def write(w: Writer) -> dict[str, Any] | None:
-            if claim and order is not None and w.claimed(order.client_order_id) is not None:
-                return None
+        def write(w: Writer) -> dict[str, Any]:
             order_id = w.next_order_id(now.year)
             status = "submitted" if approved_submit else decision.status
             record = decision.record(
@@ -263,10 +262,7 @@ class Gateway:
                 w.claim(order.client_order_id, order_id, digest)
             return linked
 
-        linked = self.store.transact(write)
-        if linked is None:
-            raise _AlreadyClaimed
-        return linked
+        return self.store.transact(write)
 
     def _route(
         self, record: dict[str, Any], order: OrderRequest, broker: BrokerAdapter, actor: str
@@ -552,10 +548,6 @@ class Gateway:
             return w.append(event, key, now)
 
         return self.store.transact(write)
-
-
-class _AlreadyClaimed(Exception):
-    """Another request claimed this client order id between our check and our write."""
 
 
 def block(decision: Decision, check: str, trigger: str, code: str, detail: str) -> Decision:

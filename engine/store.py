@@ -638,12 +638,6 @@ class Writer:
             request_digest=digest,
         )
 
-    def claimed(self, client_order_id: str) -> tuple[str, str] | None:
-        self._flush("client_orders")
-        self.cursor.execute(self.sql.claimed, {"client_order_id": client_order_id})
-        row = self.cursor.fetchone()
-        return (row[0], row[1]) if row else None
-
     def event(self, order_id: str, status: str, detail: dict[str, Any], at: datetime) -> None:
         self._insert(
             "order_events",

@@ -7,7 +7,9 @@ from __future__ import annotations
 import logging
 import shutil
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -373,6 +375,37 @@ def test_submit_when_client_order_id_is_reused_with_another_body_then_409_confli
 
 
 # --- submit: state the gateway keeps between orders --------------------------------------
+
+
+def test_submit_when_one_client_order_id_races_on_threads_then_one_order_the_rest_replays(
+    runtime: Runtime,
+    api: Api,
+    make_order: Callable[..., dict[str, Any]],
+    broker_calls: list[BrokerOrder],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    api.enter("simulation")
+    racers = 6
+    # every racer reads the state (the id still free) before any of them writes
+    after_read = threading.Barrier(racers, timeout=10)
+    real_snapshot = Store.snapshot
+
+    def snapshot_then_wait(self: Store, *args: Any, **kwargs: Any) -> Any:
+        snap = real_snapshot(self, *args, **kwargs)
+        after_read.wait()
+        return snap
+
+    monkeypatch.setattr(Store, "snapshot", snapshot_then_wait)
+    order = make_order(**market(client_order_id="race-1"))
+    with ThreadPoolExecutor(racers) as pool:
+        outcomes = list(pool.map(lambda _: runtime.gateway.submit(order, "t"), range(racers)))
+
+    kinds = sorted(o.kind for o in outcomes)
+    assert kinds == ["replayed"] * (racers - 1) + ["routed"]
+    assert len({o.record["order_id"] for o in outcomes}) == 1
+    assert [b.order_id for b in broker_calls] == [outcomes[0].record["order_id"]]
+    assert len(order_rows(api, client_order_id="race-1")) == 1
+    api.assert_chain_ok()
 
 
 def test_submit_when_identical_order_follows_within_5_s_then_duplicate_until_window_ends(
