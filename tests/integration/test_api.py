@@ -101,6 +101,15 @@ def market(**changes: Any) -> dict[str, Any]:
     return {"order_type": "market", "limit_price": None, **changes}
 
 
+def break_with(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, message: str) -> None:
+    """`owner.name` raises the driver's error, as a failing disk or database would."""
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        raise sqlite3.OperationalError(message)
+
+    monkeypatch.setattr(owner, name, failing)
+
+
 def order_rows(api: Api, **params: Any) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = api.get("/v1/orders", params=params).json()["orders"]
     return rows
@@ -946,11 +955,7 @@ def test_submit_when_the_trading_state_cannot_be_read_then_blocked_logged_and_no
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     api.enter("simulation")
-
-    def unreadable(*args: Any, **kwargs: Any) -> Any:
-        raise sqlite3.OperationalError("database disk image is malformed")
-
-    monkeypatch.setattr(Store, "snapshot", unreadable)
+    break_with(monkeypatch, Store, "snapshot", "database disk image is malformed")
 
     evaluated = api.post("/v1/orders/evaluate", json=make_order())
     submitted = api.post("/v1/orders", json=make_order(client_order_id="state-1"))
@@ -973,11 +978,7 @@ def test_submit_when_outcome_cannot_be_logged_after_the_broker_acted_then_503_no
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     api.enter("simulation")
-
-    def failing(*args: Any, **kwargs: Any) -> Any:
-        raise sqlite3.OperationalError("disk I/O error")
-
-    monkeypatch.setattr(Gateway, "_apply", failing)
+    break_with(monkeypatch, Gateway, "_apply", "disk I/O error")
 
     response = api.post("/v1/orders", json=make_order(**market()))
 
