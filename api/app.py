@@ -7,14 +7,11 @@ and are logged as rejected attempts. Blocking work runs in worker threads.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 from litestar import Litestar, Request, Response, delete, get, post
 from litestar.exceptions import HTTPException
@@ -27,6 +24,7 @@ from engine.evaluator import Evaluator
 from engine.gateway import MODES, ModeRefused, Outcome
 from engine.models import Quote
 
+from ._threads import GatewayThreads
 from .auth import Principal
 from .runtime import Runtime
 
@@ -35,8 +33,7 @@ __all__ = ["ApiError", "create_app"]
 log = logging.getLogger("apex.api")
 
 TRADER, COMPLIANCE, AUDITOR = ("trader",), ("compliance",), ("auditor",)
-GATEWAY_THREADS = 32
-_T = TypeVar("_T")
+GATEWAY_THREADS = 16
 _SUBMIT_STATUS = {
     "routed": 201, "blocked": 403, "rejected": 422, "conflict": 409, "broker_error": 502,
     "audit_unavailable": 503, "not_found": 404, "not_open": 409, "evaluated": 200,
@@ -51,12 +48,9 @@ class ApiError(Exception):
 
 def create_app(runtime: Runtime) -> Litestar:
     gateway, metrics, settings = runtime.gateway, runtime.metrics, runtime.settings
-    # The gateway blocks (database, broker): its calls run on these threads. A plain
-    # executor hands work over in about half the CPU time of anyio's to_thread.
-    executor = ThreadPoolExecutor(max_workers=GATEWAY_THREADS, thread_name_prefix="apex-gateway")
-
-    async def blocking(call: Callable[..., _T], *args: Any) -> _T:
-        return await asyncio.get_running_loop().run_in_executor(executor, partial(call, *args))
+    # The gateway blocks (database, broker): its calls run on these threads.
+    threads = GatewayThreads(GATEWAY_THREADS)
+    blocking = threads.run
 
     def principal(request: Request[Any, Any, Any], roles: tuple[str, ...] | None) -> Principal:
         header = request.headers.get("authorization", "")
@@ -436,7 +430,7 @@ def create_app(runtime: Runtime) -> Litestar:
         exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _crash},
         openapi_config=OpenAPIConfig(title="apex-oms", version="0.1.0", path="/schema"),
         request_max_body_size=4 * 1024 * 1024,
-        on_shutdown=[lambda: executor.shutdown(wait=True, cancel_futures=True)],
+        on_shutdown=[threads.close],
         # Logging belongs to the process (api/_logging.py): Litestar's default
         # config would replace the root handlers and turn the JSON logs to text.
         logging_config=None,
