@@ -64,11 +64,17 @@ def text_report(result: dict[str, Any]) -> str:
         f"at most {settings['max_seconds']:g} s a phase",
         f"machine: {machine['cpus']} CPUs, Python {machine['python']}, load average "
         f"{machine['load_before']} before the run; the server is one process (uvicorn: one "
-        "event loop, gateway calls in anyio worker threads)",
+        "event loop; gateway calls on the server's own worker threads, GatewayThreads: a job "
+        "queue, each answer posted back onto the event loop)",
         f"NOTE: the load generator runs on the same {machine['cpus']} cores as the server (and "
         "PostgreSQL); their figures are a floor for the server alone. 'server CPU' is the "
         "server process's own CPU time per request, 'client CPU' the load generator's in the "
-        "timed window; 'busy' is the whole machine's.",
+        "timed window; 'busy' is the whole machine's, and 'steal' the share of the machine's "
+        "CPU time the hypervisor gave to other guests in that window.",
+        "NOTE: this VM's CPU speed drifts from minute to minute (steal); the same code can "
+        "measure half or twice the req/s in another run. Read the figures with the steal "
+        "column and each backend's cpu probe below (a fixed Python loop, timed before and "
+        "after its phases: higher than on a quiet machine means a slower CPU).",
         "",
         _results_table(result["backends"]),
     ]
@@ -79,6 +85,7 @@ def text_report(result: dict[str, Any]) -> str:
                 stopped = " (stopped at --max-seconds)" if phase["stopped_early"] else ""
                 out.append(f"  {backend['backend']} {phase['phase']}: not ok{stopped}: {other}")
         out += _bodies_lines(backend)
+        out += _probe_lines(backend)
         audit = backend["audit"]
         out.append(
             f"  {backend['backend']}: audit chain {'OK' if audit.get('ok') else 'BROKEN'}, "
@@ -99,7 +106,7 @@ def text_report(result: dict[str, Any]) -> str:
 
 def _results_table(backends: list[dict[str, Any]]) -> str:
     headers = ["backend", "route", "done", "ok", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms"]
-    headers += ["server CPU µs/req", "client CPU µs/req", "busy"]
+    headers += ["server CPU µs/req", "client CPU µs/req", "busy", "steal"]
     rows = []
     for backend in backends:
         for phase in backend["phases"].values():
@@ -117,6 +124,7 @@ def _results_table(backends: list[dict[str, Any]]) -> str:
                     f"{phase['server_cpu_us_per_request']:,.0f}",
                     f"{phase['client_cpu_us_per_request']:,.0f}",
                     f"{phase['machine_cpu_busy_pct']:.0f}%",
+                    f"{phase.get('machine_cpu_steal_pct', 0.0):.0f}%",
                 ]
             )
     return table(headers, rows)
@@ -144,6 +152,17 @@ def _bodies_lines(backend: dict[str, Any]) -> list[str]:
                 "freshness, or --requests exceeds the pre-built maximum), in its client CPU"
             )
     return out
+
+
+def _probe_lines(backend: dict[str, Any]) -> list[str]:
+    probe = backend.get("cpu_probe")
+    if not probe:
+        return []
+    return [
+        f"  {backend['backend']}: cpu probe: {probe['before_ms']:.0f} ms before, "
+        f"{probe['after_ms']:.0f} ms after (a quiet machine here: about "
+        f"{probe['quiet_ms']:.0f} ms; {probe['workload']})"
+    ]
 
 
 def _engine_lines(result: dict[str, Any]) -> list[str]:

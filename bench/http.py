@@ -45,6 +45,12 @@ costs a quarter to a tenth of the CPU per request of the standard library's
 `http.client` on a thread per connection (`--client stdlib`, which also builds
 each order in the window; its threads contend for the GIL), and httpx
 (`--client httpx`) three times more again.
+
+The machine is a VM whose CPU speed drifts from minute to minute (the
+hypervisor gives the cores to other guests: "steal"), enough to move the same
+code's req/s by half. So every phase reports the steal in its timed window, and
+each backend's phases are bracketed by a CPU speed probe (a fixed pure-Python
+loop, `cpu_probe_ms`) read against its time on a quiet machine (QUIET_PROBE_MS).
 """
 
 from __future__ import annotations
@@ -93,6 +99,14 @@ START_TIMEOUT_S = 60.0
 REQUEST_TIMEOUT_S = 30.0  # per request, every client
 QUOTE_MARGIN_S = 1.0  # a pre-built order is sent by (quote age limit - this) after its build
 PREBUILT_MAX = 20_000  # order bodies serialized before a phase's timed window, at most
+PROBE_LOOP_N = 2_000_000  # the CPU speed probe sums this many ints in a plain Python loop
+PROBE_REPEATS = 3  # ... this many times, and keeps the fastest
+# The probe's time on this VM at a quiet moment: measured 2026-11-28 02:41-02:42 UTC
+# with nothing else busy (load average 0.1-0.2, 0 % steal), by cpu_probe_ms() run 20
+# times 3 s apart: 63-79 ms, floor 64 ms (but 4 of the 20 took 116-154 ms at 0 %
+# steal, so a slow moment does not always show as steal; a minute earlier, with 9-37 %
+# steal, it took 115-176 ms). A probe well above this means a slow CPU at that moment.
+QUIET_PROBE_MS = 65.0
 
 
 @dataclass(frozen=True)
@@ -452,6 +466,7 @@ class PhaseResult:
     server_cpu_us_per_request: float = 0.0
     client_cpu_us_per_request: float = 0.0
     machine_cpu_busy_pct: float = 0.0
+    machine_cpu_steal_pct: float = 0.0  # the hypervisor's share: CPU the VM wanted, not got
     stopped_early: bool = False
     # --client raw: order bodies serialized before the window, how long that took,
     # and how many were built inside it instead (see `Requests`)
@@ -487,12 +502,13 @@ class Window:
     server_cpu_s: float = 0.0
     client_cpu_s: float = 0.0
     busy_pct: float = 0.0
+    steal_pct: float = 0.0
     requests: Requests | None = None
 
 
 class Meter:
     """CPU time of the server process and of this one, wall time, and how busy the
-    machine was, from start() to stop()."""
+    machine was and how much of its CPU time the hypervisor stole, from start() to stop()."""
 
     def __init__(self, server: Server) -> None:
         self._server, self._me = psutil.Process(server.process.pid), psutil.Process()
@@ -508,7 +524,9 @@ class Meter:
         window.seconds = time.perf_counter() - self.started
         window.server_cpu_s = _cpu(self._server) - self._cpu[0]
         window.client_cpu_s = _cpu(self._me) - self._cpu[1]
-        window.busy_pct = _busy(self._machine, psutil.cpu_times())
+        machine = psutil.cpu_times()
+        window.busy_pct = _busy(self._machine, machine)
+        window.steal_pct = _steal(self._machine, machine)
         return window
 
 
@@ -540,6 +558,7 @@ def load(setup: Load, phase: Phase, requests: int, start: int) -> PhaseResult:
         server_cpu_us_per_request=window.server_cpu_s * per_request,
         client_cpu_us_per_request=window.client_cpu_s * per_request,
         machine_cpu_busy_pct=window.busy_pct,
+        machine_cpu_steal_pct=window.steal_pct,
         stopped_early=completed < requests,
         bodies_prebuilt=built.prebuilt if built else 0,
         prebuild_s=built.prebuild_s if built else 0.0,
@@ -672,6 +691,27 @@ def _busy(before: Any, after: Any) -> float:
     return 100.0 * (1 - idle / total) if total > 0 else 0.0
 
 
+def _steal(before: Any, after: Any) -> float:
+    """The share of the machine's CPU time (all cores) that the hypervisor gave to
+    other guests while this one had work to run; 0 where the OS does not count it."""
+    total = sum(after) - sum(before)
+    stolen = getattr(after, "steal", 0.0) - getattr(before, "steal", 0.0)
+    return 100.0 * stolen / total if total > 0 else 0.0
+
+
+def cpu_probe_ms() -> float:
+    """How fast this CPU runs Python right now: the fastest of PROBE_REPEATS plain
+    loops summing PROBE_LOOP_N ints, in ms. Compare with QUIET_PROBE_MS."""
+    best = float("inf")
+    for _ in range(PROBE_REPEATS):
+        t0 = time.perf_counter()
+        total = 0
+        for i in range(PROBE_LOOP_N):
+            total += i
+        best = min(best, time.perf_counter() - t0)
+    return best * 1e3
+
+
 # --- the engine, for comparison ----------------------------------------------------------
 
 
@@ -731,6 +771,7 @@ def bench_backend(backend: str, args: argparse.Namespace, workdir: Path) -> dict
         phases: dict[str, Any] = {}
         profiles: dict[str, Any] = {}
         start = 0
+        probe_before = cpu_probe_ms()  # the server is idle: the probe has the cores
         for phase in PHASES:
             warm = max(args.concurrency * 5, args.requests // 20)
             load(setup, phase, warm, start)
@@ -741,6 +782,7 @@ def bench_backend(backend: str, args: argparse.Namespace, workdir: Path) -> dict
             start += args.requests
             if args.profile:
                 profiles[phase.name] = read_profile(profile_path)
+        probe_after = cpu_probe_ms()
         verify = httpx.get(
             f"{server.url}/v1/audit/verify",
             headers={"Authorization": f"Bearer {server.token}"},
@@ -749,6 +791,12 @@ def bench_backend(backend: str, args: argparse.Namespace, workdir: Path) -> dict
     with database(backend, workdir / "in-process") as url:
         inside = in_process(url, policies, workdir / "in-process", args.in_process_calls)
     out: dict[str, Any] = {"backend": backend, "phases": phases, "audit": verify}
+    out["cpu_probe"] = {
+        "workload": f"fastest of {PROBE_REPEATS} Python loops summing {PROBE_LOOP_N:,} ints",
+        "before_ms": probe_before,
+        "after_ms": probe_after,
+        "quiet_ms": QUIET_PROBE_MS,
+    }
     out["in_process"] = inside
     if profiles:
         out["profile"] = profiles
