@@ -53,8 +53,8 @@ def create_app(runtime: Runtime) -> Litestar:
     blocking = threads.run
     # On SQLite an evaluation runs on the event loop itself. It calls no broker, and
     # its reads and its one local write take well under a millisecond, while handing
-    # it to a thread makes the loop and that thread pass the GIL to and fro: about a
-    # third more CPU per evaluation, measured (README, "Benchmarks").
+    # it to a thread makes the loop and that thread pass the GIL to and fro: 9-13%
+    # more CPU per evaluation in a paired run (README, "Benchmarks").
     evaluate_inline = runtime.store.dialect == "sqlite"
 
     def principal(request: Request[Any, Any, Any], roles: tuple[str, ...] | None) -> Principal:
