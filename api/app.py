@@ -20,9 +20,9 @@ from litestar.params import FromPath, FromQuery
 
 from engine import PolicyError, load_policies
 from engine.audit import verify_chain
-from engine.evaluator import Evaluator
-from engine.gateway import MODES, ModeRefused, Outcome
+from engine.gateway.core import MODES, ModeRefused, Outcome
 from engine.models import Quote
+from engine.policy.evaluator import Evaluator
 
 from ._threads import GatewayThreads
 from .auth import Principal

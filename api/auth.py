@@ -8,7 +8,7 @@ import threading
 import time
 from datetime import datetime
 
-from engine.store import Store
+from adapters.sql.store import Store
 
 __all__ = ["ROLES", "Principal", "TokenBook"]
 

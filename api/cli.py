@@ -15,9 +15,9 @@ from pydantic import ValidationError
 
 from engine import EngineState, Evaluator, PolicyError, load_policies, validate_policies
 from engine.clock import parse_utc
-from engine.decision import Decision
-from engine.evaluator import field_errors
-from engine.policy_tests import load_cases, run_cases
+from engine.policy.cases import load_cases, run_cases
+from engine.policy.decision import Decision
+from engine.policy.evaluator import field_errors
 
 from ._table import table
 from .cli_service import register

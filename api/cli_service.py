@@ -12,7 +12,7 @@ from typing import Any
 
 from engine import PolicyError
 from engine.audit import verify_chain
-from engine.gateway import MODES, ModeRefused
+from engine.gateway.core import MODES, ModeRefused
 
 from ._logging import configure_logging
 from ._table import table

@@ -6,11 +6,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from adapters.simulated import SimulatedBroker
+from adapters.sql.store import Store
 from engine import Evaluator, load_policies
 from engine.broker import BrokerAdapter
 from engine.clock import Clock, system_clock
-from engine.gateway import Gateway
-from engine.store import Store
+from engine.gateway.core import Gateway
 
 from .auth import TokenBook
 from .metrics import Metrics

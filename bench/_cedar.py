@@ -29,7 +29,7 @@ from typing import Any
 import cedarpy
 from _plain import FUTURE_QUOTE_S, Limits
 
-from engine.facts import Fact
+from engine.policy.facts import Fact
 
 __all__ = ["SCALE", "CedarGate", "Verdict", "context_of", "policy_text"]
 

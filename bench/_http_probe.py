@@ -223,14 +223,14 @@ _OURS = (f"{ROOT}/engine/", f"{ROOT}/api/", f"{ROOT}/adapters/")
 # (layer, test on a "function (file:line)" frame). A sample goes to the first layer
 # that matches any of its frames, innermost first, in the order of this list.
 _LAYERS: list[tuple[str, Callable[[str], bool]]] = [
-    ("durable-rules (rules engine)", lambda f: f"{_ENGINE}_durable.py" in f),
+    ("durable-rules (rules engine)", lambda f: f"{_ENGINE}policy/_durable.py" in f),
     ("SQLAlchemy Core: build/compile/cache-key statements", lambda f: "/sqlalchemy/sql/" in f),
     ("SQLAlchemy engine: execute, pool, results", lambda f: "/sqlalchemy/" in f),
     ("psycopg driver", lambda f: "/psycopg/" in f),
     ("pydantic validation", lambda f: "/pydantic" in f),
     ("json / hashlib (canonical JSON, digests)", lambda f: "/json/" in f or "hashlib" in f),
-    ("engine: evaluator, facts, decision", lambda f: _ENGINE in f and "store.py" not in f),
-    ("engine.store (own code)", lambda f: f"{_ENGINE}store.py" in f),
+    ("engine: evaluator, facts, decision", lambda f: _ENGINE in f),
+    ("adapters.sql (the store)", lambda f: f"{ROOT}/adapters/sql/" in f),
     ("prometheus_client", lambda f: "prometheus_client" in f),
     ("litestar", lambda f: "/litestar/" in f),
     ("uvicorn + h11 (HTTP parsing)", lambda f: "/uvicorn/" in f or "/h11/" in f),

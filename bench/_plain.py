@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from engine import ComplianceConfig
-from engine.decision import CheckResult
+from engine.policy.decision import CheckResult
 
 __all__ = ["FUTURE_QUOTE_S", "RULES", "Limits", "decide"]
 

@@ -41,11 +41,11 @@ from _plain import RULES, Limits, decide  # noqa: E402
 from _report import text_report  # noqa: E402
 
 import engine  # noqa: E402
-from engine._durable import DurableRuleset  # noqa: E402
 from engine.clock import format_utc  # noqa: E402
-from engine.compiler import CompiledPolicy, presence_flag  # noqa: E402
-from engine.evaluator import compiled  # noqa: E402
-from engine.facts import Fact, build_fact  # noqa: E402
+from engine.policy._durable import DurableRuleset  # noqa: E402
+from engine.policy.compiler import CompiledPolicy, presence_flag  # noqa: E402
+from engine.policy.evaluator import compiled  # noqa: E402
+from engine.policy.facts import Fact, build_fact  # noqa: E402
 
 TARGET_DECISIONS_PER_S = 5_000
 TARGET_GROWTH_MB = 10.0

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from .config import ComplianceConfig
-from .decision import Decision, FieldError, Reason
 from .errors import ApexError, EngineFault, PolicyError, PolicyIssue
-from .evaluator import Evaluator
-from .loader import LoadedPolicies, load_policies, validate_policies
 from .models import EngineState, OrderContext, OrderRequest, Quote, RecentOrder
+from .policy.config import ComplianceConfig
+from .policy.decision import Decision, FieldError, Reason
+from .policy.evaluator import Evaluator
+from .policy.loader import LoadedPolicies, load_policies, validate_policies
 
 __all__ = [
     "ApexError",

@@ -17,14 +17,14 @@ from typing import Any, Protocol
 import pytest
 from litestar.testing import TestClient
 
-import engine.evaluator
+import engine.policy.evaluator
+from adapters.sql.store import Store
 from api.app import create_app
 from api.auth import ROLES
 from api.runtime import Runtime
 from engine.audit import GENESIS
 from engine.broker import BrokerAck, BrokerOrder
-from engine.gateway import Gateway
-from engine.store import Store
+from engine.gateway.core import Gateway
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 
@@ -1009,7 +1009,7 @@ def test_order_when_evaluation_raises_then_blocked_engine_error_never_approved(
     def broken(*args: Any) -> Any:
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr(engine.evaluator, "build_fact", broken)
+    monkeypatch.setattr(engine.policy.evaluator, "build_fact", broken)
 
     response = api.post(path, json=make_order(**market()))
 

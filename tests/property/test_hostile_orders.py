@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from engine import EngineState, Evaluator, LoadedPolicies
 from engine.canonical import canonical_json, sha256_digest
 from engine.clock import format_utc
-from engine.decision import TRIGGER_ORDER, Decision
+from engine.policy.decision import TRIGGER_ORDER, Decision
 
 EXAMPLES = settings(max_examples=300, deadline=None, derandomize=True)
 STATUSES = {"evaluated", "blocked", "rejected"}

@@ -17,16 +17,16 @@ import pytest
 import yaml
 
 from engine import LoadedPolicies, PolicyError, load_policies
-from engine._durable import DurableRuleset
-from engine.compiler import (
+from engine.policy._durable import DurableRuleset
+from engine.policy.compiler import (
     MISSING_SUFFIX,
     CompiledPolicy,
     compile_policy,
     presence_flag,
 )
-from engine.explain import holds
-from engine.facts import Fact
-from engine.reference import predicate
+from engine.policy.explain import holds
+from engine.policy.facts import Fact
+from engine.policy.reference import predicate
 
 ANCHOR = {"kind": "order"}
 ROOT = Path(__file__).resolve().parents[2]

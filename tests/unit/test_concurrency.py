@@ -14,7 +14,7 @@ import pytest
 
 from engine import EngineState, Evaluator, LoadedPolicies
 from engine.clock import format_utc
-from engine.evaluator import compiled
+from engine.policy.evaluator import compiled
 
 NOW = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)
 THREADS, PER_THREAD = 8, 300

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine._durable import LIMIT, DurableRuleset, encode
+from engine.policy._durable import LIMIT, DurableRuleset, encode
 
 
 def engine_rule(condition: dict[str, Any]) -> dict[str, Any]:

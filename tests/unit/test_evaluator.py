@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 
 from engine import EngineState, Evaluator, LoadedPolicies, OrderRequest, load_policies
-from engine._durable import DurableRuleset
 from engine.canonical import canonical_json, sha256_digest
 from engine.clock import format_utc
-from engine.decision import Decision, Reason
-from engine.evaluator import compiled
+from engine.policy._durable import DurableRuleset
+from engine.policy.decision import Decision, Reason
+from engine.policy.evaluator import compiled
 
 NOW = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)  # a Monday, 10:00 in New York
 QUOTED = format_utc(NOW - timedelta(seconds=1))
@@ -732,7 +732,7 @@ def test_evaluate_when_building_the_fact_raises_then_blocked_with_engine_error(
     def broken(*args: Any) -> Any:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("engine.evaluator.build_fact", broken)
+    monkeypatch.setattr("engine.policy.evaluator.build_fact", broken)
 
     decision = evaluator.evaluate(approved_order(), now=NOW)
 

@@ -13,7 +13,7 @@ import pytest
 from api.cli import main
 from engine import load_policies
 from engine.canonical import sha256_digest
-from engine.policy import TRIGGERS
+from engine.policy.rules import TRIGGERS
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICIES = ROOT / "policies"

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from adapters.sql.schema import audit_log, chain_head
+from adapters.sql.store import Store
 from engine.audit import GENESIS, verify_chain
-from engine.schema import audit_log, chain_head
-from engine.store import Store
 
 NOW = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)
 

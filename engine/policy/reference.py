@@ -15,7 +15,7 @@ from typing import Any
 from .compiler import resolve
 from .config import ComplianceConfig
 from .facts import Fact
-from .policy import AllOf, AnyOf, Compare, Condition, Not
+from .rules import AllOf, AnyOf, Compare, Condition, Not
 
 __all__ = ["Predicate", "engine_text", "predicate"]
 

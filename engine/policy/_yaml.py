@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from .errors import PolicyIssue
+from ..errors import PolicyIssue
 
 __all__ = ["Lines", "line_of", "load_yaml"]
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import ComplianceConfig
-from .policy import AllOf, AnyOf, Compare, Condition, Not, Param, PolicySet, Rule
+from .rules import AllOf, AnyOf, Compare, Condition, Not, Param, PolicySet, Rule
 
 __all__ = [
     "MAX_ALTERNATIVES",

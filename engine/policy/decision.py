@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from .clock import format_utc
-from .models import OrderRequest
+from ..clock import format_utc
+from ..models import OrderRequest
 
 __all__ = [
     "TRIGGER_ORDER",

@@ -10,8 +10,8 @@ from typing import Any
 from .compiler import resolve
 from .config import ComplianceConfig
 from .facts import Fact
-from .policy import AllOf, AnyOf, Compare, Condition, Not, Param
 from .reference import predicate
+from .rules import AllOf, AnyOf, Compare, Condition, Not, Param
 
 __all__ = ["explain", "format_value", "holds"]
 

@@ -20,13 +20,13 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from .broker import BrokerAck, BrokerAdapter, BrokerError, BrokerOrder
-from .canonical import sha256_digest
-from .clock import Clock, format_utc, system_clock
-from .decision import Decision, FieldError, Reason, sort_triggers
-from .evaluator import Evaluator, field_errors
-from .models import EngineState, OrderRequest, Quote
-from .store import UNREAD, Claim, Snapshot, Store, Writer
+from ..broker import BrokerAck, BrokerAdapter, BrokerError, BrokerOrder
+from ..canonical import sha256_digest
+from ..clock import Clock, format_utc, system_clock
+from ..models import EngineState, OrderRequest, Quote
+from ..policy.decision import Decision, FieldError, Reason, sort_triggers
+from ..policy.evaluator import Evaluator, field_errors
+from ..ports import UNREAD, Claim, Snapshot, Store, Writer
 
 __all__ = ["MODES", "Gateway", "ModeRefused", "Outcome", "OutcomeKind"]
 

@@ -16,14 +16,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ..canonical import sha256_hex
+from ..errors import PolicyError, PolicyIssue
 from ._durable import DurableRuleset
 from ._yaml import Lines, line_of, load_yaml
-from .canonical import sha256_hex
 from .compiler import MAX_ALTERNATIVES, compile_policy
 from .config import ComplianceConfig, ParamValue
-from .errors import PolicyError, PolicyIssue
 from .facts import FIELDS, FieldType
-from .policy import (
+from .rules import (
     OPERATORS,
     TRIGGERS,
     AllOf,

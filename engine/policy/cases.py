@@ -16,14 +16,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..canonical import sha256_digest
+from ..clock import parse_utc
+from ..errors import PolicyError, PolicyIssue
+from ..models import EngineState
 from ._yaml import load_yaml
-from .canonical import sha256_digest
-from .clock import parse_utc
 from .decision import Decision
-from .errors import PolicyError, PolicyIssue
 from .evaluator import Evaluator
 from .loader import pydantic_issues
-from .models import EngineState
 
 __all__ = ["CaseResult", "PolicyCase", "load_cases", "run_cases"]
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
+from ..canonical import sha256_digest
+from ..models import EngineState, OrderRequest, RecentOrder
 from .calendar import session_open
-from .canonical import sha256_digest
 from .config import ComplianceConfig
-from .models import EngineState, OrderRequest, RecentOrder
 
 __all__ = ["FIELDS", "Fact", "FieldSpec", "FieldType", "build_fact"]
 

@@ -1,14 +1,16 @@
-"""Alembic environment: runs on the connection `engine.store.migrate` hands over."""
+"""Alembic environment: runs on the connection `adapters.sql.store.Store.migrate` hands over."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from engine.schema import metadata
+from adapters.sql.schema import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:
-    raise RuntimeError("run migrations through engine.store.migrate(), which passes a connection")
+    raise RuntimeError(
+        "run migrations through adapters.sql.store.Store.migrate(), which passes a connection"
+    )
 
 context.configure(
     connection=connection,

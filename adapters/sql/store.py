@@ -34,8 +34,10 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, func, select, text
 
-from .audit import link_text
-from .models import FlowCounts, OrderRequest
+from engine.audit import link_text
+from engine.models import FlowCounts, OrderRequest
+from engine.ports import UNREAD, Claim, Snapshot
+
 from .schema import api_tokens, audit_log, orders, positions
 
 __all__ = ["UNREAD", "Claim", "Snapshot", "Store", "Writer", "aware"]
@@ -377,21 +379,6 @@ class Store:
     def ping(self) -> bool:
         with self.engine.connect() as conn:
             return conn.execute(text("SELECT 1")).scalar() == 1
-
-
-# The claim on a client order id: (order id, request digest), None if unclaimed,
-# UNREAD if it could not be read.
-Claim = tuple[str, str] | None
-UNREAD: Claim = ("", "")
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    mode: str
-    omega: dict[str, Any]
-    position: float
-    flow: FlowCounts
-    claim: Claim  # on the order's client order id
 
 
 class _Work(Generic[_T]):

@@ -17,16 +17,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ..clock import Clock, system_clock
+from ..models import EngineState, OrderRequest
 from ._durable import DurableRuleset
-from .clock import Clock, system_clock
 from .compiler import CompiledPolicy, RuleInputs, compile_policy, presence_flag
 from .decision import CheckResult, Decision, FieldError, Reason, sort_triggers
 from .explain import explain
 from .facts import Fact, build_fact
 from .loader import LoadedPolicies
-from .models import EngineState, OrderRequest
-from .policy import Rule
 from .reference import Predicate, predicate
+from .rules import Rule
 
 __all__ = ["Evaluator", "compiled", "field_errors"]
 

@@ -1,1 +1,0 @@
-"""Alembic migrations of the store; applied on start by `engine.store.migrate`."""
