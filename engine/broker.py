@@ -11,27 +11,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
+from .errors import ApexError
+from .lifecycle import OrderStatus
 from .models import OrderType, Quote, Side, TimeInForce
 
 __all__ = [
     "BrokerAck",
     "BrokerAdapter",
     "BrokerError",
+    "BrokerJournal",
     "BrokerOrder",
     "BrokerStatus",
     "Capabilities",
     "Fill",
 ]
 
-BrokerStatus = Literal[
-    "accepted", "partially_filled", "filled", "cancelled", "replaced", "rejected", "expired"
-]
+# What a broker may say of an order: the lifecycle's statuses (engine/lifecycle.py);
+# a broker's refusal is `blocked` (SPEC section 7: blocked with broker_api_error).
+BrokerStatus = OrderStatus
 
 
-class BrokerError(Exception):
+class BrokerError(ApexError):
     """The broker call failed, timed out, or answered something we cannot parse."""
+
+    code = "broker_api_error"
 
     def __init__(self, message: str, *, code: str = "broker_api_error") -> None:
         super().__init__(message)
@@ -81,9 +86,13 @@ class BrokerOrder:
 
 @dataclass(frozen=True)
 class Fill:
+    """One execution. `execution_id` is the broker's id of it (unique per broker):
+    the same id twice is a duplicate report, never a second execution."""
+
     quantity: float
     price: float
     at: datetime
+    execution_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -123,6 +132,12 @@ class BrokerAdapter(Protocol):
 
     def order_status(self, order_id: str, broker_order_id: str) -> BrokerAck: ...
 
+    def find(self, order_id: str) -> BrokerAck | None:
+        """The broker's view of the order sent with this client order id (our
+        `order_id`), or None when the broker never received it. Raises
+        `BrokerError` when the broker cannot be asked: the outcome stays unknown."""
+        ...
+
     def order_history(self) -> list[BrokerAck]: ...
 
     def positions(self, account: str) -> dict[str, float]: ...
@@ -135,4 +150,17 @@ class BrokerAdapter(Protocol):
 
     def on_quote(self, symbol: str, quote: Quote) -> list[BrokerAck]:
         """Feed a market quote; returns the orders it changed (resting orders that filled)."""
+        ...
+
+
+class BrokerJournal(Protocol):
+    """Durable memory for an in-process broker (the simulator), so that a restart
+    loses no working order or fill; the store provides it (adapters/sql)."""
+
+    def load(self) -> dict[str, dict[str, object]]:
+        """Every entry saved, by key."""
+        ...
+
+    def save(self, key: str, value: dict[str, object]) -> None:
+        """Write one entry durably before returning."""
         ...

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ApexError", "EngineFault", "PolicyError", "PolicyIssue"]
+__all__ = ["ApexError", "EngineFault", "PolicyError", "PolicyIssue", "StoreUnavailable"]
 
 
 class ApexError(Exception):
@@ -43,3 +43,10 @@ class PolicyError(ApexError):
     def __init__(self, issues: list[PolicyIssue]) -> None:
         self.issues = issues
         super().__init__("\n".join(str(i) for i in issues))
+
+
+class StoreUnavailable(ApexError):
+    """The store could not be read or written (the database is down, a connection
+    dropped, a statement failed); the driver's error is the cause."""
+
+    code = "store_unavailable"

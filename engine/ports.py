@@ -1,20 +1,38 @@
-"""The ports the order gateway needs, beside the broker port (`broker.py`):
-the store. The SQL implementation lives in `adapters/sql`; `api/` wires it in.
+"""The store port: what the order gateway needs from storage (the broker port is
+`broker.py`). The SQL implementation lives in `adapters/sql`; `api/` wires it in.
+
+Every write happens in `Store.transact(work)`: `work` gets a `Writer` inside one
+transaction that holds the chain lock, so everything it reads is current and no
+other writer, thread or replica, runs until it commits. A decision is taken
+inside that transaction (race-free: nothing it depends on can change under it).
+Driver errors never leave the store: they become `StoreUnavailable`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
+from .broker import BrokerJournal, Fill
+from .lifecycle import OrderStatus
 from .models import FlowCounts, OrderRequest
+from .records import OrderRecord
 
-__all__ = ["UNREAD", "Claim", "Snapshot", "Store", "Writer"]
+__all__ = [
+    "UNREAD",
+    "Claim",
+    "Controls",
+    "Snapshot",
+    "Store",
+    "StoredOrder",
+    "TokenRow",
+    "Writer",
+]
 
 _T = TypeVar("_T")
-
 
 # The claim on a client order id: (order id, request digest), None if unclaimed,
 # UNREAD if it could not be read.
@@ -23,48 +41,67 @@ UNREAD: Claim = ("", "")
 
 
 @dataclass(frozen=True)
+class Controls:
+    """The gateway-wide settings every decision depends on, as stored.
+    `states` maps "global" and account names to
+    {"state": "active"|"reducing"|"halted", "reason", "actor", "at"};
+    a missing entry is `active`. The Omega directive is the global `halted`."""
+
+    mode: str = "research"
+    states: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def state_of(self, scope: str) -> str:
+        entry = self.states.get(scope)
+        return str(entry["state"]) if entry else "active"
+
+    @property
+    def omega_active(self) -> bool:
+        return self.state_of("global") == "halted"
+
+
+@dataclass(frozen=True)
 class Snapshot:
-    mode: str
-    omega: dict[str, Any]
-    position: float
+    """Everything one decision needs from the database, read in one statement."""
+
+    controls: Controls
+    position: float  # the account's signed position in the symbol
     flow: FlowCounts
     claim: Claim  # on the order's client order id
 
 
+@dataclass(frozen=True)
+class StoredOrder:
+    """One row of the orders table, mapped by the store."""
+
+    order_id: str
+    operation: str
+    client_order_id: str | None
+    account: str | None
+    symbol: str | None
+    status: OrderStatus
+    broker: str | None
+    broker_order_id: str | None
+    filled_quantity: float
+    average_price: float | None
+    request: Any  # the request body as received (a dict for a readable one)
+    record: OrderRecord  # the latest record of this order in the chain
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    token_id: str
+    role: str
+    accounts: frozenset[str] | None  # None: every allowed account
+    label: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
 class Writer(Protocol):
-    """The operations of one write transaction that holds the chain lock."""
-
-    def next_order_id(self, year: int) -> str: ...
-
-    def append(self, record: dict[str, Any], kind: str, at: datetime) -> dict[str, Any]: ...
-
-    def append_text(
-        self, record: dict[str, Any], kind: str, at: datetime
-    ) -> tuple[dict[str, Any], str]: ...
-
-    def insert_order(self, values: dict[str, Any]) -> None: ...
-
-    def filled_quantity(self, order_id: str) -> float: ...
-
-    def update_order(self, order_id: str, values: dict[str, Any]) -> None: ...
-
-    def claim(self, client_order_id: str, order_id: str, digest: str) -> None: ...
-
-    def event(self, order_id: str, status: str, detail: dict[str, Any], at: datetime) -> None: ...
-
-    def fill(self, order_id: str, quantity: float, price: float, at: datetime) -> None: ...
-
-    def move_position(self, account: str, symbol: str, delta: float) -> None: ...
-
-    def set_setting(self, key: str, value: Any, at: datetime) -> None: ...
-
-    def setting(self, key: str) -> Any: ...
-
-
-class Store(Protocol):
-    """What the gateway needs from storage."""
-
-    def transact(self, work: Callable[[Writer], _T]) -> _T: ...
+    """The operations of one write transaction that holds the chain lock. Reads
+    see this transaction's own writes."""
 
     def snapshot(
         self,
@@ -73,14 +110,131 @@ class Store(Protocol):
         rate_window_s: float,
         duplicate_window_s: float,
         exclude: str | None = None,
-    ) -> Snapshot: ...
+    ) -> Snapshot:
+        """As `Store.snapshot`, read under the chain lock."""
+        ...
 
-    def claimed(self, client_order_id: str) -> Claim: ...
+    def controls(self) -> Controls: ...
+
+    def next_order_id(self, year: int) -> str: ...
+
+    def append(self, record: dict[str, Any], kind: str, at: datetime) -> dict[str, Any]:
+        """Link `record` to the chain and append it; the record with its hashes.
+        `kind`: the table's class of the record (order, mode, state, anomaly, ...)."""
+        ...
+
+    def insert_order(
+        self, record: dict[str, Any], request: Any, at: datetime, time_in_force: str | None
+    ) -> None:
+        """The orders row of a new attempt; `record`: as linked (with hashes)."""
+        ...
+
+    def update_order(
+        self,
+        order_id: str,
+        record: dict[str, Any],
+        at: datetime,
+        *,
+        broker_order_id: str | None = None,
+        filled_quantity: float | None = None,
+        average_price: float | None = None,
+        terms: dict[str, Any] | None = None,
+    ) -> None:
+        """A new latest record and status for an order; `terms`: quantity,
+        limit_price, stop_price and request after a replace."""
+        ...
+
+    def order(self, order_id: str) -> StoredOrder | None: ...
+
+    def claim(self, client_order_id: str, order_id: str, digest: str) -> None: ...
+
+    def event(self, order_id: str, status: str, detail: dict[str, Any], at: datetime) -> None: ...
+
+    def fills(self, order_id: str) -> list[Fill]:
+        """The fills booked for this order, in booking order."""
+        ...
+
+    def fill(self, order_id: str, fill: Fill) -> None: ...
+
+    def move_position(self, account: str, symbol: str, delta: float) -> None: ...
+
+    def set_position(self, account: str, symbol: str, quantity: float) -> None: ...
+
+    def set_controls(self, controls: Controls, at: datetime) -> None: ...
 
     def setting(self, key: str) -> Any: ...
 
-    def order(self, order_id: str) -> dict[str, Any] | None: ...
+    def set_setting(self, key: str, value: Any, at: datetime) -> None: ...
 
-    def order_record(self, order_id: str) -> dict[str, Any] | None: ...
+    def add_token(
+        self,
+        token_id: str,
+        token_hash: str,
+        role: str,
+        label: str,
+        accounts: Collection[str] | None,
+        at: datetime,
+    ) -> None: ...
 
-    def open_orders(self) -> list[dict[str, Any]]: ...
+
+class Store(Protocol):
+    """What the gateway, the API and the tools need from storage."""
+
+    dialect: str
+
+    def migrate(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def transact(self, work: Callable[[Writer], _T]) -> _T:
+        """Run `work` in a write transaction holding the chain lock (group-committed
+        with other threads' work); its result, or its exception."""
+        ...
+
+    def writing(self) -> AbstractContextManager[Writer]:
+        """A write transaction of the caller's own (no group commit)."""
+        ...
+
+    def controls(self) -> Controls: ...
+
+    def setting(self, key: str) -> Any: ...
+
+    def claimed(self, client_order_id: str) -> Claim: ...
+
+    def order(self, order_id: str) -> StoredOrder | None: ...
+
+    def list_orders(
+        self,
+        *,
+        status: str | None = None,
+        symbol: str | None = None,
+        account: str | None = None,
+        accounts: Collection[str] | None = None,
+        client_order_id: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        """Latest records, newest first; `accounts` limits to those accounts."""
+        ...
+
+    def orders_in(self, statuses: Collection[OrderStatus]) -> list[StoredOrder]: ...
+
+    def positions(self, account: str) -> dict[str, float]: ...
+
+    def audit_records(
+        self, after: int = 0, limit: int | None = None
+    ) -> Iterator[dict[str, Any]]: ...
+
+    def audit_count(self) -> int: ...
+
+    def token(self, token_hash: str) -> TokenRow | None:
+        """A live (not revoked) token with this hash."""
+        ...
+
+    def token_count(self) -> int: ...
+
+    def journal(self, broker: str) -> BrokerJournal:
+        """Durable memory for an in-process broker of this name."""
+        ...
+
+    def ping(self) -> bool: ...

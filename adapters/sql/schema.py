@@ -19,6 +19,7 @@ from sqlalchemy import (
 __all__ = [
     "api_tokens",
     "audit_log",
+    "broker_journal",
     "chain_head",
     "client_orders",
     "fills",
@@ -48,7 +49,7 @@ audit_log = Table(
     "audit_log",
     metadata,
     Column("seq", _Id, primary_key=True, autoincrement=False),
-    Column("kind", String(16), nullable=False),
+    Column("kind", String(32), nullable=False),
     Column("order_id", String(32), nullable=True, index=True),
     Column("record", Text, nullable=False),
     Column("prev_hash", String(80), nullable=False),
@@ -123,6 +124,7 @@ fills = Table(
     Column("quantity", Float, nullable=False),
     Column("price", Float, nullable=False),
     Column("at", _When, nullable=False),
+    Column("execution_id", String(64), nullable=True),
 )
 
 positions = Table(
@@ -150,4 +152,16 @@ api_tokens = Table(
     Column("label", String(100), nullable=False),
     Column("created_at", _When, nullable=False),
     Column("revoked_at", _When, nullable=True),
+    Column("accounts", Text, nullable=True),  # JSON list; NULL: every allowed account
+)
+
+# Durable memory of an in-process broker (the simulator): its working orders and
+# fills, one JSON entry per key, so that a restart loses nothing.
+broker_journal = Table(
+    "broker_journal",
+    metadata,
+    Column("broker", String(32), primary_key=True),
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_at", _When, nullable=False),
 )
