@@ -26,12 +26,16 @@ from .canonical import sha256_digest
 __all__ = [
     "MAX_PRICE",
     "MAX_QUANTITY",
+    "BrokerFacts",
     "EngineState",
     "FlowCounts",
+    "Mode",
+    "Operation",
     "OrderContext",
     "OrderRequest",
     "Quote",
     "RecentOrder",
+    "TradingState",
 ]
 
 MAX_QUANTITY = 1_000_000_000.0
@@ -160,8 +164,31 @@ class FlowCounts(BaseModel):
     duplicate_recent: bool
 
 
+Operation = Literal["evaluate", "submit", "replace"]
+Mode = Literal["research", "simulation", "paper", "live"]
+TradingState = Literal["active", "reducing", "halted"]
+
+
+class BrokerFacts(BaseModel):
+    """The broker an order would be routed to in the current mode, as the gateway
+    sees it: its capabilities and whether it may take new orders now."""
+
+    model_config = _Strict
+
+    name: Annotated[str, Field(min_length=1, max_length=32)]
+    order_types: list[OrderType]
+    time_in_force: list[TimeInForce]
+    reduce_only: bool
+    cancel: bool = True
+    replace: bool = True
+    # connected, credentials valid, and every order of unknown outcome resolved
+    ready: bool = True
+
+
 class EngineState(BaseModel):
-    """What the engine knows beyond the order: positions, recent flow, the kill switch."""
+    """What the engine knows beyond the order: positions, recent flow, the mode,
+    the trading states and the kill switch, the broker, and who is asking. The
+    gateway supplies every field; the defaults describe a dry run in research mode."""
 
     model_config = _Strict
 
@@ -172,6 +199,14 @@ class EngineState(BaseModel):
     omega_active: bool = False
     omega_reason: str | None = None
     flow: FlowCounts | None = None
+    operation: Operation = "evaluate"
+    mode: Mode = "research"
+    # the account's trading state: the stricter of the account's own and the global one
+    trading_state: TradingState = "active"
+    # the broker of the current mode; None when the mode routes to none
+    broker: BrokerFacts | None = None
+    # the accounts the actor is bound to; None: no binding beyond allowed_accounts
+    actor_accounts: list[Identifier] | None = None
 
     def position(self, account: str, symbol: str) -> float:
         """Signed position; keys are `SYMBOL` or `ACCOUNT:SYMBOL`."""
