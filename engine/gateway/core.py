@@ -116,7 +116,8 @@ class Gateway:
 
     # --- evaluate and submit ---------------------------------------------
 
-    def evaluate(self, raw: Any, actor: str) -> Outcome:
+    def evaluate(self, raw: Any, actor: Any) -> Outcome:
+        actor = getattr(actor, "id", actor)  # an Actor, during the rewrite
         now = self._clock()
         decision, mode, _ = self._judge(raw, now)
         try:
@@ -127,8 +128,9 @@ class Gateway:
         kinds: dict[str, OutcomeKind] = {"evaluated": "evaluated", "rejected": "rejected"}
         return Outcome(kinds.get(decision.status, "blocked"), record)
 
-    def reject(self, operation: str, errors: list[tuple[str, str]], actor: str) -> Outcome:
+    def reject(self, operation: str, errors: list[tuple[str, str]], actor: Any) -> Outcome:
         """Log a request that could not even be read (malformed JSON, oversize body)."""
+        actor = getattr(actor, "id", actor)  # an Actor, during the rewrite
         now = self._clock()
         field_list = tuple(FieldError(f, m) for f, m in errors)
         decision = self._evaluator.rejected({}, now, field_list)
@@ -140,7 +142,8 @@ class Gateway:
             return Outcome("audit_unavailable", decision.record(mode=mode, actor=actor))
         return Outcome("rejected", record)
 
-    def submit(self, raw: Any, actor: str) -> Outcome:
+    def submit(self, raw: Any, actor: Any) -> Outcome:
+        actor = getattr(actor, "id", actor)  # an Actor, during the rewrite
         now = self._clock()
         decision, mode, claim = self._judge(raw, now)
         order = decision.order
@@ -378,8 +381,9 @@ class Gateway:
 
     # --- cancel and replace --------------------------------------------------
 
-    def cancel(self, order_id: str, actor: str) -> Outcome:
+    def cancel(self, order_id: str, actor: Any) -> Outcome:
         """Cancel a working order. Never blocked by the kill switch."""
+        actor = getattr(actor, "id", actor)  # an Actor, during the rewrite
         row = self.store.order(order_id)
         if row is None:
             return Outcome("not_found", {"order_id": order_id})
@@ -395,8 +399,9 @@ class Gateway:
             )
         return self._settle(record, ack, actor, "cancel")
 
-    def replace(self, order_id: str, changes: Any, actor: str) -> Outcome:
+    def replace(self, order_id: str, changes: Any, actor: Any) -> Outcome:
         """Cancel/replace, judged like a new order."""
+        actor = getattr(actor, "id", actor)  # an Actor, during the rewrite
         row = self.store.order(order_id)
         if row is None:
             return Outcome("not_found", {"order_id": order_id})
@@ -465,8 +470,9 @@ class Gateway:
 
     # --- market data, modes, kill switch -----------------------------------
 
-    def market_quote(self, symbol: str, quote: Quote, actor: str) -> list[dict[str, Any]]:
+    def market_quote(self, symbol: str, quote: Quote, actor: Any) -> list[dict[str, Any]]:
         """Feed a quote to the routing broker; log every order it fills."""
+        actor = getattr(actor, "id", actor)  # an Actor, during the rewrite
         broker = self.broker_for(self.mode())
         if broker is None:
             return []
@@ -477,7 +483,8 @@ class Gateway:
                 out.append(self._settle(_latest(row), ack, actor, "fill").record)
         return out
 
-    def set_mode(self, mode: str, actor: str, reason: str = "") -> dict[str, Any]:
+    def set_mode(self, mode: str, actor: Any, reason: str = "") -> dict[str, Any]:
+        actor = getattr(actor, "id", actor)  # an Actor, during the rewrite
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r} (one of {', '.join(MODES)})")
         missing = self.requirements(mode)
@@ -511,7 +518,8 @@ class Gateway:
             return [f"{broker.name} credential check failed: {_fault(exc)}"]
         return [] if valid else [f"{broker.name} credentials are not valid"]
 
-    def invoke_omega(self, actor: str, reason: str, cancel_open: bool = False) -> dict[str, Any]:
+    def invoke_omega(self, actor: Any, reason: str, cancel_open: bool = False) -> dict[str, Any]:
+        actor = getattr(actor, "id", actor)  # an Actor, during the rewrite
         now = self._clock()
         state = {"active": True, "reason": reason, "actor": actor, "at": format_utc(now)}
         event = {
@@ -527,7 +535,8 @@ class Gateway:
                 self.cancel(row["order_id"], actor)
         return linked
 
-    def clear_omega(self, actor: str, reason: str) -> dict[str, Any]:
+    def clear_omega(self, actor: Any, reason: str) -> dict[str, Any]:
+        actor = getattr(actor, "id", actor)  # an Actor, during the rewrite
         now = self._clock()
         event = {
             "event": "omega_cleared",
