@@ -36,7 +36,7 @@ from sqlalchemy import Engine, create_engine, event, func, select, text
 
 from engine.audit import link_text
 from engine.models import FlowCounts, OrderRequest
-from engine.ports import UNREAD, Claim, Snapshot
+from engine.ports import UNREAD, Claim
 
 from .schema import api_tokens, audit_log, orders, positions
 
@@ -379,6 +379,17 @@ class Store:
     def ping(self) -> bool:
         with self.engine.connect() as conn:
             return conn.execute(text("SELECT 1")).scalar() == 1
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The old store's snapshot (replaced by engine.ports.Snapshot in the new store)."""
+
+    mode: str
+    omega: dict[str, Any]
+    position: float
+    flow: FlowCounts
+    claim: Claim  # on the order's client order id
 
 
 class _Work(Generic[_T]):

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 
@@ -26,7 +26,10 @@ from ..clock import Clock, format_utc, system_clock
 from ..models import EngineState, OrderRequest, Quote
 from ..policy.decision import Decision, FieldError, Reason, sort_triggers
 from ..policy.evaluator import Evaluator, field_errors
-from ..ports import UNREAD, Claim, Snapshot, Store, Writer
+from ..ports import UNREAD, Claim
+
+if TYPE_CHECKING:
+    from adapters.sql.store import Snapshot, Store, Writer
 
 __all__ = ["MODES", "Gateway", "ModeRefused", "Outcome", "OutcomeKind"]
 
