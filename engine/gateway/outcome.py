@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from ..errors import ApexError
 
-__all__ = ["Actor", "ModeRefused", "Outcome", "OutcomeKind", "StateRefused"]
+__all__ = ["SYSTEM", "Actor", "ModeRefused", "Outcome", "OutcomeKind", "StateRefused"]
 
 OutcomeKind = Literal[
     "evaluated",  # dry run answered (approved or not: the record says)

@@ -1,0 +1,112 @@
+"""Building records: order records from decisions, the records that are not
+about one order, and the small conversions the gateway's parts share."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from typing import Any
+
+from ..broker import BrokerOrder
+from ..canonical import sha256_digest
+from ..clock import format_utc
+from ..lifecycle import OrderStatus
+from ..models import OrderRequest
+from ..policy.decision import Decision, Reason, sort_triggers
+from ..records import OrderRecord
+
+__all__ = [
+    "broker_order",
+    "digest",
+    "event",
+    "fault",
+    "no_broker",
+    "order_record",
+    "with_broker_error",
+]
+
+
+def order_record(
+    decision: Decision,
+    *,
+    operation: str,
+    mode: str,
+    actor: str,
+    order_id: str | None = None,
+    broker: str | None = None,
+    status: OrderStatus | None = None,
+) -> OrderRecord:
+    """The order log record of a decision (SPEC section 7)."""
+    data = decision.record(order_id=order_id, mode=mode, broker=broker, actor=actor)
+    data["operation"] = operation
+    if status is not None:
+        data["order_status"] = status
+    return OrderRecord.from_dict(data)
+
+
+def with_broker_error(
+    record: OrderRecord,
+    *,
+    code: str,
+    detail: str,
+    response: dict[str, Any],
+    at: datetime,
+    actor: str,
+    operation: str,
+    status: OrderStatus,
+) -> OrderRecord:
+    """The record, blocked (or kept at `status`) with one more reason: the broker's."""
+    reason = Reason("broker", "error", code, "broker_api_error", detail)
+    return record.evolve(
+        timestamp=format_utc(at),
+        actor=actor,
+        operation=operation,
+        order_status=status,
+        fail_closed_triggers=sort_triggers({*record.fail_closed_triggers, "broker_api_error"}),
+        reasons=(*record.reasons, reason.as_dict()),
+        broker_response=response,
+    )
+
+
+def no_broker(decision: Decision, mode: str) -> Decision:
+    """Fail closed should a policy set ever approve an order no broker can take."""
+    reason = Reason("gateway", "fail", "NO_BROKER", "broker_capability", f"no broker for {mode}")
+    return dataclasses.replace(
+        decision,
+        status="blocked",
+        triggers=sort_triggers({*decision.triggers, "broker_capability"}),
+        reasons=(*decision.reasons, reason),
+    )
+
+
+def event(kind: str, at: datetime, actor: str, **fields: Any) -> dict[str, Any]:
+    """A record that is not about one order (SPEC section 7: each has a `kind`)."""
+    return {"kind": kind, "timestamp": format_utc(at), "actor": actor, **fields}
+
+
+def broker_order(order_id: str, order: OrderRequest) -> BrokerOrder:
+    return BrokerOrder(
+        order_id=order_id,
+        account=order.account,
+        symbol=order.symbol,
+        side=order.side,
+        quantity=order.quantity,
+        order_type=order.order_type,
+        limit_price=order.limit_price,
+        stop_price=order.stop_price,
+        time_in_force=order.time_in_force,
+        reduce_only=order.reduce_only,
+        quote=order.context.quote,
+    )
+
+
+def digest(raw: Any) -> str:
+    try:
+        return sha256_digest(raw)
+    except (TypeError, ValueError):
+        return sha256_digest(repr(raw))
+
+
+def fault(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,127 @@
+"""What every part of the gateway shares: the store, the policies in force, the
+brokers, the clock, and the brokers that may not take new orders yet."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..broker import BrokerAdapter
+from ..clock import Clock
+from ..models import BrokerFacts, EngineState, Operation, OrderRequest
+from ..policy.evaluator import Evaluator
+from ..ports import Snapshot, Store
+from .outcome import Actor
+
+__all__ = ["MODES", "Desk", "Listener"]
+
+log = logging.getLogger("apex.gateway")
+
+MODES = ("research", "simulation", "paper", "live")
+_SEVERITY = {"active": 0, "reducing": 1, "halted": 2}
+
+# Told of what happened after it was committed: ("execution_anomaly", record), ...
+Listener = Callable[[str, Mapping[str, Any]], None]
+
+
+class Desk:
+    def __init__(
+        self,
+        store: Store,
+        evaluator: Evaluator,
+        brokers: Mapping[str, BrokerAdapter],
+        clock: Clock,
+        listener: Listener | None = None,
+    ) -> None:
+        """`brokers` maps a routing mode (simulation, paper, live) to its adapter."""
+        self.store = store
+        self.evaluator = evaluator
+        self.brokers = dict(brokers)
+        self.clock = clock
+        self._listener = listener
+        self._lock = threading.Lock()
+        # broker name -> why it may not take new orders (orders of unknown outcome)
+        self._unready: dict[str, str] = {
+            b.name: "orders of unknown outcome not yet resolved (recovery has not run)"
+            for b in self.brokers.values()
+        }
+        self._facts: dict[tuple[str, bool], BrokerFacts] = {}
+
+    # --- brokers ---------------------------------------------------------------
+
+    def broker_for(self, mode: str) -> BrokerAdapter | None:
+        return self.brokers.get(mode)
+
+    def broker_named(self, name: str | None) -> BrokerAdapter | None:
+        for broker in self.brokers.values():
+            if broker.name == name:
+                return broker
+        return None
+
+    def unready(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._unready)
+
+    def set_ready(self, name: str, why_not: str | None) -> None:
+        with self._lock:
+            if why_not is None:
+                self._unready.pop(name, None)
+            else:
+                self._unready[name] = why_not
+
+    def broker_facts(self, broker: BrokerAdapter | None) -> BrokerFacts | None:
+        if broker is None:
+            return None
+        ready = broker.name not in self._unready
+        key = (broker.name, ready)
+        facts = self._facts.get(key)
+        if facts is None:
+            caps = broker.capabilities
+            facts = self._facts[key] = BrokerFacts(
+                name=broker.name,
+                order_types=sorted(caps.order_types),  # type: ignore[arg-type]
+                time_in_force=sorted(caps.time_in_force),  # type: ignore[arg-type]
+                reduce_only=caps.reduce_only,
+                cancel=caps.cancel,
+                replace=caps.replace,
+                ready=ready,
+            )
+        return facts
+
+    # --- what a decision is judged against ---------------------------------------
+
+    def allowed_accounts(self) -> list[str]:
+        allowed = self.evaluator.policy.config.param("compliance.allowed_accounts")
+        return [str(a) for a in allowed] if isinstance(allowed, list) else []
+
+    def engine_state(
+        self, order: OrderRequest, snap: Snapshot, actor: Actor, operation: Operation
+    ) -> EngineState:
+        controls = snap.controls
+        state = max(
+            controls.state_of("global"), controls.state_of(order.account), key=_SEVERITY.__getitem__
+        )
+        mode = controls.mode if controls.mode in MODES else "live"  # unknown: the strictest
+        accounts = None if actor.accounts is None or actor.role == "admin" else actor.accounts
+        return EngineState.model_construct(
+            positions={f"{order.account}:{order.symbol}": snap.position},
+            recent_orders=[],
+            omega_active=controls.omega_active,
+            omega_reason=None,
+            flow=snap.flow,
+            operation=operation,
+            mode=mode,
+            trading_state=state,
+            broker=self.broker_facts(self.broker_for(mode)),
+            actor_accounts=sorted(accounts) if accounts is not None else None,
+        )
+
+    def tell(self, what: str, record: Mapping[str, Any]) -> None:
+        if self._listener is None:
+            return
+        try:
+            self._listener(what, record)
+        except Exception:
+            log.exception("listener failed on %s", what)

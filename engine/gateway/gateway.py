@@ -1,0 +1,142 @@
+"""The order gateway's one entry point: what the API and the CLI call.
+
+It knows no HTTP and no SQL: it returns an `Outcome` whose `kind` the API maps
+to a status code, and reaches storage and brokers through the ports
+(`engine/ports.py`, `engine/broker.py`). The work is done by one part per job:
+`submit` (evaluate, submit, route), `amend` (cancel, replace, market data),
+`controls` (mode, trading states, the Omega directive), `executions` (broker
+truth and anomalies), `recovery` (reconciliation on start and after).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from ..broker import BrokerAdapter
+from ..clock import Clock, system_clock
+from ..lifecycle import OPEN
+from ..models import Quote
+from ..policy.evaluator import Evaluator
+from ..ports import Store
+from .amend import Amendments
+from .controls import ControlPanel
+from .desk import Desk, Listener
+from .executions import Executions
+from .outcome import SYSTEM, Actor, Outcome
+from .recovery import Recovery
+from .submit import Orders
+
+__all__ = ["Gateway"]
+
+log = logging.getLogger("apex.gateway")
+
+
+class Gateway:
+    def __init__(
+        self,
+        store: Store,
+        evaluator: Evaluator,
+        brokers: Mapping[str, BrokerAdapter],
+        clock: Clock = system_clock,
+        listener: Listener | None = None,
+    ) -> None:
+        """`brokers` maps a routing mode (simulation, paper, live) to its adapter.
+        Brokers take no new order until `recover` has reconciled them."""
+        self.store = store
+        self._desk = Desk(store, evaluator, brokers, clock, listener)
+        self._executions = Executions(self._desk)
+        self._orders = Orders(self._desk, self._executions)
+        self._amend = Amendments(self._desk, self._executions, self._orders)
+        self._controls = ControlPanel(self._desk)
+        self._recovery = Recovery(self._desk, self._executions)
+
+    # --- policies, brokers, readiness ----------------------------------------------
+
+    @property
+    def evaluator(self) -> Evaluator:
+        return self._desk.evaluator
+
+    def use_evaluator(self, evaluator: Evaluator) -> None:
+        """Swap the policies in force; every decision after this uses them."""
+        self._desk.evaluator = evaluator
+
+    def broker_for(self, mode: str) -> BrokerAdapter | None:
+        return self._desk.broker_for(mode)
+
+    def readiness(self) -> list[str]:
+        """Why the gateway is not ready (empty: ready)."""
+        return [f"broker {name}: {why}" for name, why in sorted(self._desk.unready().items())]
+
+    def recover(self, stale_after_s: float | None = None) -> list[dict[str, Any]]:
+        return self._recovery.recover(SYSTEM, stale_after_s)
+
+    # --- orders ---------------------------------------------------------------
+
+    def evaluate(self, raw: Any, actor: Actor) -> Outcome:
+        return self._orders.evaluate(raw, actor)
+
+    def submit(self, raw: Any, actor: Actor) -> Outcome:
+        return self._orders.submit(raw, actor)
+
+    def reject(self, operation: str, errors: list[tuple[str, str]], actor: Actor) -> Outcome:
+        return self._orders.reject(operation, errors, actor)
+
+    def cancel(self, order_id: str, actor: Actor, reason: str = "") -> Outcome:
+        return self._amend.cancel(order_id, actor, reason)
+
+    def replace(self, order_id: str, changes: Any, actor: Actor) -> Outcome:
+        return self._amend.replace(order_id, changes, actor)
+
+    def order(self, order_id: str, actor: Actor) -> dict[str, Any] | None:
+        stored = self._amend.visible(order_id, actor)
+        return stored.record.as_dict() if stored is not None else None
+
+    def list_orders(self, actor: Actor, **filters: Any) -> list[dict[str, Any]]:
+        accounts = None
+        if actor.role == "trader":
+            accounts = (
+                actor.accounts if actor.accounts is not None else self._desk.allowed_accounts()
+            )
+        return self.store.list_orders(accounts=accounts, **filters)
+
+    def market_quote(self, symbol: str, quote: Quote, actor: Actor) -> list[dict[str, Any]]:
+        return self._amend.market_quote(symbol, quote, actor)
+
+    # --- controls ---------------------------------------------------------------
+
+    def mode(self) -> str:
+        return self._controls.mode()
+
+    def requirements(self, mode: str) -> list[str]:
+        return self._controls.requirements(mode)
+
+    def set_mode(self, mode: str, actor: Actor, reason: str = "") -> dict[str, Any]:
+        return self._controls.set_mode(mode, actor, reason)
+
+    def omega(self) -> dict[str, Any]:
+        return self._controls.omega()
+
+    def invoke_omega(self, actor: Actor, reason: str, cancel_open: bool = False) -> dict[str, Any]:
+        record = self._controls.invoke_omega(actor, reason, cancel_open)
+        if cancel_open:
+            self._cancel_open(actor, f"Omega directive: {reason}")
+        return record
+
+    def clear_omega(self, actor: Actor, reason: str) -> dict[str, Any]:
+        return self._controls.clear_omega(actor, reason)
+
+    def trading_states(self) -> dict[str, Any]:
+        return self._controls.trading_states()
+
+    def set_trading_state(
+        self, scope: str, state: str, actor: Actor, reason: str
+    ) -> dict[str, Any]:
+        return self._controls.set_trading_state(scope, state, actor, reason)
+
+    def _cancel_open(self, actor: Actor, reason: str) -> None:
+        for stored in self.store.orders_in(OPEN):
+            outcome = self._amend.cancel(stored.order_id, actor, reason)
+            if outcome.kind not in ("routed", "pending", "not_open"):
+                log.error("Omega: could not cancel %s (%s)", stored.order_id, outcome.kind)

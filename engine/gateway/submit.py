@@ -1,0 +1,362 @@
+"""New orders: evaluate (a dry run), submit (judge, log, route), and the record of
+a request that could not even be read.
+
+Race-free: an order is judged inside the write transaction that logs it, which
+holds the chain lock. Everything the decision depends on (mode, trading states,
+the Omega directive, the position, the flow counts of the throttle and the
+duplicate check, the claim on the client order id) is read there, so no record
+can follow, in the chain, a change that should have blocked it, and the
+throttle sees every order logged before it, on every replica. An approved
+submit's `submitted` record is committed before the broker is called; if that
+write fails, nothing is sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..broker import BrokerAck, BrokerAdapter
+from ..lifecycle import OrderStatus
+from ..models import Operation, OrderRequest
+from ..policy.decision import Decision, FieldError
+from ..policy.evaluator import Evaluator, field_errors
+from ..ports import Writer
+from ..records import OrderRecord
+from ._records import broker_order, digest, fault, no_broker, order_record, with_broker_error
+from .desk import Desk
+from .executions import Executions
+from .outcome import Actor, Outcome, OutcomeKind
+
+__all__ = ["Orders"]
+
+log = logging.getLogger("apex.gateway")
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    """The client order id was claimed before: the submit is a retry or a conflict."""
+
+    order_id: str
+    digest: str
+
+
+class Orders:
+    def __init__(self, desk: Desk, executions: Executions) -> None:
+        self._desk = desk
+        self._executions = executions
+
+    # --- dry run and unreadable requests ------------------------------------------
+
+    def evaluate(self, raw: Any, actor: Actor) -> Outcome:
+        now = self._desk.clock()
+        evaluator = self._desk.evaluator
+        order = _parse(evaluator, raw, now)
+        if isinstance(order, Decision):
+            return self._log_rejected(order, "evaluate", actor, now)
+
+        def work(w: Writer) -> dict[str, Any]:
+            decision, mode = self._judge(w, evaluator, order, actor, "evaluate", now)
+            record = order_record(
+                decision,
+                operation="evaluate",
+                mode=mode,
+                actor=actor.id,
+                order_id=w.next_order_id(now.year),
+            )
+            linked = w.append(record.as_dict(), "order", now)
+            w.insert_order(linked, raw, now, order.time_in_force)
+            return linked
+
+        try:
+            linked = self._desk.store.transact(work)
+        except Exception:
+            log.exception("audit write failed for an evaluation")
+            return Outcome("audit_unavailable", _unlogged(evaluator, order, raw, now, actor))
+        return Outcome("evaluated" if not linked["fail_closed_triggers"] else "blocked", linked)
+
+    def reject(self, operation: str, errors: list[tuple[str, str]], actor: Actor) -> Outcome:
+        """Log a request that could not even be read (malformed JSON, oversize body)."""
+        now = self._desk.clock()
+        decision = self._desk.evaluator.rejected(
+            {}, now, tuple(FieldError(f, m) for f, m in errors)
+        )
+        return self._log_rejected(decision, operation, actor, now)
+
+    def _log_rejected(
+        self, decision: Decision, operation: str, actor: Actor, now: datetime
+    ) -> Outcome:
+        def work(w: Writer) -> dict[str, Any]:
+            mode = w.controls().mode
+            record = order_record(
+                decision,
+                operation=operation,
+                mode=mode,
+                actor=actor.id,
+                order_id=w.next_order_id(now.year),
+            )
+            linked = w.append(record.as_dict(), "order", now)
+            w.insert_order(linked, decision.request, now, None)
+            return linked
+
+        try:
+            linked = self._desk.store.transact(work)
+        except Exception:
+            log.exception("audit write failed for a rejected request")
+            record = order_record(decision, operation=operation, mode="unknown", actor=actor.id)
+            return Outcome("audit_unavailable", record.as_dict())
+        return Outcome("rejected", linked)
+
+    # --- submit ---------------------------------------------------------------
+
+    def submit(self, raw: Any, actor: Actor) -> Outcome:
+        now = self._desk.clock()
+        evaluator = self._desk.evaluator
+        order = _parse(evaluator, raw, now)
+        if isinstance(order, Decision):
+            return self._log_rejected(order, "submit", actor, now)
+        request_digest = digest(raw)
+
+        def work(w: Writer) -> dict[str, Any] | _Claimed:
+            decision, mode, claim = self._judge_claim(w, evaluator, order, actor, now)
+            if claim is not None:
+                return claim
+            broker = self._desk.broker_for(mode)
+            if decision.approved and broker is None:  # the required broker_check says so
+                decision = no_broker(decision, mode)
+            approved = decision.approved and broker is not None
+            order_id = w.next_order_id(now.year)
+            record = order_record(
+                decision,
+                operation="submit",
+                mode=mode,
+                actor=actor.id,
+                order_id=order_id,
+                broker=broker.name if approved and broker is not None else None,
+                status=OrderStatus.SUBMITTED if approved else OrderStatus.BLOCKED,
+            )
+            linked = w.append(record.as_dict(), "order", now)
+            w.insert_order(linked, raw, now, order.time_in_force)
+            w.event(order_id, linked["order_status"], {"operation": "submit"}, now)
+            # a blocked submit claims its id too: a retry gets the same answer
+            w.claim(order.client_order_id, order_id, request_digest)
+            return linked
+
+        try:
+            result = self._desk.store.transact(work)
+        except Exception:
+            # the claim is unique: a write that lost a race for it fails, and the
+            # winner's record answers this retry
+            replay = self._replay(order.client_order_id, request_digest)
+            if replay is not None:
+                return replay
+            log.exception("audit write failed; order not sent")
+            return Outcome("audit_unavailable", _unlogged(evaluator, order, raw, now, actor))
+        if isinstance(result, _Claimed):
+            return self._answer_replay(result, request_digest)
+        if result["order_status"] != OrderStatus.SUBMITTED:
+            return Outcome("blocked", result)
+        broker = self._desk.broker_named(result["broker"])
+        if broker is None:  # configured at judgement, gone since: impossible in one process
+            raise RuntimeError(f"broker {result['broker']!r} vanished")
+        return self._route(OrderRecord.from_dict(result), order, broker, actor)
+
+    def _judge(
+        self,
+        w: Writer,
+        evaluator: Evaluator,
+        order: OrderRequest,
+        actor: Actor,
+        operation: Operation,
+        now: datetime,
+        exclude: str | None = None,
+    ) -> tuple[Decision, str]:
+        decision, mode, _ = self._judge_claim(w, evaluator, order, actor, now, operation, exclude)
+        return decision, mode
+
+    def _judge_claim(
+        self,
+        w: Writer,
+        evaluator: Evaluator,
+        order: OrderRequest,
+        actor: Actor,
+        now: datetime,
+        operation: Operation = "submit",
+        exclude: str | None = None,
+    ) -> tuple[Decision, str, _Claimed | None]:
+        """Judge under the chain lock: the state read here is the state of record."""
+        flow = evaluator.policy.config.flow
+        try:
+            snap = w.snapshot(order, now, flow.rate_window_s, flow.duplicate_window_s, exclude)
+        except Exception as exc:
+            log.exception("could not read the trading state; order blocked")
+            blocked = evaluator.blocked(order, now, "engine_error", "STATE_UNAVAILABLE", fault(exc))
+            return blocked, "unknown", None
+        if operation == "submit" and snap.claim is not None:
+            return evaluator.rejected({}, now, ()), snap.controls.mode, _Claimed(*snap.claim)
+        state = self._desk.engine_state(order, snap, actor, operation)
+        return evaluator.evaluate(order, state, now), snap.controls.mode, None
+
+    # --- routing -----------------------------------------------------------------
+
+    def _route(
+        self, record: OrderRecord, order: OrderRequest, broker: BrokerAdapter, actor: Actor
+    ) -> Outcome:
+        order_id = record.order_id or ""
+        try:
+            ack = broker.submit(broker_order(order_id, order))
+        except Exception as exc:
+            return self._unknown_outcome(record, broker, exc, actor)
+        return self.settle(record, ack, actor.id, "submit")
+
+    def settle(self, record: OrderRecord, ack: BrokerAck, actor: str, operation: str) -> Outcome:
+        """Book the broker's answer to a submit; the broker has acted, so a failure
+        to log it is loud."""
+        if ack.status == OrderStatus.BLOCKED:
+            return self.broker_refused(record, ack, actor, operation)
+        try:
+            applied = self._executions.apply(record.order_id or "", ack, actor, operation)
+        except Exception:
+            log.critical(
+                "the broker acted on %s (%s, broker id %s) but the outcome could not be logged",
+                record.order_id,
+                ack.status,
+                ack.broker_order_id,
+                exc_info=True,
+            )
+            attempt = record.evolve(order_status=ack.status, broker_response=ack.response())
+            return Outcome("audit_unavailable", attempt.as_dict())
+        return Outcome("routed", applied.record)
+
+    def broker_refused(
+        self, record: OrderRecord, ack: BrokerAck, actor: str, operation: str
+    ) -> Outcome:
+        """The broker refused the order: blocked with `broker_api_error` and the
+        broker's own words in `broker_response` (SPEC section 7; HTTP 502)."""
+        return self._block_at_broker(
+            record,
+            code="BROKER_REJECTED",
+            detail=ack.detail or "the broker refused the order",
+            response=ack.response(),
+            actor=actor,
+            operation=operation,
+            broker_order_id=ack.broker_order_id or None,
+        )
+
+    def _unknown_outcome(
+        self, record: OrderRecord, broker: BrokerAdapter, exc: BaseException, actor: Actor
+    ) -> Outcome:
+        """The submit call failed: the order may or may not have reached the broker.
+        Ask the broker by client order id before anything else; never send twice."""
+        detail = fault(exc)
+        log.error("broker call failed for %s: %s", record.order_id, detail)
+        try:
+            found = broker.find(record.order_id or "")
+        except Exception as lookup:
+            # unknown outcome: the order stays `submitted`, the broker takes no new
+            # orders until recovery resolves it with the broker
+            self._desk.set_ready(
+                broker.name, f"the outcome of {record.order_id} is unknown ({fault(lookup)})"
+            )
+            response = {"status": "unknown", "detail": detail}
+            return Outcome("broker_error", record.evolve(broker_response=response).as_dict())
+        if found is not None:
+            return self.settle(record, found, actor.id, "submit")
+        return self._block_at_broker(
+            record,
+            code="BROKER_API_ERROR",
+            detail=detail,
+            response={"status": "error", "detail": detail},
+            actor=actor.id,
+            operation="submit",
+        )
+
+    def _block_at_broker(
+        self,
+        record: OrderRecord,
+        *,
+        code: str,
+        detail: str,
+        response: dict[str, Any],
+        actor: str,
+        operation: str,
+        broker_order_id: str | None = None,
+    ) -> Outcome:
+        now = self._desk.clock()
+        blocked = with_broker_error(
+            record,
+            code=code,
+            detail=detail,
+            response=response,
+            at=now,
+            actor=actor,
+            operation=operation,
+            status=OrderStatus.BLOCKED,
+        )
+
+        def work(w: Writer) -> dict[str, Any]:
+            linked = w.append(blocked.as_dict(), "order", now)
+            w.update_order(record.order_id or "", linked, now, broker_order_id=broker_order_id)
+            w.event(record.order_id or "", str(OrderStatus.BLOCKED), {"error": detail}, now)
+            return linked
+
+        try:
+            linked = self._desk.store.transact(work)
+        except Exception:
+            log.exception("audit write failed after a broker error")
+            return Outcome("audit_unavailable", blocked.as_dict())
+        return Outcome("broker_error", linked)
+
+    # --- retries ---------------------------------------------------------------
+
+    def _replay(self, client_order_id: str, request_digest: str) -> Outcome | None:
+        try:
+            claimed = self._desk.store.claimed(client_order_id)
+        except Exception:
+            log.exception("could not read the claim on %r", client_order_id)
+            return None
+        if claimed is None:
+            return None
+        return self._answer_replay(_Claimed(*claimed), request_digest)
+
+    def _answer_replay(self, claim: _Claimed, request_digest: str) -> Outcome:
+        stored = self._desk.store.order(claim.order_id)
+        record = stored.record.as_dict() if stored is not None else {"order_id": claim.order_id}
+        if claim.digest != request_digest:
+            return Outcome("conflict", record)
+        return Outcome("replayed", record, replayed_kind=_kind_of(record))
+
+
+def _parse(evaluator: Evaluator, raw: Any, now: datetime) -> OrderRequest | Decision:
+    """The order, or the decision rejecting it (every bad field named)."""
+    try:
+        return OrderRequest.model_validate(raw)
+    except ValidationError as exc:
+        return evaluator.rejected(raw, now, field_errors(exc))
+    except Exception as exc:  # anything odd about the input itself
+        error = FieldError("(body)", f"could not be read: {type(exc).__name__}")
+        return evaluator.rejected(raw, now, (error,))
+
+
+def _unlogged(
+    evaluator: Evaluator, order: OrderRequest, raw: Any, now: datetime, actor: Actor
+) -> dict[str, Any]:
+    """What to show for an attempt whose record could not be written."""
+    decision = evaluator.blocked(
+        order, now, "engine_error", "AUDIT_UNAVAILABLE", "the audit log could not be written"
+    )
+    return order_record(decision, operation="submit", mode="unknown", actor=actor.id).as_dict()
+
+
+def _kind_of(record: dict[str, Any]) -> OutcomeKind:
+    status = record.get("order_status")
+    if status == OrderStatus.BLOCKED:
+        triggers = record.get("fail_closed_triggers") or []
+        return "broker_error" if "broker_api_error" in triggers else "blocked"
+    if status == OrderStatus.REJECTED:
+        return "rejected"
+    return "routed"
