@@ -14,7 +14,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from ..broker import BrokerAdapter
+from ..broker import BrokerAck, BrokerAdapter
 from ..clock import Clock, system_clock
 from ..lifecycle import OPEN
 from ..models import Quote
@@ -23,7 +23,7 @@ from ..ports import Store
 from .amend import Amendments
 from .controls import ControlPanel
 from .desk import Desk, Listener
-from .executions import Executions
+from .executions import Applied, Executions
 from .outcome import SYSTEM, Actor, Outcome
 from .recovery import Recovery
 from .submit import Orders
@@ -100,6 +100,12 @@ class Gateway:
                 actor.accounts if actor.accounts is not None else self._desk.allowed_accounts()
             )
         return self.store.list_orders(accounts=accounts, **filters)
+
+    def report(self, ack: BrokerAck) -> Applied:
+        """Book a broker's own report about one of our orders (a stream update, a
+        late fill): broker truth, checked against the lifecycle (anomalies)."""
+        operation = "fill" if ack.fills else "report"
+        return self._executions.apply(ack.order_id, ack, "broker", operation)
 
     def market_quote(self, symbol: str, quote: Quote, actor: Actor) -> list[dict[str, Any]]:
         return self._amend.market_quote(symbol, quote, actor)

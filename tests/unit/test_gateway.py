@@ -1,0 +1,514 @@
+"""engine.gateway on the real store (SQLite and PostgreSQL): the lifecycle, the
+controls as policies, broker truth and its anomalies, crash recovery, ownership.
+
+A scripted broker stands in where a test needs a broker to misbehave; it records
+every call, as NautilusTrader's mock execution client does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from adapters.simulated import SimulatedBroker
+from adapters.sql import SqlStore
+from engine import Evaluator
+from engine.audit import verify_chain
+from engine.broker import BrokerAck, BrokerError, BrokerOrder, Capabilities, Fill
+from engine.gateway import Actor, Gateway
+from engine.lifecycle import OrderStatus
+from engine.models import Quote
+from tests.conftest import POLICIES, FixedClock, OrderBuilder, _load_policies_once
+
+TRADER = Actor("t-1", "trader")
+COMPLIANCE = Actor("c-1", "compliance")
+CAPS = Capabilities(
+    order_types=frozenset({"market", "limit", "stop"}),
+    time_in_force=frozenset({"day", "gtc", "ioc", "fok"}),
+    reduce_only=True,
+    cancel=True,
+    replace=True,
+    history=True,
+    positions=True,
+    market_data=False,
+)
+
+
+@dataclass
+class ScriptedBroker:
+    """Answers each call with the next scripted ack (or raises it); records calls."""
+
+    clock: Callable[[], datetime]
+    name: str = "scripted"
+    capabilities: Capabilities = CAPS
+    submits: list[Callable[[BrokerOrder], BrokerAck]] = field(default_factory=list)
+    cancels: list[Callable[[str], BrokerAck]] = field(default_factory=list)
+    known: dict[str, BrokerAck] = field(default_factory=dict)
+    calls: list[tuple[str, str]] = field(default_factory=list)
+    reachable: bool = True
+
+    def submit(self, order: BrokerOrder) -> BrokerAck:
+        self.calls.append(("submit", order.order_id))
+        ack = self.submits.pop(0)(order)
+        self.known[order.order_id] = ack
+        return ack
+
+    def cancel(self, order_id: str, broker_order_id: str) -> BrokerAck:
+        self.calls.append(("cancel", order_id))
+        return self.cancels.pop(0)(order_id)
+
+    def replace(self, broker_order_id: str, order: BrokerOrder) -> BrokerAck:
+        raise BrokerError("replace is not scripted")
+
+    def order_status(self, order_id: str, broker_order_id: str) -> BrokerAck:
+        return self.known[order_id]
+
+    def find(self, order_id: str) -> BrokerAck | None:
+        self.calls.append(("find", order_id))
+        if not self.reachable:
+            raise BrokerError("connection refused")
+        return self.known.get(order_id)
+
+    def order_history(self) -> list[BrokerAck]:
+        return list(self.known.values())
+
+    def positions(self, account: str) -> dict[str, float]:
+        return {}
+
+    def account(self, account: str) -> dict[str, object]:
+        return {}
+
+    def check_credentials(self) -> bool:
+        return True
+
+    def quote(self, symbol: str) -> Quote | None:
+        return None
+
+    def on_quote(self, symbol: str, quote: Quote) -> list[BrokerAck]:
+        return []
+
+    def fill(self, order: BrokerOrder, *quantities: float, status: OrderStatus) -> BrokerAck:
+        fills = tuple(
+            Fill(q, 150.0, self.clock(), f"X-{order.order_id}-{i}")
+            for i, q in enumerate(quantities)
+        )
+        return BrokerAck(
+            order.order_id, f"B-{order.order_id}", status, sum(quantities), 150.0, fills
+        )
+
+
+GatewayMaker = Callable[..., Gateway]
+
+
+@pytest.fixture
+def make_gateway(store_url: str, clock: FixedClock) -> Iterator[GatewayMaker]:
+    stores: list[SqlStore] = []
+
+    def make(broker: Any = None, *, mode: str = "simulation", recover: bool = True) -> Gateway:
+        store = SqlStore(store_url)
+        store.migrate()
+        stores.append(store)
+        if broker is None:
+            broker = SimulatedBroker(clock, journal=store.journal("simulated"))
+        evaluator = Evaluator(_load_policies_once(POLICIES), clock)
+        gateway = Gateway(store, evaluator, {"simulation": broker}, clock)
+        if recover:
+            gateway.recover()
+        if mode != gateway.mode():
+            gateway.set_mode(mode, COMPLIANCE, "test")
+        return gateway
+
+    yield make
+    for store in stores:
+        store.close()
+
+
+def records(gateway: Gateway) -> list[dict[str, Any]]:
+    return list(gateway.store.audit_records())
+
+
+def kinds(gateway: Gateway) -> list[str]:
+    return [r.get("kind") or f"order:{r['order_status']}" for r in records(gateway)]
+
+
+# --- submit and the lifecycle ---------------------------------------------------------
+
+
+def test_submit_in_simulation_when_approved_then_filled_and_position_booked(
+    make_gateway: GatewayMaker, make_order: OrderBuilder
+) -> None:
+    gateway = make_gateway()
+
+    outcome = gateway.submit(make_order(order_type="market", limit_price=None), TRADER)
+
+    assert (outcome.kind, outcome.record["order_status"]) == ("routed", "filled")
+    assert gateway.store.positions("default") == {"AAPL": 100}
+    statuses = [r["order_status"] for r in records(gateway) if r.get("order_id")]
+    assert statuses == ["submitted", "filled"]
+    assert verify_chain(records(gateway)).ok
+
+
+def test_submit_in_research_mode_when_policies_also_fail_then_every_trigger_listed(
+    make_gateway: GatewayMaker, make_order: OrderBuilder
+) -> None:
+    gateway = make_gateway(mode="research")
+
+    outcome = gateway.submit(make_order(context={"entropy": 0.99}), TRADER)
+
+    assert outcome.kind == "blocked"
+    assert {"mode_research", "drift_entropy_unsafe"} <= set(outcome.record["fail_closed_triggers"])
+
+
+def test_evaluate_in_research_mode_when_approved_then_evaluated(
+    make_gateway: GatewayMaker, make_order: OrderBuilder
+) -> None:
+    gateway = make_gateway(mode="research")
+
+    outcome = gateway.evaluate(make_order(), TRADER)
+
+    assert (outcome.kind, outcome.record["order_status"]) == ("evaluated", "evaluated")
+
+
+def test_submit_when_omega_in_force_then_blocked_and_cancel_still_passes(
+    make_gateway: GatewayMaker, make_order: OrderBuilder
+) -> None:
+    gateway = make_gateway()
+    resting = gateway.submit(make_order(limit_price=150.0), TRADER)  # below the ask: rests
+    assert resting.record["order_status"] == "accepted"
+
+    gateway.invoke_omega(COMPLIANCE, "drill")
+    blocked = gateway.submit(make_order(), TRADER)
+    cancelled = gateway.cancel(resting.record["order_id"], TRADER)
+
+    assert blocked.kind == "blocked"
+    assert "omega_directive" in blocked.record["fail_closed_triggers"]
+    assert (cancelled.kind, cancelled.record["order_status"]) == ("routed", "cancelled")
+    assert [k for k in kinds(gateway) if not k.startswith("order")] == [
+        "reconciliation",
+        "mode_changed",
+        "omega_invoked",
+    ]
+
+
+def test_invoke_omega_with_cancel_open_orders_then_working_orders_cancelled(
+    make_gateway: GatewayMaker, make_order: OrderBuilder
+) -> None:
+    gateway = make_gateway()
+    resting = gateway.submit(make_order(limit_price=150.0), TRADER)
+
+    gateway.invoke_omega(COMPLIANCE, "drill", cancel_open=True)
+
+    stored = gateway.store.order(resting.record["order_id"])
+    assert stored is not None and stored.status == OrderStatus.CANCELLED
+    assert gateway.omega()["active"] is True
+
+
+def test_account_reducing_when_order_increases_position_then_blocked_and_reducing_order_passes(
+    make_gateway: GatewayMaker, make_order: OrderBuilder
+) -> None:
+    gateway = make_gateway()
+    gateway.submit(make_order(order_type="market", limit_price=None), TRADER)  # long 100
+
+    gateway.set_trading_state("default", "reducing", COMPLIANCE, "review")
+    more = gateway.submit(make_order(order_type="market", limit_price=None), TRADER)
+    less = gateway.submit(
+        make_order(side="sell", quantity=40, order_type="market", limit_price=None), TRADER
+    )
+
+    assert more.kind == "blocked" and "risk_denied" in more.record["fail_closed_triggers"]
+    assert (less.kind, less.record["order_status"]) == ("routed", "filled")
+    assert gateway.trading_states()["accounts"]["default"]["state"] == "reducing"
+
+
+def test_account_halted_then_its_orders_blocked_and_other_accounts_trade(
+    make_gateway: GatewayMaker, make_order: OrderBuilder
+) -> None:
+    gateway = make_gateway()
+
+    gateway.set_trading_state("paper-1", "halted", COMPLIANCE, "breach")
+    halted = gateway.submit(make_order(account="paper-1"), TRADER)
+    other = gateway.submit(make_order(), TRADER)
+
+    assert "omega_directive" in halted.record["fail_closed_triggers"]
+    assert other.kind == "routed"
+    assert kinds(gateway)[-3] == "trading_state_changed"
+
+
+# --- broker truth and anomalies -----------------------------------------------------------
+
+
+def test_fill_beyond_order_quantity_then_booked_as_reported_anomaly_and_reducing(
+    make_gateway: GatewayMaker, make_order: OrderBuilder, clock: FixedClock
+) -> None:
+    broker = ScriptedBroker(clock)
+    broker.submits.append(lambda o: broker.fill(o, 100, 60, status=OrderStatus.FILLED))
+    gateway = make_gateway(broker)
+
+    outcome = gateway.submit(make_order(), TRADER)
+
+    assert outcome.record["order_status"] == "filled"
+    assert gateway.store.positions("default") == {"AAPL": 160}
+    anomaly = [r for r in records(gateway) if r.get("kind") == "execution_anomaly"]
+    assert [(a["anomaly"], a["expected"], a["got"]) for a in anomaly] == [
+        ("overfill", "cumulative quantity <= 100", "cumulative quantity 160")
+    ]
+    assert gateway.trading_states()["accounts"]["default"]["state"] == "reducing"
+
+
+def test_fill_after_cancel_then_order_filled_anomaly_recorded_and_reducing(
+    make_gateway: GatewayMaker, make_order: OrderBuilder, clock: FixedClock
+) -> None:
+    broker = ScriptedBroker(clock)
+    broker.submits.append(lambda o: broker.fill(o, status=OrderStatus.ACCEPTED))
+    broker.cancels.append(lambda oid: BrokerAck(oid, f"B-{oid}", OrderStatus.CANCELLED))
+    gateway = make_gateway(broker)
+    order_id = gateway.submit(make_order(), TRADER).record["order_id"]
+    gateway.cancel(order_id, TRADER)
+
+    late = BrokerAck(
+        order_id,
+        f"B-{order_id}",
+        OrderStatus.FILLED,
+        100,
+        150.0,
+        (Fill(100, 150.0, clock(), "X-late"),),
+    )
+    applied = gateway.report(late)
+
+    assert applied.record["order_status"] == "filled"
+    assert [a["anomaly"] for a in applied.anomalies] == ["fill_after_cancel"]
+    assert gateway.store.positions("default") == {"AAPL": 100}
+    assert gateway.trading_states()["accounts"]["default"]["state"] == "reducing"
+
+
+def test_same_execution_reported_twice_then_booked_once_and_anomaly(
+    make_gateway: GatewayMaker, make_order: OrderBuilder, clock: FixedClock
+) -> None:
+    broker = ScriptedBroker(clock)
+
+    def twice(order: BrokerOrder) -> BrokerAck:
+        fill = Fill(50, 150.0, clock(), "X-1")
+        return BrokerAck(
+            order.order_id, "B-1", OrderStatus.PARTIALLY_FILLED, 50, 150.0, (fill, fill)
+        )
+
+    broker.submits.append(twice)
+    gateway = make_gateway(broker)
+
+    outcome = gateway.submit(make_order(), TRADER)
+
+    assert outcome.record["order_status"] == "partially_filled"
+    assert gateway.store.positions("default") == {"AAPL": 50}
+    assert [r["anomaly"] for r in records(gateway) if r.get("kind") == "execution_anomaly"] == [
+        "duplicate_execution"
+    ]
+
+
+def test_repeated_report_of_the_same_fills_then_nothing_booked_twice(
+    make_gateway: GatewayMaker, make_order: OrderBuilder, clock: FixedClock
+) -> None:
+    broker = ScriptedBroker(clock)
+    broker.submits.append(lambda o: broker.fill(o, 100, status=OrderStatus.FILLED))
+    gateway = make_gateway(broker)
+    order_id = gateway.submit(make_order(), TRADER).record["order_id"]
+
+    applied = gateway.report(broker.known[order_id])
+
+    assert applied.anomalies == ()
+    assert gateway.store.positions("default") == {"AAPL": 100}
+
+
+def test_broker_refusal_then_blocked_with_broker_words(
+    make_gateway: GatewayMaker, make_order: OrderBuilder, clock: FixedClock
+) -> None:
+    broker = ScriptedBroker(clock)
+    broker.submits.append(
+        lambda o: BrokerAck(o.order_id, "B-9", OrderStatus.BLOCKED, detail="insufficient funds")
+    )
+    gateway = make_gateway(broker)
+
+    outcome = gateway.submit(make_order(), TRADER)
+
+    assert outcome.kind == "broker_error"
+    assert outcome.record["order_status"] == "blocked"
+    assert "broker_api_error" in outcome.record["fail_closed_triggers"]
+    assert outcome.record["broker_response"]["detail"] == "insufficient funds"
+
+
+# --- crash recovery -----------------------------------------------------------------------
+
+
+def test_recover_when_submitted_order_never_reached_broker_then_blocked_not_at_broker(
+    make_gateway: GatewayMaker, make_order: OrderBuilder, clock: FixedClock
+) -> None:
+    broker = ScriptedBroker(clock)
+
+    def crash(order: BrokerOrder) -> BrokerAck:
+        raise KeyboardInterrupt  # the process dies between the record and the call
+
+    broker.submits.append(crash)
+    gateway = make_gateway(broker)
+    with pytest.raises(KeyboardInterrupt):
+        gateway.submit(make_order(), TRADER)
+    broker.known.clear()
+
+    restarted = make_gateway(broker, recover=False)
+    assert restarted.readiness() != []
+    restarted.recover()
+
+    latest = [r for r in records(restarted) if r.get("order_id")][-1]
+    assert latest["order_status"] == "blocked"
+    assert latest["reasons"][-1]["code"] == "NOT_AT_BROKER"
+    assert restarted.readiness() == []
+    assert records(restarted)[-1]["kind"] == "reconciliation"
+    assert ("submit", latest["order_id"]) in broker.calls
+    assert broker.calls.count(("submit", latest["order_id"])) == 1
+
+
+def test_recover_when_order_reached_broker_then_its_fills_booked(
+    make_gateway: GatewayMaker, make_order: OrderBuilder, clock: FixedClock
+) -> None:
+    broker = ScriptedBroker(clock)
+
+    def accepted_then_crash(order: BrokerOrder) -> BrokerAck:
+        broker.known[order.order_id] = broker.fill(order, 100, status=OrderStatus.FILLED)
+        raise KeyboardInterrupt
+
+    broker.submits.append(accepted_then_crash)
+    gateway = make_gateway(broker)
+    with pytest.raises(KeyboardInterrupt):
+        gateway.submit(make_order(), TRADER)
+
+    restarted = make_gateway(broker)
+
+    stored = restarted.store.orders_in({OrderStatus.FILLED})
+    assert [s.filled_quantity for s in stored] == [100]
+    assert restarted.store.positions("default") == {"AAPL": 100}
+
+
+def test_recover_when_broker_unreachable_then_new_orders_blocked_until_resolved(
+    make_gateway: GatewayMaker, make_order: OrderBuilder, clock: FixedClock
+) -> None:
+    broker = ScriptedBroker(clock)
+
+    def crash(order: BrokerOrder) -> BrokerAck:
+        raise KeyboardInterrupt
+
+    broker.submits.append(crash)
+    gateway = make_gateway(broker)
+    with pytest.raises(KeyboardInterrupt):
+        gateway.submit(make_order(), TRADER)
+    broker.reachable = False
+
+    restarted = make_gateway(broker)
+    blocked = restarted.submit(make_order(), TRADER)
+    broker.reachable = True
+    restarted.recover()
+    broker.submits.append(lambda o: broker.fill(o, 100, status=OrderStatus.FILLED))
+    after = restarted.submit(make_order(), TRADER)
+
+    assert "broker_api_error" in blocked.record["fail_closed_triggers"]
+    assert after.kind == "routed"
+    assert restarted.readiness() == []
+
+
+def test_simulated_broker_restarted_on_its_journal_then_working_order_cancellable(
+    make_gateway: GatewayMaker, make_order: OrderBuilder
+) -> None:
+    gateway = make_gateway()
+    resting = gateway.submit(make_order(limit_price=150.0), TRADER)
+
+    restarted = make_gateway()
+    cancelled = restarted.cancel(resting.record["order_id"], TRADER)
+
+    assert (cancelled.kind, cancelled.record["order_status"]) == ("routed", "cancelled")
+
+
+# --- ownership ----------------------------------------------------------------------------
+
+
+def test_trader_bound_to_one_account_when_touching_another_accounts_order_then_not_found(
+    make_gateway: GatewayMaker, make_order: OrderBuilder
+) -> None:
+    gateway = make_gateway()
+    theirs = gateway.submit(make_order(account="paper-1", limit_price=150.0), TRADER)
+    mine = Actor.of("t-2", "trader", ["default"])
+    order_id = theirs.record["order_id"]
+
+    assert gateway.cancel(order_id, mine).kind == "not_found"
+    assert gateway.replace(order_id, {"quantity": 50}, mine).kind == "not_found"
+    assert gateway.order(order_id, mine) is None
+    assert gateway.list_orders(mine) == []
+    assert gateway.order(order_id, TRADER) is not None
+
+
+def test_trader_bound_to_one_account_when_submitting_for_another_then_blocked(
+    make_gateway: GatewayMaker, make_order: OrderBuilder
+) -> None:
+    gateway = make_gateway()
+
+    outcome = gateway.submit(make_order(account="paper-1"), Actor.of("t-2", "trader", ["default"]))
+
+    assert outcome.kind == "blocked"
+    assert "compliance_failure" in outcome.record["fail_closed_triggers"]
+
+
+def test_compliance_cancel_of_any_order_needs_a_reason_and_records_it(
+    make_gateway: GatewayMaker, make_order: OrderBuilder
+) -> None:
+    gateway = make_gateway()
+    resting = gateway.submit(make_order(limit_price=150.0), TRADER)
+    order_id = resting.record["order_id"]
+
+    without = gateway.cancel(order_id, COMPLIANCE)
+    with_reason = gateway.cancel(order_id, COMPLIANCE, "restricted list update")
+
+    assert without.kind == "rejected"
+    assert with_reason.record["comment"] == "restricted list update"
+    assert with_reason.record["actor"] == "c-1"
+
+
+def test_replace_when_approved_then_pending_then_replaced_with_new_terms(
+    make_gateway: GatewayMaker, make_order: OrderBuilder
+) -> None:
+    gateway = make_gateway()
+    resting = gateway.submit(make_order(limit_price=150.0), TRADER)
+    order_id = resting.record["order_id"]
+
+    replaced = gateway.replace(order_id, {"quantity": 50, "limit_price": 150.1}, TRADER)
+
+    assert (replaced.kind, replaced.record["order_status"]) == ("routed", "replaced")
+    assert (replaced.record["quantity"], replaced.record["limit_price"]) == (50, 150.1)
+    statuses = [r["order_status"] for r in records(gateway) if r.get("order_id") == order_id]
+    assert statuses == ["submitted", "accepted", "pending_replace", "replaced"]
+
+
+def test_replace_changing_the_symbol_then_rejected_naming_the_field(
+    make_gateway: GatewayMaker, make_order: OrderBuilder
+) -> None:
+    gateway = make_gateway()
+    resting = gateway.submit(make_order(limit_price=150.0), TRADER)
+
+    outcome = gateway.replace(resting.record["order_id"], {"symbol": "MSFT"}, TRADER)
+
+    assert outcome.kind == "rejected"
+    assert [e["field"] for e in outcome.record["errors"]] == ["symbol"]
+
+
+def test_market_quote_fills_resting_order_then_booked(
+    make_gateway: GatewayMaker, make_order: OrderBuilder, clock: FixedClock
+) -> None:
+    gateway = make_gateway()
+    resting = gateway.submit(make_order(limit_price=150.0), TRADER)
+
+    changed = gateway.market_quote(
+        "AAPL", Quote(bid=149.8, ask=149.9, last=149.85, timestamp=clock()), TRADER
+    )
+
+    assert [(r["order_id"], r["order_status"]) for r in changed] == [
+        (resting.record["order_id"], "filled")
+    ]
