@@ -23,7 +23,7 @@ from datetime import timedelta
 from typing import Any
 
 from ..broker import BrokerAck, BrokerAdapter
-from ..lifecycle import OPEN, OrderStatus
+from ..lifecycle import OPEN, UNRESOLVED, OrderStatus
 from ..ports import StoredOrder, Writer
 from ._records import event, fault, with_broker_error
 from .desk import Desk
@@ -42,25 +42,28 @@ class Recovery:
 
     def recover(self, actor: Actor, stale_after_s: float | None = None) -> list[dict[str, Any]]:
         """Reconcile working orders with their brokers; the reconciliation records.
-        `stale_after_s`: only orders untouched that long (a periodic sweep); None:
-        every working order (on start)."""
+        On start (`stale_after_s` None): every working order of every broker. As a
+        periodic sweep: every working order of a broker not yet reconciled, and
+        elsewhere only orders of unknown outcome untouched for `stale_after_s`."""
         now = self._desk.clock()
-        by_broker: dict[str, list[StoredOrder]] = {b.name: [] for b in self._desk.brokers.values()}
+        unready = self._desk.unready()
+        by_broker: dict[str, list[StoredOrder]] = {}
+        if stale_after_s is None:
+            by_broker = {b.name: [] for b in self._desk.brokers.values()}
+        else:
+            by_broker = {name: [] for name in unready}
+        stale = timedelta(seconds=stale_after_s or 0.0)
         for stored in self._desk.store.orders_in(OPEN):
-            if stale_after_s is not None and now - stored.updated_at < timedelta(
-                seconds=stale_after_s
-            ):
+            name = stored.broker or ""
+            settled = stored.status not in UNRESOLVED or now - stored.updated_at < stale
+            if stale_after_s is not None and name not in unready and settled:
                 continue
-            by_broker.setdefault(stored.broker or "", []).append(stored)
+            by_broker.setdefault(name, []).append(stored)
         records = []
         for name, orders in by_broker.items():
             broker = self._desk.broker_named(name)
             if broker is None:
-                log.error(
-                    "%d working orders at broker %r, which is not configured", len(orders), name
-                )
-                continue
-            if stale_after_s is not None and not orders and name not in self._desk.unready():
+                log.error("%d working orders at unconfigured broker %r", len(orders), name)
                 continue
             records.append(self._reconcile(broker, orders, actor))
         return records
