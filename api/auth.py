@@ -1,30 +1,29 @@
-"""Bearer tokens: created once, stored only as a sha256 hash, each with one role."""
+"""Bearer tokens: created once, stored only as a sha256 hash, each with one role;
+a trader's token is bound to accounts (none named: every account in the
+compliance configuration's `allowed_accounts` at the time of each request)."""
 
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import threading
 import time
+from collections.abc import Collection
 from datetime import datetime
 
-from adapters.sql.store import Store
+from engine.gateway.outcome import Actor
+from engine.ports import Store
 
-__all__ = ["ROLES", "Principal", "TokenBook"]
+__all__ = ["ROLES", "TokenBook", "TokenRefused", "token_id_of"]
 
 ROLES = ("trader", "compliance", "auditor", "admin")
+_ACCOUNT = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")  # as an order's `account`
 _CACHE_SECONDS = 5.0
 
 
-class Principal:
-    __slots__ = ("role", "token_id")
-
-    def __init__(self, token_id: str, role: str) -> None:
-        self.token_id = token_id
-        self.role = role
-
-    def may(self, roles: tuple[str, ...]) -> bool:
-        return self.role == "admin" or self.role in roles
+class TokenRefused(ValueError):
+    """A token that cannot be created as asked (unknown role, bad account)."""
 
 
 class TokenBook:
@@ -33,32 +32,48 @@ class TokenBook:
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._cache: dict[str, tuple[float, Actor | None]] = {}
         self._lock = threading.Lock()
 
-    def create(self, role: str, label: str, now: datetime) -> str:
+    def create(
+        self, role: str, label: str, now: datetime, accounts: Collection[str] | None = None
+    ) -> str:
         if role not in ROLES:
-            raise ValueError(f"unknown role {role!r} (one of {', '.join(ROLES)})")
+            raise TokenRefused(f"unknown role {role!r} (one of {', '.join(ROLES)})")
+        if accounts is not None and role != "trader":
+            raise TokenRefused(f"only a trader token is bound to accounts (role: {role})")
+        if accounts is not None and not accounts:
+            raise TokenRefused("a trader token bound to accounts needs at least one")
+        for account in accounts or ():
+            if not _ACCOUNT.match(account):
+                raise TokenRefused(f"not an account id: {account[:80]!r}")
         token_id = secrets.token_hex(4)
         token = f"apx_{token_id}_{secrets.token_urlsafe(24)}"
+        bound = sorted(set(accounts)) if accounts is not None else None
         with self._store.writing() as w:
-            w.add_token(token_id, _hash(token), role, label, now)
+            w.add_token(token_id, _hash(token), role, label, bound, now)
         return token
 
-    def check(self, token: str) -> Principal | None:
+    def check(self, token: str) -> Actor | None:
+        """The actor a live token stands for, or None."""
         digest = _hash(token)
         now = time.monotonic()
         with self._lock:
             hit = self._cache.get(digest)
             if hit is not None and hit[0] > now:
                 return hit[1]
-        found = self._store.token(digest)
-        principal = Principal(*found) if found else None
+        row = self._store.token(digest)
+        actor = Actor.of(row.token_id, row.role, row.accounts) if row is not None else None
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()
-            self._cache[digest] = (now + _CACHE_SECONDS, principal)
-        return principal
+            self._cache[digest] = (now + _CACHE_SECONDS, actor)
+        return actor
+
+
+def token_id_of(token: str) -> str:
+    """The public id inside a token (`apx_<id>_<secret>`)."""
+    return token.split("_")[1]
 
 
 def _hash(token: str) -> str:

@@ -1,0 +1,220 @@
+"""The controls compliance holds: the mode, the Omega directive (the kill switch)
+and the trading states, each change with a reason, audited in the chain."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from litestar import Controller, Request, delete, get, post
+from litestar.params import FromQuery
+
+from engine.gateway import MODES
+from engine.gateway.outcome import ModeRefused, StateRefused
+
+from ..deps import ActorDep, GatewayDep, IntakeDep, ThreadsDep
+from ..docs import (
+    ModeBody,
+    ModeChanged,
+    ModeView,
+    Omega,
+    OmegaBody,
+    OmegaChanged,
+    TradingStateBody,
+    TradingStateChanged,
+    TradingStates,
+    body,
+    errors,
+)
+from ..errors import ApiError, field_error
+from ..guards import ANY_ROLE, COMPLIANCE
+
+__all__ = ["ControlsController"]
+
+STATES = ("active", "reducing", "halted")
+
+
+def _reason(raw: Any, required: bool) -> str:
+    reason = raw.get("reason", "") if isinstance(raw, dict) else ""
+    if not isinstance(reason, str) or (required and not reason.strip()):
+        raise ApiError(
+            422,
+            "invalid_request",
+            "a reason is required" if required else "`reason` must be a string",
+            [field_error("reason", "required string" if required else "must be a string")],
+        )
+    return reason
+
+
+class ControlsController(Controller):
+    path = "/v1"
+    tags = ("controls",)
+    security = ({"bearer": []},)
+
+    # --- mode -------------------------------------------------------------------
+
+    @get(
+        "/mode",
+        guards=[ANY_ROLE],
+        summary="The trading mode, the Omega directive, and each mode's requirements",
+        responses=errors(401),
+    )
+    async def get_mode(self, gateway: GatewayDep, threads: ThreadsDep) -> ModeView:
+        def view() -> ModeView:
+            return {
+                "mode": gateway.mode(),
+                "omega": cast(Omega, gateway.omega()),
+                "requirements": {m: gateway.requirements(m) for m in MODES},
+            }
+
+        return await threads.run(view)
+
+    @post(
+        "/mode",
+        guards=[COMPLIANCE],
+        status_code=200,
+        summary="Change the trading mode",
+        operation_class=body(ModeBody),
+        responses=errors(
+            401, 403, 409, 413, 422, s409="The mode's requirements are not met (`missing`)."
+        ),
+    )
+    async def set_mode(
+        self,
+        request: Request[Any, Any, Any],
+        gateway: GatewayDep,
+        actor: ActorDep,
+        intake: IntakeDep,
+        threads: ThreadsDep,
+    ) -> ModeChanged:
+        raw = await intake.json(request, "mode", actor)
+        if not isinstance(raw, dict) or raw.get("mode") not in MODES:
+            raise ApiError(
+                422,
+                "invalid_request",
+                f"body needs a `mode`: one of {', '.join(MODES)}",
+                [field_error("mode", f"one of {', '.join(MODES)}")],
+            )
+        reason = _reason(raw, required=False)
+        try:
+            event = await threads.run(gateway.set_mode, raw["mode"], actor, reason)
+        except ModeRefused as exc:
+            raise ApiError(409, "mode_requirements_not_met", str(exc), missing=exc.missing) from exc
+        return {"mode": raw["mode"], "event": event}
+
+    # --- the Omega directive ----------------------------------------------------------
+
+    @post(
+        "/omega",
+        guards=[COMPLIANCE],
+        status_code=200,
+        summary="Invoke the Omega directive (halt all new orders and replaces)",
+        operation_class=body(OmegaBody),
+        responses=errors(401, 403, 413, 422),
+    )
+    async def invoke_omega(
+        self,
+        request: Request[Any, Any, Any],
+        gateway: GatewayDep,
+        actor: ActorDep,
+        intake: IntakeDep,
+        threads: ThreadsDep,
+    ) -> OmegaChanged:
+        raw = await intake.json(request, "omega", actor)
+        reason = _reason(raw, required=True)
+        cancel = raw.get("cancel_open_orders", False)
+        if not isinstance(cancel, bool):
+            raise ApiError(
+                422,
+                "invalid_request",
+                "`cancel_open_orders` must be true or false",
+                [field_error("cancel_open_orders", "must be a boolean")],
+            )
+
+        def invoke() -> OmegaChanged:
+            event = gateway.invoke_omega(actor, reason, cancel)
+            return {"omega": cast(Omega, gateway.omega()), "event": event}
+
+        return await threads.run(invoke)
+
+    @delete(
+        "/omega",
+        guards=[COMPLIANCE],
+        status_code=200,
+        summary="Clear the Omega directive",
+        responses=errors(400, 401, 403, 422),
+    )
+    async def clear_omega(
+        self,
+        gateway: GatewayDep,
+        actor: ActorDep,
+        threads: ThreadsDep,
+        reason: FromQuery[str | None] = None,
+    ) -> OmegaChanged:
+        if not reason or not reason.strip():
+            raise ApiError(
+                422,
+                "invalid_request",
+                "a reason is required (?reason=...)",
+                [field_error("reason", "required query parameter")],
+            )
+
+        def clear() -> OmegaChanged:
+            event = gateway.clear_omega(actor, reason)
+            return {"omega": cast(Omega, gateway.omega()), "event": event}
+
+        return await threads.run(clear)
+
+    # --- trading states ---------------------------------------------------------------
+
+    @get(
+        "/trading-state",
+        guards=[ANY_ROLE],
+        summary="The trading state of the gateway (`global`) and of each account",
+        responses=errors(401),
+    )
+    async def get_trading_state(self, gateway: GatewayDep, threads: ThreadsDep) -> TradingStates:
+        return cast(TradingStates, await threads.run(gateway.trading_states))
+
+    @post(
+        "/trading-state",
+        guards=[COMPLIANCE],
+        status_code=200,
+        summary="Set the trading state of the gateway or of one account",
+        description=(
+            "`active`; `reducing`: only orders that reduce a position pass, cancels "
+            "always pass; `halted`. `scope` is `global` or an account id."
+        ),
+        operation_class=body(TradingStateBody),
+        responses=errors(401, 403, 413, 422),
+    )
+    async def set_trading_state(
+        self,
+        request: Request[Any, Any, Any],
+        gateway: GatewayDep,
+        actor: ActorDep,
+        intake: IntakeDep,
+        threads: ThreadsDep,
+    ) -> TradingStateChanged:
+        raw = await intake.json(request, "state", actor)
+        reason = _reason(raw, required=True)
+        scope, state = raw.get("scope"), raw.get("state")
+        problems = []
+        if not isinstance(scope, str) or not scope:
+            problems.append(field_error("scope", "`global` or an account id"))
+        if state not in STATES:
+            problems.append(field_error("state", f"one of {', '.join(STATES)}"))
+        if problems:
+            fields = ", ".join(p["field"] for p in problems)
+            raise ApiError(422, "invalid_request", f"invalid trading state: {fields}", problems)
+
+        def change() -> TradingStateChanged:
+            event = gateway.set_trading_state(scope, state, actor, reason)
+            states = cast(TradingStates, gateway.trading_states())
+            return {"trading_state": states, "event": event}
+
+        try:
+            return await threads.run(change)
+        except StateRefused as exc:
+            raise ApiError(
+                422, "invalid_trading_state", str(exc), [field_error("scope", str(exc))]
+            ) from exc

@@ -1,0 +1,55 @@
+"""Liveness, readiness and metrics: no token needed."""
+
+from __future__ import annotations
+
+from litestar import Controller, Response, get
+from litestar.openapi import ResponseSpec
+
+from ..deps import GatewayDep, MetricsDep, StoreDep, ThreadsDep
+from ..docs import Health, Readiness
+
+__all__ = ["OperationsController"]
+
+
+class OperationsController(Controller):
+    path = "/"
+    tags = ("operations",)
+
+    @get("/healthz", summary="Liveness")
+    async def healthz(self) -> Health:
+        return {"status": "ok"}
+
+    @get(
+        "/readyz",
+        summary="Readiness: the database answers and every broker is reconciled",
+        responses={
+            503: ResponseSpec(
+                data_container=Readiness,
+                description="Not ready; `reasons` says why.",
+                generate_examples=False,
+            )
+        },
+    )
+    async def readyz(
+        self, gateway: GatewayDep, store: StoreDep, threads: ThreadsDep
+    ) -> Response[Readiness]:
+        def check() -> Readiness:
+            try:
+                database = bool(store.ping())
+            except Exception:
+                database = False
+            reasons = [] if database else ["database: not answering"]
+            reasons += gateway.readiness()
+            return {
+                "ready": not reasons,
+                "database": database,
+                "policy_digest": gateway.evaluator.policy.policies.policy_digest,
+                "reasons": reasons,
+            }
+
+        body = await threads.run(check)
+        return Response(body, status_code=200 if body["ready"] else 503)
+
+    @get("/metrics", media_type="text/plain; version=0.0.4", summary="Prometheus metrics")
+    async def metrics(self, metrics: MetricsDep) -> bytes:
+        return metrics.render()

@@ -1,0 +1,238 @@
+"""Orders (SPEC section 8): evaluate, submit, read, cancel, replace.
+
+A trader sees and acts on its own accounts' orders only; another account's
+order answers 404, as if it did not exist (the gateway decides what an actor
+may see). Compliance and admin may cancel any order, with a reason.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, cast
+
+from litestar import Controller, Request, Response, get, post
+from litestar.params import FromPath, FromQuery
+
+from engine.models import OrderRequest
+
+from ..deps import ActorDep, GatewayDep, InlineDep, IntakeDep, MetricsDep, ThreadsDep
+from ..docs import (
+    CancelBody,
+    OrderPage,
+    OrderRecord,
+    body,
+    errors,
+    record,
+    record_or_error,
+    replace_schema,
+)
+from ..errors import ApiError, field_error
+from ..guards import CANCELLERS, READERS, TRADER
+from ..outcomes import answer
+
+__all__ = ["OrdersController"]
+
+_BLOCKED = "Blocked: the body is the order record (`order_status` `blocked`, the triggers)."
+
+
+class OrdersController(Controller):
+    path = "/v1/orders"
+    tags = ("orders",)
+    security = ({"bearer": []},)
+
+    @post(
+        "/evaluate",
+        guards=[TRADER],
+        status_code=200,
+        summary="Judge an order (dry run, never routed)",
+        description="200 with the record, approved or blocked; every attempt is logged.",
+        operation_class=body(OrderRequest),
+        responses=errors(401, 403, 413, 422),
+    )
+    async def evaluate(
+        self,
+        request: Request[Any, Any, Any],
+        gateway: GatewayDep,
+        actor: ActorDep,
+        intake: IntakeDep,
+        threads: ThreadsDep,
+        metrics: MetricsDep,
+        inline_evaluation: InlineDep,
+    ) -> Response[OrderRecord]:
+        started = time.perf_counter()
+        try:
+            raw = await intake.json(request, "evaluate", actor)
+            if inline_evaluation:
+                outcome = gateway.evaluate(raw, actor)
+            else:
+                outcome = await threads.run(gateway.evaluate, raw, actor)
+            return answer("evaluate", outcome, metrics)
+        finally:
+            metrics.latency.labels("evaluate").observe(time.perf_counter() - started)
+
+    @post(
+        "/",
+        guards=[TRADER],
+        status_code=201,
+        summary="Evaluate and route an order",
+        description=(
+            "201 routed; 403 blocked (the body is the record); 409 the same "
+            "client_order_id with another body; 502 the broker failed or refused (blocked). "
+            "The same client_order_id and body answer the original record and status."
+        ),
+        operation_class=body(OrderRequest),
+        responses={
+            **errors(401, 409, 413, 422),
+            **record_or_error(403, _BLOCKED + " Or this role may not submit (`forbidden`)."),
+            502: record("The broker failed or refused: the record, blocked."),
+        },
+    )
+    async def submit(
+        self,
+        request: Request[Any, Any, Any],
+        gateway: GatewayDep,
+        actor: ActorDep,
+        intake: IntakeDep,
+        threads: ThreadsDep,
+        metrics: MetricsDep,
+    ) -> Response[OrderRecord]:
+        started = time.perf_counter()
+        try:
+            raw = await intake.json(request, "submit", actor)
+            outcome = await threads.run(gateway.submit, raw, actor)
+            return answer("submit", outcome, metrics)
+        finally:
+            metrics.latency.labels("submit").observe(time.perf_counter() - started)
+
+    @get(
+        "/",
+        guards=[READERS],
+        summary="List orders (latest records, newest first)",
+        description="A trader sees its own accounts' orders only.",
+        responses=errors(400, 401, 403, 422),
+    )
+    async def list_orders(
+        self,
+        gateway: GatewayDep,
+        actor: ActorDep,
+        threads: ThreadsDep,
+        status: FromQuery[str | None] = None,
+        symbol: FromQuery[str | None] = None,
+        account: FromQuery[str | None] = None,
+        client_order_id: FromQuery[str | None] = None,
+        limit: FromQuery[int] = 100,
+        offset: FromQuery[int] = 0,
+    ) -> OrderPage:
+        if not 1 <= limit <= 1000 or offset < 0:
+            raise ApiError(422, "invalid_query", "limit must be 1..1000 and offset >= 0")
+        rows = await threads.run(
+            lambda: gateway.list_orders(
+                actor,
+                status=status,
+                symbol=symbol,
+                account=account,
+                client_order_id=client_order_id,
+                limit=limit,
+                offset=offset,
+            )
+        )
+        orders = cast(list[OrderRecord], rows)
+        return {"orders": orders, "limit": limit, "offset": offset, "count": len(rows)}
+
+    @get(
+        "/{order_id:str}",
+        guards=[READERS],
+        summary="One order's latest record",
+        responses=errors(400, 401, 403, 404),
+    )
+    async def get_order(
+        self, order_id: FromPath[str], gateway: GatewayDep, actor: ActorDep, threads: ThreadsDep
+    ) -> OrderRecord:
+        found = await threads.run(gateway.order, order_id, actor)
+        if found is None:
+            raise ApiError(404, "not_found", f"no order {order_id}")
+        return cast(OrderRecord, found)
+
+    @post(
+        "/{order_id:str}/cancel",
+        guards=[CANCELLERS],
+        status_code=200,
+        summary="Cancel a working order (never blocked by the kill switch)",
+        description=(
+            "200 when the broker confirmed (`cancelled`), 202 when it took the request "
+            "and confirmation is pending (`pending_cancel`). Compliance and admin may "
+            "cancel any order and must give a `reason`, which the record keeps as `comment`."
+        ),
+        operation_class=body(CancelBody, required=False),
+        responses={
+            **errors(400, 401, 403, 404, 413, 422),
+            **errors(409, s409="The order is not working at a broker (`order_not_open`)."),
+            202: record("Accepted by the broker; confirmation pending."),
+            502: record("The broker failed or refused the cancel: the record."),
+        },
+    )
+    async def cancel(
+        self,
+        request: Request[Any, Any, Any],
+        order_id: FromPath[str],
+        gateway: GatewayDep,
+        actor: ActorDep,
+        intake: IntakeDep,
+        threads: ThreadsDep,
+        metrics: MetricsDep,
+    ) -> Response[OrderRecord]:
+        raw = await intake.json(request, "cancel", actor)
+        reason = raw.get("reason") if isinstance(raw, dict) else None
+        if raw is not None and (not isinstance(raw, dict) or not isinstance(reason, str | None)):
+            raise ApiError(
+                422,
+                "invalid_request",
+                "the body, if any, is an object with a `reason` string",
+                [field_error("reason", "must be a string")],
+            )
+        reason = (reason or "").strip()
+        if actor.oversees and not reason:
+            raise ApiError(
+                422,
+                "invalid_request",
+                f"a reason is required to cancel as {actor.role}",
+                [field_error("reason", "required string")],
+            )
+        outcome = await threads.run(gateway.cancel, order_id, actor, reason)
+        return answer("cancel", outcome, metrics)
+
+    @post(
+        "/{order_id:str}/replace",
+        guards=[TRADER],
+        status_code=200,
+        summary="Cancel/replace a working order, judged like a new order",
+        description="200 / 202 as for cancel; 403 when the new terms are blocked.",
+        operation_class=body(replace_schema()),
+        responses={
+            **errors(400, 401, 404, 413, 422),
+            **errors(409, s409="The order is not working at a broker (`order_not_open`)."),
+            **record_or_error(403, _BLOCKED + " Or this role may not replace (`forbidden`)."),
+            202: record("Accepted by the broker; confirmation pending."),
+            502: record("The broker failed or refused the replace: the record."),
+        },
+    )
+    async def replace(
+        self,
+        request: Request[Any, Any, Any],
+        order_id: FromPath[str],
+        gateway: GatewayDep,
+        actor: ActorDep,
+        intake: IntakeDep,
+        threads: ThreadsDep,
+        metrics: MetricsDep,
+    ) -> Response[OrderRecord]:
+        raw = await intake.json(request, "replace", actor)
+        if not isinstance(raw, dict):
+            raise ApiError(
+                422,
+                "invalid_order",
+                "the body must be a JSON object",
+                [field_error("(body)", "must be an object")],
+            )
+        outcome = await threads.run(gateway.replace, order_id, raw, actor)
+        return answer("replace", outcome, metrics)

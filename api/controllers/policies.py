@@ -1,0 +1,74 @@
+"""The policy set in force, and its verified hot reload: a bad set is refused
+and the loaded one stays."""
+
+from __future__ import annotations
+
+from litestar import Controller, get, post
+
+from engine import PolicyError, load_policies
+from engine.policy.evaluator import Evaluator
+
+from ..deps import ClockDep, GatewayDep, SettingsDep, ThreadsDep
+from ..docs import PolicyView, errors
+from ..errors import ApiError
+from ..guards import ANY_ROLE, COMPLIANCE
+
+__all__ = ["PoliciesController"]
+
+
+def _view(gateway: GatewayDep) -> PolicyView:
+    policy = gateway.evaluator.policy.policies
+    return {
+        "policy_digest": policy.policy_digest,
+        "compliance_digest": policy.compliance_digest,
+        "files": list(policy.files),
+        "rules": [
+            {
+                "id": r.id,
+                "trigger": r.trigger,
+                "code": r.code,
+                "description": r.description,
+                "source": r.source,
+                "line": r.line,
+            }
+            for r in policy.rules
+        ],
+    }
+
+
+class PoliciesController(Controller):
+    path = "/v1/policies"
+    tags = ("policies",)
+    security = ({"bearer": []},)
+
+    @get("/", guards=[ANY_ROLE], summary="The loaded policy set and its digests",
+         responses=errors(401))  # fmt: skip
+    async def get_policies(self, gateway: GatewayDep) -> PolicyView:
+        return _view(gateway)
+
+    @post(
+        "/reload",
+        guards=[COMPLIANCE],
+        status_code=200,
+        summary="Load the policy directory again (a bad set is refused)",
+        responses=errors(
+            401, 403, 422, s422="The set is invalid (`policy_invalid`, `issues`); the old stays."
+        ),
+    )
+    async def reload(
+        self, gateway: GatewayDep, settings: SettingsDep, clock: ClockDep, threads: ThreadsDep
+    ) -> PolicyView:
+        def reload() -> PolicyView:
+            try:
+                loaded = load_policies(settings.policies)
+            except PolicyError as exc:
+                raise ApiError(
+                    422,
+                    "policy_invalid",
+                    "the new policy set is invalid; the loaded one stays",
+                    issues=[vars(i) for i in exc.issues],
+                ) from exc
+            gateway.use_evaluator(Evaluator(loaded, clock))
+            return _view(gateway)
+
+        return await threads.run(reload)
