@@ -154,7 +154,7 @@ class _SimOrder:
 
     @property
     def filled_quantity(self) -> float:
-        return sum(f.quantity for f in self.fills)
+        return sum((f.quantity for f in self.fills), 0.0)
 
     @property
     def is_open(self) -> bool:
@@ -553,6 +553,8 @@ class SimulatedBroker:
         return ack
 
     def _take(self, kind: type[_F]) -> _F | None:
+        if not self._faults:
+            return None
         for i, fault in enumerate(self._faults):
             if isinstance(fault, kind):
                 del self._faults[i]

@@ -602,7 +602,7 @@ def test_replace_when_quantity_not_above_filled_then_raises_replace_rejected(
     assert raised.value.code == "replace_rejected"
     assert str(raised.value) == (
         f"replace of SIM-000001 refused: quantity must exceed the filled quantity "
-        f"(want: > 0, got: {quantity})"
+        f"(want: > 0.0, got: {quantity})"
     )
     assert broker.order_status("ord-1", "SIM-000001").status == OrderStatus.ACCEPTED
 
