@@ -23,6 +23,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.routes import HTTPRoute
 
 from ._threads import GatewayThreads
 from .controllers import CONTROLLERS
@@ -53,7 +54,7 @@ def create_app(runtime: Runtime) -> Litestar:
         "actor": Provide(actor_of, sync_to_thread=False),
     }
     on_shutdown: list[Callable[[], Any]] = [threads.close]
-    return Litestar(
+    app = Litestar(
         route_handlers=CONTROLLERS,
         dependencies=dependencies,
         state=State({"tokens": runtime.tokens}),
@@ -80,3 +81,18 @@ def create_app(runtime: Runtime) -> Litestar:
         # config would replace the root handlers and turn the JSON logs to text.
         logging_config=None,
     )
+    _whole_allow_headers(app)
+    return app
+
+
+def _whole_allow_headers(app: Litestar) -> None:
+    """Litestar (2.25) builds a path's automatic OPTIONS answer with the first route
+    object it makes for that path, so that `Allow` names only the first handler's
+    methods (`GET, OPTIONS` where POST works too). Point each at its whole route."""
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler in route.route_handlers:
+            for cell in handler.fn.__closure__ or ():
+                if isinstance(cell.cell_contents, HTTPRoute):
+                    cell.cell_contents = route

@@ -14,7 +14,7 @@ from litestar.handlers.base import BaseRouteHandler
 from engine.gateway.outcome import Actor
 
 from .auth import ROLES, TokenBook
-from .errors import ApiError
+from .errors import ApiError, field_error
 
 __all__ = [
     "ANY_ROLE",
@@ -25,6 +25,7 @@ __all__ = [
     "READERS",
     "TRADER",
     "actor_of",
+    "one_value",
 ]
 
 Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]
@@ -51,6 +52,22 @@ def _requires(*roles: str) -> Guard:
         connection.state.actor = actor
 
     guard.__name__ = "requires_" + "_or_".join(sorted(allowed))
+    return guard
+
+
+def one_value(*names: str) -> Guard:
+    """Refuse a query that repeats one of these parameters (`?reason=a&reason=b`):
+    which one was meant is a guess, so it is a bad request, not the first."""
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        if not connection.scope["query_string"]:
+            return
+        params = connection.query_params
+        repeated = [n for n in names if len(params.getall(n, [])) > 1]
+        if repeated:
+            problems = [field_error(n, "given more than once") for n in repeated]
+            raise ApiError(400, "bad_request", "a query parameter is repeated", problems)
+
     return guard
 
 

@@ -10,7 +10,7 @@ from engine.audit import verify_chain
 from ..deps import StoreDep, ThreadsDep
 from ..docs import AuditPage, ChainReportBody, errors
 from ..errors import ApiError
-from ..guards import AUDITOR
+from ..guards import AUDITOR, one_value
 
 __all__ = ["AuditController"]
 
@@ -22,7 +22,7 @@ class AuditController(Controller):
 
     @get(
         "/",
-        guards=[AUDITOR],
+        guards=[AUDITOR, one_value("after", "limit")],
         summary="Audit records after position `after`, in chain order",
         responses=errors(400, 401, 403, 422),
     )

@@ -26,7 +26,7 @@ from ..docs import (
     errors,
 )
 from ..errors import ApiError, field_error
-from ..guards import ANY_ROLE, COMPLIANCE
+from ..guards import ANY_ROLE, COMPLIANCE, one_value
 
 __all__ = ["ControlsController"]
 
@@ -138,7 +138,7 @@ class ControlsController(Controller):
 
     @delete(
         "/omega",
-        guards=[COMPLIANCE],
+        guards=[COMPLIANCE, one_value("reason")],
         status_code=200,
         summary="Clear the Omega directive",
         responses=errors(400, 401, 403, 422),

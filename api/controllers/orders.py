@@ -27,7 +27,7 @@ from ..docs import (
     replace_schema,
 )
 from ..errors import ApiError, field_error
-from ..guards import CANCELLERS, READERS, TRADER
+from ..guards import CANCELLERS, READERS, TRADER, one_value
 from ..outcomes import answer
 
 __all__ = ["OrdersController"]
@@ -106,7 +106,10 @@ class OrdersController(Controller):
 
     @get(
         "/",
-        guards=[READERS],
+        guards=[
+            READERS,
+            one_value("status", "symbol", "account", "client_order_id", "limit", "offset"),
+        ],
         summary="List orders (latest records, newest first)",
         description="A trader sees its own accounts' orders only.",
         responses=errors(400, 401, 403, 422),
