@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,13 +17,13 @@ import pytest
 from litestar.testing import TestClient
 
 import engine.policy.evaluator
-from adapters.sql.store import Store
 from api.app import create_app
 from api.auth import ROLES
 from api.runtime import Runtime
 from engine.audit import GENESIS
 from engine.broker import BrokerAck, BrokerOrder
-from engine.gateway.core import Gateway
+from engine.errors import StoreUnavailable
+from engine.gateway import Actor
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 
@@ -101,13 +100,24 @@ def market(**changes: Any) -> dict[str, Any]:
     return {"order_type": "market", "limit_price": None, **changes}
 
 
-def break_with(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, message: str) -> None:
-    """`owner.name` raises the driver's error, as a failing disk or database would."""
+def fail_transactions(
+    monkeypatch: pytest.MonkeyPatch, runtime: Runtime, failing: set[int], message: str
+) -> list[int]:
+    """The store's write transactions numbered in `failing` (1 = the next one) fail
+    as a failing disk or database makes them fail (the store's `StoreUnavailable`);
+    the list of transactions attempted so far."""
+    store = runtime.store
+    real = store.transact
+    attempts: list[int] = []
 
-    def failing(*args: Any, **kwargs: Any) -> Any:
-        raise sqlite3.OperationalError(message)
+    def transact(work: Any) -> Any:
+        attempts.append(1)
+        if len(attempts) in failing:
+            raise StoreUnavailable(message)
+        return real(work)
 
-    monkeypatch.setattr(owner, name, failing)
+    monkeypatch.setattr(store, "transact", transact)
+    return attempts
 
 
 def order_rows(api: Api, **params: Any) -> list[dict[str, Any]]:
@@ -325,7 +335,7 @@ def test_submit_when_in_simulation_then_market_order_is_201_filled(
     assert (record["mode"], record["broker"]) == ("simulation", "simulated")
     assert [o.order_id for o in broker_calls] == [record["order_id"]]
     assert api.get(f"/v1/orders/{record['order_id']}").json() == record
-    assert [(r.get("event"), r.get("order_status")) for r in api.audit()] == [
+    assert [(r.get("kind"), r.get("order_status")) for r in api.audit()] == [
         ("mode_changed", None),
         (None, "submitted"),  # committed before the broker was called
         (None, "filled"),
@@ -391,23 +401,19 @@ def test_submit_when_one_client_order_id_races_on_threads_then_one_order_the_res
     api: Api,
     make_order: Callable[..., dict[str, Any]],
     broker_calls: list[BrokerOrder],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     api.enter("simulation")
     racers = 6
-    # every racer reads the state (the id still free) before any of them writes
-    after_read = threading.Barrier(racers, timeout=10)
-    real_snapshot = Store.snapshot
-
-    def snapshot_then_wait(self: Store, *args: Any, **kwargs: Any) -> Any:
-        snap = real_snapshot(self, *args, **kwargs)
-        after_read.wait()
-        return snap
-
-    monkeypatch.setattr(Store, "snapshot", snapshot_then_wait)
+    start = threading.Barrier(racers, timeout=10)  # every racer submits at once
     order = make_order(**market(client_order_id="race-1"))
+    trader = Actor.of("t", "trader")
+
+    def race(_: int) -> Any:
+        start.wait()
+        return runtime.gateway.submit(order, trader)
+
     with ThreadPoolExecutor(racers) as pool:
-        outcomes = list(pool.map(lambda _: runtime.gateway.submit(order, "t"), range(racers)))
+        outcomes = list(pool.map(race, range(racers)))
 
     kinds = sorted(o.kind for o in outcomes)
     assert kinds == ["replayed"] * (racers - 1) + ["routed"]
@@ -490,6 +496,7 @@ def test_limit_order_when_it_rests_then_replace_quote_and_cancel_follow_its_life
     still = api.get(f"/v1/orders/{order_id}").json()
     crossed = api.post(
         "/v1/sim/quotes",
+        "admin",
         json={"symbol": "AAPL", "bid": 149.9, "ask": 149.95, "last": 149.92},
     )
     cancel_filled = api.post(f"/v1/orders/{order_id}/cancel")
@@ -564,8 +571,8 @@ def test_omega_when_in_force_then_submit_and_replace_blocked_but_cancel_works(
     assert cleared.json()["omega"]["active"] is False
     assert api.get("/v1/mode").json()["omega"]["active"] is False
     assert (after.status_code, after.json()["order_status"]) == (201, "filled")
-    events = [r["event"] for r in api.audit() if "event" in r]
-    assert events == ["mode_changed", "omega_invoked", "omega_cleared"]
+    kinds = [r["kind"] for r in api.audit() if "kind" in r]
+    assert kinds == ["mode_changed", "omega_invoked", "omega_cleared"]
     api.assert_chain_ok()
 
 
@@ -599,7 +606,8 @@ def test_omega_when_reason_is_missing_or_role_is_trader_then_refused(api: Api) -
         "invalid_request",
     )
     assert (trader.status_code, trader.json()["code"]) == (403, "forbidden")
-    assert api.get("/v1/mode").json()["omega"] == {"active": False}
+    assert api.get("/v1/mode").json()["omega"]["active"] is False
+    assert api.audit() == []
 
 
 # --- mode -------------------------------------------------------------------------------
@@ -616,7 +624,13 @@ def test_mode_when_set_to_simulation_then_persisted_for_every_replica(
     assert before["requirements"]["simulation"] == []
     assert before["requirements"]["paper"] == ["no broker configured for paper mode"]
     assert changed.status_code == 200
-    assert changed.json()["event"]["to"] == "simulation"
+    event = changed.json()["event"]
+    assert (event["kind"], event["previous"], event["mode"], event["reason"]) == (
+        "mode_changed",
+        "research",
+        "simulation",
+        "go",
+    )
     assert api.get("/v1/mode").json()["mode"] == "simulation"
     assert start_runtime().gateway.mode() == "simulation"  # another replica, same store
     api.assert_chain_ok()
@@ -669,6 +683,13 @@ ROLE_TABLE = [
     ("compliance", "GET", "/v1/policies", 200),
     ("admin", "GET", "/v1/audit", 200),
     ("admin", "POST", "/v1/mode", 409),  # allowed; live is refused on its merits
+    ("trader", "POST", "/v1/sim/quotes", 403),
+    ("compliance", "POST", "/v1/sim/quotes", 403),
+    ("auditor", "POST", "/v1/orders/ORD-2026-000001/cancel", 403),
+    ("trader", "GET", "/v1/trading-state", 200),
+    ("auditor", "GET", "/v1/trading-state", 200),
+    ("trader", "POST", "/v1/trading-state", 403),
+    ("auditor", "POST", "/v1/trading-state", 403),
 ]
 
 
@@ -729,7 +750,11 @@ def test_order_when_fetched_by_id_then_its_latest_record_or_404(
 
     assert (found.status_code, found.json()) == (200, record)
     assert missing.status_code == 404
-    assert missing.json() == {"code": "not_found", "detail": "no order ORD-2026-424242"}
+    assert missing.json() == {
+        "code": "not_found",
+        "detail": "no order ORD-2026-424242",
+        "errors": [],
+    }
 
 
 def test_audit_when_read_then_records_page_in_chain_order_and_verify(
@@ -767,7 +792,7 @@ def test_operations_endpoints_answer_without_a_token(
     assert (health.status_code, health.json()) == (200, {"status": "ok"})
     assert (ready.status_code, ready.json()) == (
         200,
-        {"ready": True, "database": True, "policy_digest": digest},
+        {"ready": True, "database": True, "policy_digest": digest, "reasons": []},
     )
     assert metrics.status_code == 200
     assert metrics.headers["content-type"].startswith("text/plain")
@@ -916,22 +941,14 @@ def test_submit_when_broker_rejects_then_502_blocked_with_its_answer(
 
 def test_submit_when_audit_log_cannot_be_written_then_503_and_broker_never_called(
     api: Api,
+    runtime: Runtime,
     make_order: Callable[..., dict[str, Any]],
     broker_calls: list[BrokerOrder],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     api.enter("simulation")
     logged = api.audit()
-    real_transaction = Store._transaction
-    attempts: list[int] = []
-
-    def failing_once(self: Store) -> Any:
-        attempts.append(1)
-        if len(attempts) == 1:
-            raise sqlite3.OperationalError("disk I/O error")
-        return real_transaction(self)
-
-    monkeypatch.setattr(Store, "_transaction", failing_once)
+    fail_transactions(monkeypatch, runtime, {1}, "disk I/O error")
     order = make_order(**market())
 
     response = api.post("/v1/orders", json=order)
@@ -948,14 +965,33 @@ def test_submit_when_audit_log_cannot_be_written_then_503_and_broker_never_calle
     api.assert_chain_ok()
 
 
+class _SnapshotFails:
+    """A store writer whose state read fails; everything else it does as usual."""
+
+    def __init__(self, writer: Any, message: str) -> None:
+        self._writer = writer
+        self._message = message
+
+    def snapshot(self, *args: Any, **kwargs: Any) -> Any:
+        raise StoreUnavailable(self._message)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._writer, name)
+
+
 def test_submit_when_the_trading_state_cannot_be_read_then_blocked_logged_and_not_sent(
     api: Api,
+    runtime: Runtime,
     make_order: Callable[..., dict[str, Any]],
     broker_calls: list[BrokerOrder],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     api.enter("simulation")
-    break_with(monkeypatch, Store, "snapshot", "database disk image is malformed")
+    real = runtime.store.transact
+    message = "database disk image is malformed"
+    monkeypatch.setattr(
+        runtime.store, "transact", lambda work: real(lambda w: work(_SnapshotFails(w, message)))
+    )
 
     evaluated = api.post("/v1/orders/evaluate", json=make_order())
     submitted = api.post("/v1/orders", json=make_order(client_order_id="state-1"))
@@ -973,12 +1009,13 @@ def test_submit_when_the_trading_state_cannot_be_read_then_blocked_logged_and_no
 
 def test_submit_when_outcome_cannot_be_logged_after_the_broker_acted_then_503_not_500(
     api: Api,
+    runtime: Runtime,
     make_order: Callable[..., dict[str, Any]],
     broker_calls: list[BrokerOrder],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     api.enter("simulation")
-    break_with(monkeypatch, Gateway, "_apply", "disk I/O error")
+    fail_transactions(monkeypatch, runtime, {2}, "disk I/O error")  # 1: the approval
 
     response = api.post("/v1/orders", json=make_order(**market()))
 
@@ -1029,3 +1066,296 @@ def test_order_when_evaluation_raises_then_blocked_engine_error_never_approved(
     ]
     assert broker_calls == []
     api.assert_chain_ok()
+
+
+# --- ownership: a trader's token is bound to accounts --------------------------------------
+
+
+@pytest.fixture
+def paper_desk(api: Api, runtime: Runtime) -> dict[str, str]:
+    """The header of a trader token bound to the account `paper-1` alone."""
+    token = runtime.tokens.create("trader", "paper desk", runtime.clock(), ["paper-1"])
+    api.auth["paper_desk"] = {"Authorization": f"Bearer {token}"}
+    return api.auth["paper_desk"]
+
+
+def test_orders_when_another_accounts_order_is_read_cancelled_or_replaced_then_404_as_if_absent(
+    api: Api, make_order: Callable[..., dict[str, Any]], paper_desk: dict[str, str]
+) -> None:
+    api.enter("simulation")
+    theirs = api.post("/v1/orders", json=make_order()).json()  # account `default`, resting
+    order_id = theirs["order_id"]
+
+    read = api.get(f"/v1/orders/{order_id}", "paper_desk")
+    cancel = api.post(f"/v1/orders/{order_id}/cancel", "paper_desk")
+    replace = api.post(f"/v1/orders/{order_id}/replace", "paper_desk", json={"quantity": 5})
+    absent = api.get("/v1/orders/ORD-2026-999999", "paper_desk")
+
+    assert theirs["order_status"] == "accepted"
+    for response in (read, cancel, replace):
+        assert response.status_code == 404
+        assert response.json() == {
+            "code": "not_found",
+            "detail": f"no order {order_id}",
+            "errors": [],
+        }
+    assert absent.json()["detail"] == "no order ORD-2026-999999"
+    assert api.get(f"/v1/orders/{order_id}").json() == theirs  # untouched
+    api.assert_chain_ok()
+
+
+def test_orders_when_listed_by_a_bound_trader_then_only_its_accounts_orders(
+    api: Api, make_order: Callable[..., dict[str, Any]], paper_desk: dict[str, str]
+) -> None:
+    default = api.post("/v1/orders/evaluate", json=make_order()).json()
+    paper = api.post("/v1/orders/evaluate", "paper_desk", json=make_order(account="paper-1")).json()
+
+    def listed(role: str, **params: Any) -> list[str]:
+        rows = api.get("/v1/orders", role, params=params).json()["orders"]
+        return [r["order_id"] for r in rows]
+
+    assert paper["order_status"] == "evaluated"
+    assert listed("paper_desk") == [paper["order_id"]]
+    assert listed("paper_desk", account="default") == []
+    assert listed("trader") == [paper["order_id"], default["order_id"]]  # every allowed account
+    assert listed("auditor") == [paper["order_id"], default["order_id"]]
+    assert api.get(f"/v1/orders/{paper['order_id']}", "paper_desk").json() == paper
+
+
+def test_cancel_when_compliance_gives_no_reason_then_422_and_with_one_the_record_keeps_it(
+    api: Api, make_order: Callable[..., dict[str, Any]], tokens: dict[str, str]
+) -> None:
+    api.enter("simulation")
+    order_id = api.post("/v1/orders", json=make_order()).json()["order_id"]
+
+    bare = api.post(f"/v1/orders/{order_id}/cancel", "compliance")
+    blank = api.post(f"/v1/orders/{order_id}/cancel", "compliance", json={"reason": " "})
+    still = api.get(f"/v1/orders/{order_id}").json()["order_status"]
+    cancelled = api.post(
+        f"/v1/orders/{order_id}/cancel", "compliance", json={"reason": "limit breach review"}
+    )
+
+    for refused in (bare, blank):
+        assert refused.status_code == 422
+        assert refused.json()["code"] == "invalid_request"
+        assert refused.json()["errors"] == [{"field": "reason", "message": "required string"}]
+    assert still == "accepted"
+    record = cancelled.json()
+    assert cancelled.status_code == 200
+    assert record["order_status"] == "cancelled"
+    assert record["comment"] == "limit breach review"
+    assert record["actor"] == tokens["compliance"].split("_")[1]
+    assert api.audit()[-1] == record
+    api.assert_chain_ok()
+
+
+def test_cancel_when_admin_cancels_with_a_reason_then_any_accounts_order_is_cancelled(
+    api: Api, make_order: Callable[..., dict[str, Any]], paper_desk: dict[str, str]
+) -> None:
+    api.enter("simulation")
+    order_id = api.post("/v1/orders", "paper_desk", json=make_order(account="paper-1")).json()[
+        "order_id"
+    ]
+
+    no_reason = api.post(f"/v1/orders/{order_id}/cancel", "admin")
+    cancelled = api.post(f"/v1/orders/{order_id}/cancel", "admin", json={"reason": "desk closed"})
+
+    assert no_reason.status_code == 422
+    assert cancelled.status_code == 200
+    assert (cancelled.json()["order_status"], cancelled.json()["comment"]) == (
+        "cancelled",
+        "desk closed",
+    )
+    api.assert_chain_ok()
+
+
+def test_cancel_when_the_body_is_not_an_object_with_a_string_reason_then_422(
+    api: Api, make_order: Callable[..., dict[str, Any]]
+) -> None:
+    api.enter("simulation")
+    order_id = api.post("/v1/orders", json=make_order()).json()["order_id"]
+
+    listed = api.post(f"/v1/orders/{order_id}/cancel", json=["now"])
+    numeric = api.post(f"/v1/orders/{order_id}/cancel", json={"reason": 7})
+
+    for response in (listed, numeric):
+        assert (response.status_code, response.json()["code"]) == (422, "invalid_request")
+    assert api.get(f"/v1/orders/{order_id}").json()["order_status"] == "accepted"
+
+
+# --- simulation market data ----------------------------------------------------------------
+
+
+def test_sim_quotes_when_not_admin_then_403_and_outside_simulation_then_409(
+    api: Api, make_order: Callable[..., dict[str, Any]]
+) -> None:
+    quote = {"symbol": "AAPL", "bid": 149.9, "ask": 149.95, "last": 149.92}
+
+    trader = api.post("/v1/sim/quotes", json=quote)
+    research = api.post("/v1/sim/quotes", "admin", json=quote)
+    api.enter("simulation")
+    simulation = api.post("/v1/sim/quotes", "admin", json=quote)
+
+    assert (trader.status_code, trader.json()["code"]) == (403, "forbidden")
+    assert research.status_code == 409
+    assert research.json() == {
+        "code": "not_simulation",
+        "detail": "quotes are for simulation mode (mode: research)",
+        "errors": [],
+    }
+    assert simulation.status_code == 200
+    assert simulation.json() == {"symbol": "AAPL", "orders_changed": []}
+
+
+def test_sim_quotes_when_the_quote_is_invalid_then_422_naming_the_fields(api: Api) -> None:
+    api.enter("simulation")
+
+    response = api.post("/v1/sim/quotes", "admin", json={"symbol": "aapl", "bid": -1})
+
+    body = response.json()
+    assert response.status_code == 422
+    assert body["code"] == "invalid_quote"
+    assert body["detail"] == "invalid quote: bid, symbol"
+    assert [e["field"] for e in body["errors"]] == ["bid", "symbol"]
+
+
+# --- trading states -------------------------------------------------------------------------
+
+
+def test_trading_state_when_compliance_sets_an_account_to_reducing_then_every_role_sees_it(
+    api: Api, tokens: dict[str, str]
+) -> None:
+    before = api.get("/v1/trading-state", "auditor").json()
+
+    changed = api.post(
+        "/v1/trading-state",
+        "compliance",
+        json={"scope": "paper-1", "state": "reducing", "reason": "desk review"},
+    )
+
+    body = changed.json()
+    assert before["global"]["state"] == "active"
+    assert before["accounts"] == {}
+    assert changed.status_code == 200
+    event = body["event"]
+    assert (event["kind"], event["scope"], event["state"], event["reason"]) == (
+        "trading_state_changed",
+        "paper-1",
+        "reducing",
+        "desk review",
+    )
+    assert event["actor"] == tokens["compliance"].split("_")[1]
+    assert body["trading_state"] == api.get("/v1/trading-state").json()
+    entry = body["trading_state"]["accounts"]["paper-1"]
+    assert (entry["state"], entry["reason"]) == ("reducing", "desk review")
+    assert body["trading_state"]["global"]["state"] == "active"
+    assert api.audit()[-1] == event
+    api.assert_chain_ok()
+
+
+def test_trading_state_when_global_is_halted_then_it_is_the_omega_directive(api: Api) -> None:
+    halted = api.post(
+        "/v1/trading-state",
+        "compliance",
+        json={"scope": "global", "state": "halted", "reason": "market halt"},
+    )
+
+    omega = api.get("/v1/mode").json()["omega"]
+    assert halted.status_code == 200
+    assert halted.json()["event"]["kind"] == "omega_invoked"
+    assert (omega["active"], omega["reason"]) == (True, "market halt")
+    api.assert_chain_ok()
+
+
+# (body, the fields the 422 names)
+BAD_STATE_CHANGES: list[tuple[dict[str, Any], list[str]]] = [
+    ({"scope": "paper-1", "state": "reducing"}, ["reason"]),
+    ({"scope": "paper-1", "state": "reducing", "reason": "  "}, ["reason"]),
+    ({"scope": "paper-1", "state": "frozen", "reason": "x"}, ["state"]),
+    ({"state": "halted", "reason": "x"}, ["scope"]),
+    ({"scope": "", "state": "sleepy", "reason": "x"}, ["scope", "state"]),
+]
+
+
+@pytest.mark.parametrize(("body", "fields"), BAD_STATE_CHANGES)
+def test_trading_state_when_the_change_is_invalid_then_422_naming_the_fields_and_nothing_logged(
+    api: Api, body: dict[str, Any], fields: list[str]
+) -> None:
+    response = api.post("/v1/trading-state", "compliance", json=body)
+
+    assert response.status_code == 422
+    assert response.json()["code"] == "invalid_request"
+    assert [e["field"] for e in response.json()["errors"]] == fields
+    assert api.audit() == []
+
+
+def test_trading_state_when_the_scope_is_not_an_account_id_then_422_refused_by_the_gateway(
+    api: Api,
+) -> None:
+    response = api.post(
+        "/v1/trading-state",
+        "compliance",
+        json={"scope": "no such account!", "state": "halted", "reason": "x"},
+    )
+
+    assert response.status_code == 422
+    assert response.json()["code"] == "invalid_trading_state"
+    assert api.audit() == []
+
+
+# --- readiness --------------------------------------------------------------------------------
+
+
+def test_readyz_when_the_gateway_is_not_ready_then_503_with_its_reasons(
+    api: Api, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waiting = ["broker simulated: 2 orders of unknown outcome"]
+    monkeypatch.setattr(runtime.gateway, "readiness", lambda: waiting)
+
+    response = api.client.get("/readyz")
+
+    body = response.json()
+    assert response.status_code == 503
+    assert (body["ready"], body["database"], body["reasons"]) == (False, True, waiting)
+
+
+def test_readyz_when_the_database_does_not_answer_then_503_naming_it(
+    api: Api, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def down() -> bool:
+        raise StoreUnavailable("connection refused")
+
+    monkeypatch.setattr(runtime.store, "ping", down)
+
+    response = api.client.get("/readyz")
+
+    body = response.json()
+    assert response.status_code == 503
+    assert (body["ready"], body["database"]) == (False, False)
+    assert body["reasons"][0] == "database: not answering"
+
+
+# --- errors: one shape --------------------------------------------------------------------------
+
+
+def test_errors_when_a_query_parameter_is_repeated_or_malformed_then_400_with_the_error_shape(
+    api: Api,
+) -> None:
+    repeated = api.delete("/v1/omega?reason=a&reason=b", "compliance")
+    malformed = api.get("/v1/orders", params={"limit": "many"})
+
+    assert repeated.status_code == 400
+    assert repeated.json() == {
+        "code": "bad_request",
+        "detail": "a query parameter is repeated",
+        "errors": [{"field": "reason", "message": "given more than once"}],
+    }
+    assert malformed.status_code == 400
+    assert malformed.json()["code"] == "bad_request"
+    assert [e["field"] for e in malformed.json()["errors"]] == ["limit"]
+    assert api.get("/v1/mode").json()["omega"]["active"] is False
+
+
+def test_options_when_a_path_has_several_methods_then_allow_names_them_all(api: Api) -> None:
+    assert api.client.options("/v1/orders").headers["allow"] == "GET, OPTIONS, POST"
+    assert api.client.options("/v1/omega").headers["allow"] == "DELETE, OPTIONS, POST"
