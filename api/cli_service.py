@@ -1,5 +1,5 @@
-"""CLI commands that work on the service's store: serve, mode, omega, orders,
-audit, tokens. They use the same settings (`APEX_HOME`, `APEX_DATABASE_URL`,
+"""CLI commands that work on the service's store: serve, mode, state, omega,
+orders, audit, tokens. They use the same settings (`APEX_HOME`, `APEX_DATABASE_URL`,
 `APEX_POLICIES`) as the server."""
 
 from __future__ import annotations
@@ -12,18 +12,20 @@ from typing import Any
 
 from engine import PolicyError
 from engine.audit import verify_chain
-from engine.gateway.core import MODES, ModeRefused
+from engine.gateway import MODES, Actor, ModeRefused, StateRefused
 
 from ._logging import configure_logging
 from ._table import table
-from .auth import ROLES
+from .auth import ROLES, TokenRefused, token_id_of
 from .runtime import Runtime
 from .settings import Settings
 
 __all__ = ["register"]
 
 OK, FAILED, USAGE = 0, 1, 2
-CLI_ACTOR = "cli"
+# Whoever runs the CLI has the database itself: records name them `cli`.
+CLI_ACTOR = Actor.of("cli", "admin")
+STATES = ("active", "reducing", "halted")
 
 
 def register(commands: Any) -> None:
@@ -42,6 +44,18 @@ def register(commands: Any) -> None:
     set_.add_argument("--reason", default="")
     set_.add_argument("--json", action="store_true")
     set_.set_defaults(handler=_mode_set)
+
+    state = commands.add_parser("state", help="show or set the trading states")
+    state_sub = state.add_subparsers(metavar="ACTION", required=True)
+    state_show = state_sub.add_parser("show")
+    state_show.add_argument("--json", action="store_true")
+    state_show.set_defaults(handler=_state_show)
+    state_set = state_sub.add_parser("set")
+    state_set.add_argument("state", choices=STATES)
+    state_set.add_argument("--reason", required=True)
+    state_set.add_argument("--account", help="one account (default: the whole gateway)")
+    state_set.add_argument("--json", action="store_true")
+    state_set.set_defaults(handler=_state_set)
 
     omega = commands.add_parser("omega", help="invoke or clear the Omega directive (kill switch)")
     omega_sub = omega.add_subparsers(metavar="ACTION", required=True)
@@ -76,6 +90,14 @@ def register(commands: Any) -> None:
     create = tokens_sub.add_parser("create")
     create.add_argument("--role", required=True, choices=ROLES)
     create.add_argument("--label", default="")
+    create.add_argument(
+        "--account",
+        action="append",
+        dest="accounts",
+        metavar="ACCOUNT",
+        help="a trader token's account (repeat for more; none: every allowed account)",
+    )
+    create.add_argument("--json", action="store_true", help="print an object, not the token")
     create.set_defaults(handler=_tokens_create)
 
 
@@ -137,6 +159,31 @@ def _mode_set(args: argparse.Namespace) -> int:
         print(f"refused: {exc}", file=sys.stderr)
         return FAILED
     print(json.dumps(event, indent=2) if args.json else f"mode is now {args.mode}")
+    return OK
+
+
+def _state_show(args: argparse.Namespace) -> int:
+    states = _runtime().gateway.trading_states()
+    if args.json:
+        print(json.dumps(states, indent=2))
+        return OK
+    scopes = [("global", states["global"]), *sorted(states["accounts"].items())]
+    rows = [
+        [scope, str(e.get("state")), e.get("reason") or "", e.get("actor") or "", e.get("at") or ""]
+        for scope, e in scopes
+    ]
+    print(table(["scope", "state", "reason", "actor", "since"], rows))
+    return OK
+
+
+def _state_set(args: argparse.Namespace) -> int:
+    scope = args.account or "global"
+    try:
+        event = _runtime().gateway.set_trading_state(scope, args.state, CLI_ACTOR, args.reason)
+    except StateRefused as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return USAGE
+    print(json.dumps(event, indent=2) if args.json else f"{scope} is now {args.state}")
     return OK
 
 
@@ -219,5 +266,24 @@ def _audit_export(args: argparse.Namespace) -> int:
 def _tokens_create(args: argparse.Namespace) -> int:
     logging.disable(logging.CRITICAL)
     runtime = _runtime()
-    print(runtime.tokens.create(args.role, args.label, runtime.clock()))
+    try:
+        token = runtime.tokens.create(args.role, args.label, runtime.clock(), args.accounts)
+    except TokenRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return USAGE
+    if args.json:
+        accounts = sorted(set(args.accounts)) if args.accounts else None
+        print(
+            json.dumps(
+                {
+                    "token": token,
+                    "token_id": token_id_of(token),
+                    "role": args.role,
+                    "accounts": accounts,
+                    "label": args.label,
+                }
+            )
+        )
+    else:
+        print(token)
     return OK

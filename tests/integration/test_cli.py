@@ -19,6 +19,7 @@ from api.app import create_app
 from api.cli import main
 from api.runtime import Runtime
 from api.settings import Settings
+from engine.gateway import Actor
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,9 +67,10 @@ def service(database: Path, clock: Callable[[], Any]) -> Iterator[Runtime]:
 
 @pytest.fixture
 def three_records(service: Runtime, make_order: Callable[..., dict[str, Any]]) -> None:
+    seed = Actor.of("seed", "trader")
     for quantity in (100, 200):
-        service.gateway.evaluate(make_order(quantity=quantity), "seed")
-    service.gateway.evaluate(make_order(symbol="MSFT"), "seed")
+        service.gateway.evaluate(make_order(quantity=quantity), seed)
+    service.gateway.evaluate(make_order(symbol="MSFT"), seed)
 
 
 def verify_offline(lines: list[str]) -> int | None:
@@ -112,6 +114,42 @@ def test_tokens_create_when_run_then_prints_only_the_token_which_authenticates(
     assert forbidden.status_code == 403  # a trader token, not an auditor's
 
 
+def test_tokens_create_when_bound_to_accounts_then_the_trader_sees_only_their_orders(
+    cli: Callable[..., Run], service: Runtime, make_order: Callable[..., dict[str, Any]]
+) -> None:
+    seed = Actor.of("seed", "admin")
+    service.gateway.evaluate(make_order(account="default"), seed)
+    paper = service.gateway.evaluate(make_order(account="paper-1"), seed).record
+
+    run = cli("tokens", "create", "--role", "trader", "--account", "paper-1", "--json")
+
+    made = json.loads(run.out)
+    assert run.code == 0
+    assert (made["role"], made["accounts"], made["label"]) == ("trader", ["paper-1"], "")
+    assert made["token"].startswith(f"apx_{made['token_id']}_")
+    with TestClient(create_app(service)) as client:
+        page = client.get("/v1/orders", headers={"Authorization": f"Bearer {made['token']}"})
+    assert [r["order_id"] for r in page.json()["orders"]] == [paper["order_id"]]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--role", "auditor", "--account", "paper-1"], "only a trader token is bound"),
+        (["--role", "trader", "--account", "no such account!"], "not an account id"),
+    ],
+    ids=["not_a_trader", "bad_account_id"],
+)
+def test_tokens_create_when_accounts_cannot_be_bound_then_usage_error_and_no_token(
+    cli: Callable[..., Run], service: Runtime, argv: list[str], message: str
+) -> None:
+    run = cli("tokens", "create", *argv)
+
+    assert (run.code, run.out) == (2, "")
+    assert message in run.err
+    assert service.store.token_count() == 0
+
+
 def test_tokens_create_when_role_is_unknown_then_usage_error(
     cli: Callable[..., Run], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -134,7 +172,7 @@ def test_mode_show_when_store_is_new_then_research_and_requirements(
     assert human.code == 0
     assert human.out.splitlines()[:2] == ["mode: research", "omega directive: clear"]
     view = json.loads(machine.out)
-    assert (view["mode"], view["omega"]) == ("research", {"active": False})
+    assert (view["mode"], view["omega"]["active"]) == ("research", False)
     assert view["requirements"]["simulation"] == []
 
 
@@ -150,7 +188,7 @@ def test_mode_set_when_simulation_then_persisted_and_live_is_refused(
     assert json.loads(cli("mode", "show", "--json").out)["mode"] == "simulation"
     assert service.gateway.mode() == "simulation"
     event = list(service.store.audit_records())[-1]
-    assert (event["event"], event["to"], event["actor"], event["reason"]) == (
+    assert (event["kind"], event["mode"], event["actor"], event["reason"]) == (
         "mode_changed",
         "simulation",
         "cli",
@@ -172,8 +210,77 @@ def test_omega_when_invoked_then_cleared_then_state_follows(
     assert cleared.code == 0
     assert cleared.out == "Omega directive cleared\n"
     assert (service.gateway.omega()["active"], service.gateway.omega()["reason"]) == (False, "y")
-    events = [r["event"] for r in service.store.audit_records()]
-    assert events == ["omega_invoked", "omega_cleared"]
+    kinds = [r["kind"] for r in service.store.audit_records()]
+    assert kinds == ["omega_invoked", "omega_cleared"]
+
+
+# --- trading states -----------------------------------------------------------------------
+
+
+def test_state_show_when_store_is_new_then_everything_is_active(cli: Callable[..., Run]) -> None:
+    human = cli("state", "show")
+    machine = cli("state", "show", "--json")
+
+    assert human.code == 0
+    assert human.out.splitlines()[0].split() == ["scope", "state", "reason", "actor", "since"]
+    assert human.out.splitlines()[2].split() == ["global", "active"]
+    states = json.loads(machine.out)
+    assert (states["global"]["state"], states["accounts"]) == ("active", {})
+
+
+def test_state_set_when_an_account_is_set_reducing_then_shown_and_audited(
+    cli: Callable[..., Run], service: Runtime
+) -> None:
+    run = cli("state", "set", "reducing", "--reason", "desk review", "--account", "paper-1")
+    shown = json.loads(cli("state", "show", "--json").out)
+    table = cli("state", "show").out
+
+    assert (run.code, run.out) == (0, "paper-1 is now reducing\n")
+    entry = shown["accounts"]["paper-1"]
+    assert (entry["state"], entry["reason"], entry["actor"]) == ("reducing", "desk review", "cli")
+    assert shown["global"]["state"] == "active"
+    assert table.splitlines()[3].split()[:4] == ["paper-1", "reducing", "desk", "review"]
+    record = list(service.store.audit_records())[-1]
+    assert (record["kind"], record["scope"], record["state"], record["actor"]) == (
+        "trading_state_changed",
+        "paper-1",
+        "reducing",
+        "cli",
+    )
+
+
+def test_state_set_when_no_account_is_named_then_the_whole_gateway_is_halted(
+    cli: Callable[..., Run], service: Runtime
+) -> None:
+    run = cli("state", "set", "halted", "--reason", "market halt")
+
+    assert (run.code, run.out) == (0, "global is now halted\n")
+    assert service.gateway.omega()["active"] is True
+    assert [r["kind"] for r in service.store.audit_records()] == ["omega_invoked"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["frozen", "--reason", "x"], ["halted"]],
+    ids=["unknown_state", "no_reason"],
+)
+def test_state_set_when_state_or_reason_is_wrong_then_usage_error(
+    cli: Callable[..., Run], argv: list[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli("state", "set", *argv)
+
+    assert exit_.value.code == 2
+
+
+def test_state_set_when_the_account_is_not_an_account_id_then_refused_exit_2(
+    cli: Callable[..., Run], service: Runtime
+) -> None:
+    run = cli("state", "set", "halted", "--reason", "x", "--account", "no such account!")
+
+    assert run.code == 2
+    assert run.err.startswith("refused: ")
+    assert list(service.store.audit_records()) == []
 
 
 def test_omega_invoke_when_reason_is_missing_then_usage_error(cli: Callable[..., Run]) -> None:
