@@ -1,1 +1,1 @@
-"""Alembic migrations of the store; applied on start by `adapters.sql.store.Store.migrate`."""
+"""Alembic migrations of the store; applied on start by the store's `migrate()`."""

@@ -1,4 +1,4 @@
-"""Alembic environment: runs on the connection `adapters.sql.store.Store.migrate` hands over."""
+"""Alembic environment: runs on the connection the store's `migrate()` hands over."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from adapters.sql.schema import metadata
 connection = context.config.attributes.get("connection")
 if connection is None:
     raise RuntimeError(
-        "run migrations through adapters.sql.store.Store.migrate(), which passes a connection"
+        "run migrations through the store's migrate() (adapters.sql), which passes a connection"
     )
 
 context.configure(

@@ -1,0 +1,153 @@
+"""Rows to the port's values and back: orders, controls, tokens, fills.
+
+Datetimes are read through the dialect's `read_when`, since the driver and
+SQLAlchemy hand them back in different forms (SQLite: text or naive).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Collection, Sequence
+from datetime import datetime
+from typing import Any
+
+from engine.broker import Fill
+from engine.lifecycle import OrderStatus
+from engine.models import FlowCounts
+from engine.ports import Controls, Snapshot, StoredOrder, TokenRow
+from engine.records import OrderRecord
+
+__all__ = [
+    "ORDER_COLUMNS",
+    "TOKEN_COLUMNS",
+    "ReadWhen",
+    "accounts_text",
+    "controls",
+    "fill",
+    "json_text",
+    "order_values",
+    "snapshot",
+    "stored_order",
+    "token_row",
+]
+
+ReadWhen = Callable[[Any], datetime]
+
+# The columns a StoredOrder is read from, in this order.
+ORDER_COLUMNS = (
+    "order_id", "operation", "client_order_id", "account", "symbol", "status", "broker",
+    "broker_order_id", "filled_quantity", "average_price", "request", "record",
+    "created_at", "updated_at",
+)  # fmt: skip
+TOKEN_COLUMNS = ("token_id", "role", "accounts", "label", "created_at", "revoked_at")
+
+
+def stored_order(row: Sequence[Any], read_when: ReadWhen) -> StoredOrder:
+    (order_id, operation, client_order_id, account, symbol, status, broker,
+     broker_order_id, filled, average, request, record, created, updated) = row  # fmt: skip
+    return StoredOrder(
+        order_id=order_id,
+        operation=operation,
+        client_order_id=client_order_id,
+        account=account,
+        symbol=symbol,
+        status=OrderStatus(status),
+        broker=broker,
+        broker_order_id=broker_order_id,
+        filled_quantity=float(filled or 0.0),
+        average_price=float(average) if average is not None else None,
+        request=json.loads(request),
+        record=OrderRecord.from_dict(json.loads(record)),
+        created_at=read_when(created),
+        updated_at=read_when(updated),
+    )
+
+
+def controls(mode: str | None, states: str | None, omega: str | None) -> Controls:
+    """The controls as stored. Once `trading_states` is written it is the whole
+    truth; before that, a legacy `omega` setting {"active": true} (written by
+    versions before trading states) reads as the global `halted`."""
+    by_scope: dict[str, dict[str, Any]] = json.loads(states) if states is not None else {}
+    if states is None and omega is not None:
+        legacy = json.loads(omega)
+        if legacy.get("active") is True:
+            by_scope["global"] = {
+                "state": "halted",
+                "reason": legacy.get("reason", ""),
+                "actor": legacy.get("actor"),
+                "at": legacy.get("at"),
+            }
+    return Controls(
+        mode=json.loads(mode)["mode"] if mode is not None else "research",
+        states=by_scope,
+    )
+
+
+def snapshot(row: Sequence[Any]) -> Snapshot:
+    mode, states, omega, position, counted, duplicate, claimed, digest = row
+    return Snapshot(
+        controls=controls(mode, states, omega),
+        position=float(position or 0.0),
+        flow=FlowCounts(orders_in_window=int(counted), duplicate_recent=duplicate is not None),
+        claim=(claimed, digest) if claimed is not None else None,
+    )
+
+
+def token_row(row: Sequence[Any], read_when: ReadWhen) -> TokenRow:
+    token_id, role, accounts, label, created, revoked = row
+    return TokenRow(
+        token_id=token_id,
+        role=role,
+        accounts=frozenset(json.loads(accounts)) if accounts is not None else None,
+        label=label,
+        created_at=read_when(created),
+        revoked_at=read_when(revoked) if revoked is not None else None,
+    )
+
+
+def accounts_text(accounts: Collection[str] | None) -> str | None:
+    return json.dumps(sorted(accounts)) if accounts is not None else None
+
+
+def fill(row: Sequence[Any], read_when: ReadWhen) -> Fill:
+    quantity, price, at, execution_id = row
+    return Fill(float(quantity), float(price), read_when(at), execution_id or "")
+
+
+def order_values(
+    record: dict[str, Any], text: str, request: Any, at: Any, time_in_force: str | None
+) -> dict[str, Any]:
+    """The orders row of a new attempt; `text`: the record as the chain stores it,
+    `at`: the time in the dialect's form."""
+    return {
+        "order_id": record["order_id"],
+        "operation": record.get("operation") or "evaluate",
+        "client_order_id": record.get("client_order_id"),
+        "account": record.get("account"),
+        "symbol": record.get("symbol"),
+        "side": record.get("side"),
+        "quantity": record.get("quantity"),
+        "order_type": record.get("order_type"),
+        "limit_price": record.get("limit_price"),
+        "stop_price": record.get("stop_price"),
+        "time_in_force": time_in_force,
+        "reduce_only": bool(record.get("reduce_only")),
+        "status": str(record["order_status"]),
+        "broker": record.get("broker"),
+        "broker_order_id": None,
+        "filled_quantity": 0.0,
+        "average_price": None,
+        "request": json_text(request),
+        "record": text,
+        "created_at": at,
+        "updated_at": at,
+    }
+
+
+def json_text(value: Any) -> str:
+    """A request body as stored: ASCII escapes keep a client's lone surrogate
+    storable, and nothing is lost; a body JSON cannot hold is kept as its repr."""
+    try:
+        return json.dumps(value, sort_keys=True, ensure_ascii=True, allow_nan=False)
+    except (TypeError, ValueError):
+        return json.dumps(repr(value))
