@@ -24,6 +24,7 @@ from litestar.testing import TestClient
 from psycopg import sql
 
 import api.runtime
+from adapters.sql import SqlStore
 from api.app import create_app
 from api.auth import ROLES
 from api.runtime import Runtime
@@ -128,6 +129,15 @@ def store_url(
         yield PG_URL.format(name=name)
     finally:
         _pg_databases.give_back(name)
+
+
+@pytest.fixture
+def sql_store(store_url: str) -> Iterator[SqlStore]:
+    """A migrated SqlStore on the test's fresh database (each backend in turn)."""
+    store = SqlStore(store_url)
+    store.migrate()
+    yield store
+    store.close()
 
 
 # --- the service ------------------------------------------------------------------
