@@ -4,8 +4,12 @@ Each rule becomes up to two engine rules over the order fact:
 - `<id>`: applies_when AND deny_when; firing means the check failed;
 - `<id>__missing`: an input of the rule is absent; firing means `error`.
 Absence is tested on a presence flag (`<field>?`) written into every fact,
-because the engine's `$nex` on its own never returns. `not` is pushed down to
-the comparisons (De Morgan), since the engine has no negation operator.
+because the engine's `$nex` on its own never returns. A field that every fact
+holds (`FieldSpec.always`) gets no flag and no missing-input test in the engine:
+fewer rules to match on every order. The evaluator's reference still checks its
+presence, so a fact without it would be a disagreement, blocked as `engine_error`.
+`not` is pushed down to the comparisons (De Morgan), since the engine has no
+negation operator.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import ComplianceConfig
+from .facts import FIELDS
 from .rules import AllOf, AnyOf, Compare, Condition, Not, Param, PolicySet, Rule
 
 __all__ = [
@@ -97,11 +102,11 @@ def compile_policy(policies: PolicySet, config: ComplianceConfig) -> CompiledPol
         deny_fields = referenced_fields(rule.deny_when)
         when_fields = referenced_fields(rule.applies_when)
         inputs[rule.id] = RuleInputs(when_fields, deny_fields, rule.id + MISSING_SUFFIX)
-        flagged.update(_all_fields(rule))
+        flagged.update(_flagged_fields(rule))
         applies = compiler.condition(rule.applies_when, False) if rule.applies_when else None
         deny = compiler.condition(rule.deny_when, False)
         definition[rule.id] = _rule([applies, deny] if applies else [deny])
-        missing = _missing(applies, when_fields, deny_fields)
+        missing = _missing(applies, _may_miss(when_fields), _may_miss(deny_fields))
         if missing is not None:
             definition[rule.id + MISSING_SUFFIX] = _rule([missing])
     memberships = tuple(compiler.memberships.values())
@@ -148,8 +153,15 @@ def referenced_fields(condition: Condition | None) -> tuple[str, ...]:
     return tuple(sorted({c.field for c in _leaves(condition) if c.op != "missing"}))
 
 
-def _all_fields(rule: Rule) -> set[str]:
-    return {c.field for c in (*_leaves(rule.deny_when), *_leaves(rule.applies_when))}
+def _may_miss(fields: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(f for f in fields if not FIELDS[f].always)
+
+
+def _flagged_fields(rule: Rule) -> set[str]:
+    """Fields whose presence flag the engine reads: those that can be missing, and
+    any field a rule tests with `missing`."""
+    leaves = (*_leaves(rule.deny_when), *_leaves(rule.applies_when))
+    return {c.field for c in leaves if c.op == "missing" or not FIELDS[c.field].always}
 
 
 def _leaves(condition: Condition | None) -> Iterator[Compare]:

@@ -97,6 +97,11 @@ class Evaluator:
             )
             for rule in self._policy.policies.rules
         )
+        # the same, flattened for the loop every order runs through every check
+        self._fast = tuple(
+            (c.rule.id, c.inputs.missing_name, c.required, c.applies, c.deny, c)
+            for c in self._checks
+        )
 
     @property
     def policy(self) -> CompiledPolicy:
@@ -160,18 +165,17 @@ class Evaluator:
         reasons: list[Reason] = []
         triggers: set[str] = set()
         present = fact.keys()
-        for check in self._checks:
-            rule = check.rule
+        for rule_id, missing_name, required, applies, deny, check in self._fast:
             if (
-                rule.id not in fired
-                and check.inputs.missing_name not in fired
-                and present >= check.required
-                and not ((check.applies is None or check.applies(fact)) and check.deny(fact))
+                rule_id not in fired
+                and missing_name not in fired
+                and present >= required
+                and not ((applies is None or applies(fact)) and deny(fact))
             ):
-                results[rule.id] = "pass"  # engine and reference agree: the common case
+                results[rule_id] = "pass"  # engine and reference agree: the common case
                 continue
             result, reason = self._check(check, fact, fired)
-            results[rule.id] = result
+            results[rule_id] = result
             if reason is not None:
                 reasons.append(reason)
                 triggers.add(reason.trigger)

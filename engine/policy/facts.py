@@ -3,6 +3,8 @@
 Derived values are computed here, in Python, so policies compare plain fields.
 A value that cannot be computed (its input is missing) is left out of the fact,
 and every rule that refers to it reports `error`: missing input never passes.
+The gateway's facts (operation, mode, trading state, broker, the actor's
+accounts) are always present: the gateway supplies every one of them.
 """
 
 from __future__ import annotations
@@ -26,24 +28,31 @@ Fact = dict[str, float | str | bool]
 class FieldSpec:
     type: FieldType
     description: str
+    # `build_fact` writes it into every fact: a rule on it needs no missing-input
+    # test in the rules engine (the evaluator's reference still checks presence)
+    always: bool = False
 
 
 def _f(type_: FieldType, description: str) -> FieldSpec:
     return FieldSpec(type_, description)
 
 
+def _a(type_: FieldType, description: str) -> FieldSpec:
+    return FieldSpec(type_, description, always=True)
+
+
 FIELDS: dict[str, FieldSpec] = {
     # the order as sent
-    "account": _f("string", "account the order is for"),
-    "symbol": _f("string", "instrument symbol, upper case"),
-    "side": _f("string", "buy or sell"),
-    "quantity": _f("number", "order quantity (shares)"),
-    "order_type": _f("string", "market, limit or stop"),
+    "account": _a("string", "account the order is for"),
+    "symbol": _a("string", "instrument symbol, upper case"),
+    "side": _a("string", "buy or sell"),
+    "quantity": _a("number", "order quantity (shares)"),
+    "order_type": _a("string", "market, limit or stop"),
     "limit_price": _f("number", "limit price (limit orders only)"),
     "stop_price": _f("number", "stop price (stop orders only)"),
-    "time_in_force": _f("string", "day, gtc, ioc, fok, opg or cls"),
-    "reduce_only": _f("bool", "the order may only reduce the position"),
-    "decision_reason": _f("string", "why the strategy sent the order"),
+    "time_in_force": _a("string", "day, gtc, ioc, fok, opg or cls"),
+    "reduce_only": _a("bool", "the order may only reduce the position"),
+    "decision_reason": _a("string", "why the strategy sent the order"),
     # the quote and what follows from it
     "bid": _f("number", "quoted bid"),
     "ask": _f("number", "quoted ask"),
@@ -72,20 +81,47 @@ FIELDS: dict[str, FieldSpec] = {
     "protocol_hash_ok": _f(
         "bool", "protocol_hash equals sha256 of the canonical JSON of the sorted protocols"
     ),
-    "required_protocols_fired": _f(
+    "required_protocols_fired": _a(
         "bool", "every protocol in protocols.required is among protocols_fired"
     ),
     # state
-    "position_before": _f("number", "signed position in the symbol before the order"),
-    "position_after": _f("number", "signed position if the order fills completely"),
-    "position_after_abs": _f("number", "|position_after|"),
-    "position_increases": _f(
+    "position_before": _a("number", "signed position in the symbol before the order"),
+    "position_after": _a("number", "signed position if the order fills completely"),
+    "position_after_abs": _a("number", "|position_after|"),
+    "position_increases": _a(
         "bool", "the order makes the absolute position larger or flips its sign"
     ),
-    "orders_in_window": _f("number", "orders from the account within flow.rate_window_s"),
-    "duplicate_recent": _f("bool", "an identical order was seen within flow.duplicate_window_s"),
-    "omega_active": _f("bool", "the Omega directive (kill switch) is in force"),
-    "session_open": _f("bool", "the trading session is open now"),
+    "orders_in_window": _a("number", "orders from the account within flow.rate_window_s"),
+    "duplicate_recent": _a("bool", "an identical order was seen within flow.duplicate_window_s"),
+    "omega_active": _a("bool", "the Omega directive (kill switch) is in force"),
+    "session_open": _a("bool", "the trading session is open now"),
+    # the gateway: what is asked, in which mode and state, of which broker, by whom
+    "operation": _a("string", "evaluate, submit or replace: what the caller asked for"),
+    "mode": _a("string", "research, simulation, paper or live: the gateway's mode"),
+    "trading_state": _a(
+        "string", "active, reducing or halted: the stricter of the account's and the gateway's"
+    ),
+    "broker_configured": _a("bool", "the mode routes to a broker"),
+    "broker_ready": _a(
+        "bool", "that broker may take new orders now (false when there is no broker)"
+    ),
+    "broker_supports_order_type": _a(
+        "bool", "the broker takes the order's type (true when there is no broker)"
+    ),
+    "broker_supports_time_in_force": _a(
+        "bool", "the broker takes the order's time in force (true when there is no broker)"
+    ),
+    "broker_supports_reduce_only": _a(
+        "bool",
+        "the order is not reduce-only, or the broker takes reduce-only orders "
+        "(true when there is no broker)",
+    ),
+    "broker_supports_operation": _a(
+        "bool", "the broker can do what is asked: replace needs its support (true when no broker)"
+    ),
+    "account_permitted": _a(
+        "bool", "the caller may trade the order's account (true when it is bound to none)"
+    ),
 }
 
 
@@ -104,6 +140,7 @@ def build_fact(
         "omega_active": state.omega_active,
         "session_open": session_open(config.session, now),
     }
+    _add_gateway(fact, order, state)
     _put(fact, "limit_price", order.limit_price)
     _put(fact, "stop_price", order.stop_price)
     _add_quote(fact, order, now)
@@ -111,6 +148,30 @@ def build_fact(
     _add_integrity(fact, order, config)
     _add_state(fact, order, state, config, now)
     return fact
+
+
+def _add_gateway(fact: Fact, order: OrderRequest, state: EngineState) -> None:
+    broker = state.broker
+    fact["operation"] = state.operation
+    fact["mode"] = state.mode
+    fact["trading_state"] = state.trading_state
+    accounts = state.actor_accounts
+    fact["account_permitted"] = accounts is None or order.account in accounts
+    if broker is None:
+        # nothing to refuse: broker_check says that there is no broker at all
+        fact["broker_configured"] = False
+        fact["broker_ready"] = False
+        fact["broker_supports_order_type"] = True
+        fact["broker_supports_time_in_force"] = True
+        fact["broker_supports_reduce_only"] = True
+        fact["broker_supports_operation"] = True
+        return
+    fact["broker_configured"] = True
+    fact["broker_ready"] = broker.ready
+    fact["broker_supports_order_type"] = order.order_type in broker.order_types
+    fact["broker_supports_time_in_force"] = order.time_in_force in broker.time_in_force
+    fact["broker_supports_reduce_only"] = broker.reduce_only or not order.reduce_only
+    fact["broker_supports_operation"] = state.operation != "replace" or broker.replace
 
 
 def _put(fact: Fact, name: str, value: float | str | bool | None) -> None:

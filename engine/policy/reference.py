@@ -8,6 +8,7 @@ disagreement. Parameters are resolved when the predicate is built.
 from __future__ import annotations
 
 import json
+import operator
 import re
 from collections.abc import Callable
 from typing import Any
@@ -20,16 +21,15 @@ from .rules import AllOf, AnyOf, Compare, Condition, Not
 __all__ = ["Predicate", "engine_text", "predicate"]
 
 Predicate = Callable[[Fact], bool]
+# C comparisons, not lambdas: every check's predicates run on every order
 _ORDERED: dict[str, Callable[[Any, Any], bool]] = {
-    "gt": lambda a, b: bool(a > b),
-    "ge": lambda a, b: bool(a >= b),
-    "lt": lambda a, b: bool(a < b),
-    "le": lambda a, b: bool(a <= b),
-    "eq": lambda a, b: bool(a == b),
-    "ne": lambda a, b: bool(a != b),
-    "in": lambda a, b: a in b,
-    "not_in": lambda a, b: a not in b,
+    "gt": operator.gt,
+    "ge": operator.ge,
+    "lt": operator.lt,
+    "le": operator.le,
+    "ne": operator.ne,
 }
+_ABSENT = object()  # equal to nothing a rule compares with
 
 
 def predicate(condition: Condition, config: ComplianceConfig) -> Predicate:
@@ -38,6 +38,11 @@ def predicate(condition: Condition, config: ComplianceConfig) -> Predicate:
         return lambda fact: not inner(fact)
     if isinstance(condition, AllOf | AnyOf):
         parts = tuple(predicate(c, config) for c in condition.items)
+        if len(parts) == 2:  # the common case, without a generator per call
+            first, second = parts
+            if isinstance(condition, AllOf):
+                return lambda fact: first(fact) and second(fact)
+            return lambda fact: first(fact) or second(fact)
         if isinstance(condition, AllOf):
             return lambda fact: all(p(fact) for p in parts)
         return lambda fact: any(p(fact) for p in parts)
@@ -63,5 +68,11 @@ def _leaf(leaf: Compare, config: ComplianceConfig) -> Predicate:
         )
     if isinstance(value, list):
         value = tuple(value)
+    if leaf.op == "eq":
+        return lambda fact: bool(fact.get(field, _ABSENT) == value)
+    if leaf.op == "in":
+        return lambda fact: fact.get(field, _ABSENT) in value
+    if leaf.op == "not_in":
+        return lambda fact: field in fact and fact[field] not in value
     compare = _ORDERED[leaf.op]
     return lambda fact: field in fact and compare(fact[field], value)

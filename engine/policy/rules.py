@@ -35,16 +35,19 @@ OPERATORS: tuple[str, ...] = (
     "eq", "ne", "gt", "ge", "lt", "le", "in", "not_in", "matches", "missing",
 )  # fmt: skip
 
-# Triggers a policy rule may raise (SPEC section 4). `broker_api_error`,
-# `mode_research` and `broker_capability` belong to the gateway, `engine_error`
-# to the engine itself.
+# Triggers a policy rule may raise (SPEC section 4): every one but `engine_error`,
+# which only the engine itself raises when it cannot judge. The mode and broker
+# triggers are raised by rules over the facts the gateway supplies.
 TRIGGERS: tuple[str, ...] = (
     "risk_denied",
     "omega_directive",
     "drift_entropy_unsafe",
     "data_integrity_mismatch",
     "protocol_mismatch",
+    "broker_api_error",
     "compliance_failure",
+    "mode_research",
+    "broker_capability",
 )
 
 Constant = bool | int | float | str | tuple[bool | int | float | str, ...]

@@ -56,9 +56,14 @@ def write_rules(directory: Path, rules: list[dict[str, Any]]) -> None:
     (directory / "rules.yaml").write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
 
 
+def load_partial(directory: Path) -> LoadedPolicies:
+    """A synthetic policy set, without the required checks (test_loader covers those)."""
+    return load_policies(directory, require=())
+
+
 def compile_rules(directory: Path, rules: list[dict[str, Any]]) -> CompiledPolicy:
     write_rules(directory, rules)
-    loaded = load_policies(directory)
+    loaded = load_partial(directory)
     return compile_policy(loaded.policies, loaded.config)
 
 
@@ -69,34 +74,31 @@ REGIME_CALM = {"field": "regime", "eq": "calm"}
 # (id, deny_when, durable condition, the __missing rule's condition or None)
 CONDITIONS: list[tuple[str, dict[str, Any], dict[str, Any], dict[str, Any] | None]] = [
     ("eq-string", REGIME_CALM, {"regime": "calm"}, absent("regime")),
-    (
-        "eq-bool",
-        {"field": "omega_active", "eq": True},
-        {"omega_active": True},
-        absent("omega_active"),
-    ),
+    # a field every fact holds (omega_active, quantity, symbol, account) has no
+    # missing-input rule: the evaluator's reference alone checks its presence
+    ("eq-bool", {"field": "omega_active", "eq": True}, {"omega_active": True}, None),
     ("ne", {"field": "regime", "ne": "calm"}, {"$neq": {"regime": "calm"}}, absent("regime")),
     ("gt-param", SPREAD_GT, {"$gt": {"spread_bps": 25}}, absent("spread_bps")),
     ("ge", {"field": "volatility", "ge": 0.8}, {"$gte": {"volatility": 0.8}}, absent("volatility")),
     ("lt", {"field": "quote_age_s", "lt": -1}, {"$lt": {"quote_age_s": -1}}, absent("quote_age_s")),
-    ("le", {"field": "quantity", "le": 0}, {"$lte": {"quantity": 0}}, absent("quantity")),
+    ("le", {"field": "quantity", "le": 0}, {"$lte": {"quantity": 0}}, None),
     (
         "in-param",
         {"field": "symbol", "in": {"param": "compliance.restricted_symbols"}},
         {"$or": [{"symbol": "RSTR"}, {"symbol": "HALTD"}]},
-        absent("symbol"),
+        None,
     ),
     (
         "not_in-literal",
         {"field": "account", "not_in": ["default", "paper-1"]},
         {"$and": [{"$neq": {"account": "default"}}, {"$neq": {"account": "paper-1"}}]},
-        absent("account"),
+        None,
     ),
     (
         "matches",
         {"field": "symbol", "matches": "BRK.*"},
         {"$mt": {"symbol": "BRK.*"}},
-        absent("symbol"),
+        None,
     ),
     ("missing-true", {"field": "volatility", "missing": True}, {"volatility?": False}, None),
     ("missing-false", {"field": "volatility", "missing": False}, {"volatility?": True}, None),
@@ -124,13 +126,13 @@ CONDITIONS: list[tuple[str, dict[str, Any], dict[str, Any], dict[str, Any] | Non
         "not-in",
         {"not": {"field": "symbol", "in": ["A", "B"]}},
         {"$and": [{"$neq": {"symbol": "A"}}, {"$neq": {"symbol": "B"}}]},
-        absent("symbol"),
+        None,
     ),
     (
         "not-not_in",
         {"not": {"field": "symbol", "not_in": ["A", "B"]}},
         {"$or": [{"symbol": "A"}, {"symbol": "B"}]},
-        absent("symbol"),
+        None,
     ),
     ("not-missing", {"not": {"field": "volatility", "missing": True}}, {"volatility?": True}, None),
     ("not-not", {"not": {"not": SPREAD_GT}}, {"$gt": {"spread_bps": 25}}, absent("spread_bps")),
@@ -214,18 +216,14 @@ def test_compile_policy_when_applies_when_then_both_conditions_and_missing_is_sp
     applies = {"$or": [{"order_type": "limit"}, {"order_type": "stop"}]}
     assert compiled.definition == {
         "price_collar_check": engine_rule(applies, {"$gt": {"price_distance_bps": 500}}),
+        # order_type is in every fact: only the price distance can be missing
         "price_collar_check__missing": engine_rule(
-            {
-                "$or": [
-                    absent("order_type"),
-                    {"$and": [applies, absent("price_distance_bps")]},
-                ]
-            }
+            {"$and": [applies, absent("price_distance_bps")]}
         ),
     }
     inputs = compiled.inputs["price_collar_check"]
     assert (inputs.when, inputs.deny) == (("order_type",), ("price_distance_bps",))
-    assert compiled.flagged_fields == ("order_type", "price_distance_bps")
+    assert compiled.flagged_fields == ("price_distance_bps",)
 
 
 def test_compile_policy_when_applies_when_uses_only_missing_then_missing_rule_covers_deny(
@@ -247,6 +245,25 @@ def test_compile_policy_when_applies_when_uses_only_missing_then_missing_rule_co
     )
     inputs = compiled.inputs["a_check"]
     assert (inputs.when, inputs.deny) == ((), ("spread_bps",))
+
+
+def test_compile_policy_when_fields_are_in_every_fact_then_no_presence_flag_unless_tested(
+    policies_dir: Path,
+) -> None:
+    compiled = compile_rules(
+        policies_dir,
+        [
+            {"id": "mode_test_check", "deny_when": {"field": "mode", "eq": "live"}},
+            {"id": "flagged_check", "deny_when": {"field": "operation", "missing": True}},
+        ],
+    )
+
+    assert compiled.definition == {
+        "mode_test_check": engine_rule({"mode": "live"}),
+        "flagged_check": engine_rule({"operation?": False}),
+    }
+    assert compiled.flagged_fields == ("operation",)
+    assert compiled.inputs["mode_test_check"].deny == ("mode",)
 
 
 def test_compile_policy_then_one_engine_rule_per_check(loaded: LoadedPolicies) -> None:
@@ -333,8 +350,9 @@ def equivalence_rules() -> list[dict[str, Any]]:
 def facts() -> Iterator[Fact]:
     for drift, regime, omega in itertools.product(NUMBERS, STRINGS, BOOLS):
         yield {"drift": drift, "regime": regime, "omega_active": omega}
-    for fact in ({"drift": 25}, {"regime": "calm"}, {"omega_active": True}, {}):
-        yield dict(fact)
+    # omega_active is in every fact the engine builds; the others may be missing
+    for fact in ({"drift": 25}, {"regime": "calm"}, {}):
+        yield {**fact, "omega_active": True}
 
 
 RulesetOf = Callable[[CompiledPolicy], DurableRuleset]
@@ -452,7 +470,7 @@ def test_load_when_pattern_is_read_differently_by_the_engine_then_refused(
     )
 
     with pytest.raises(PolicyError) as raised:
-        load_policies(policies_dir)
+        load_partial(policies_dir)
 
     assert [i.code for i in raised.value.issues] == ["invalid_pattern"]
 
@@ -464,7 +482,7 @@ def test_load_when_threshold_is_beyond_the_engine_range_then_refused(policies_di
     )
 
     with pytest.raises(PolicyError) as raised:
-        load_policies(policies_dir)
+        load_partial(policies_dir)
 
     assert [i.code for i in raised.value.issues] == ["invalid_value"]
 
@@ -529,7 +547,7 @@ def test_load_when_conditions_expand_beyond_what_the_engine_can_take_then_refuse
     write_rules(policies_dir, [{"id": "a_check", "deny_when": {"any": alternatives}}])
 
     with pytest.raises(PolicyError) as raised:
-        load_policies(policies_dir)
+        load_partial(policies_dir)
 
     assert [i.code for i in raised.value.issues] == ["too_complex"]
 
