@@ -148,6 +148,23 @@ def _conditions(lim: Limits) -> dict[str, str]:
         "required_protocols_check": _guarded(
             "required_protocols_fired", "!context.required_protocols_fired"
         ),
+        # the gateway's controls (policies/controls.yaml); their facts are always present
+        "mode_check": 'context.operation != "evaluate" && context.mode == "research"',
+        "live_mode_check": 'context.mode == "live"',
+        "trading_halted_check": 'context.trading_state == "halted"',
+        "trading_reducing_check": (
+            'context.trading_state == "reducing" && context.position_increases'
+        ),
+        "account_permission_check": "!context.account_permitted",
+        "broker_check": 'context.mode != "research" && !context.broker_configured',
+        "broker_ready_check": (
+            'context.mode != "research" && context.broker_configured && !context.broker_ready'
+        ),
+        "broker_capability_check": (
+            'context.mode != "research" && context.broker_configured && '
+            "!(context.broker_supports_order_type && context.broker_supports_time_in_force && "
+            "context.broker_supports_reduce_only && context.broker_supports_operation)"
+        ),
     }
 
 

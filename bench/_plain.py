@@ -205,6 +205,52 @@ def required_protocols_check(f: Fact, lim: Limits) -> CheckResult:
     return FAIL if v is False else PASS
 
 
+# The gateway's controls (policies/controls.yaml). Their facts are always
+# present (`build_fact` writes every one), so none of them can be missing.
+
+
+def mode_check(f: Fact, lim: Limits) -> CheckResult:
+    return FAIL if f["operation"] in ("submit", "replace") and f["mode"] == "research" else PASS
+
+
+def live_mode_check(f: Fact, lim: Limits) -> CheckResult:
+    return FAIL if f["mode"] == "live" else PASS
+
+
+def trading_halted_check(f: Fact, lim: Limits) -> CheckResult:
+    return FAIL if f["trading_state"] == "halted" else PASS
+
+
+def trading_reducing_check(f: Fact, lim: Limits) -> CheckResult:
+    return FAIL if f["trading_state"] == "reducing" and f["position_increases"] else PASS
+
+
+def account_permission_check(f: Fact, lim: Limits) -> CheckResult:
+    return FAIL if not f["account_permitted"] else PASS
+
+
+def broker_check(f: Fact, lim: Limits) -> CheckResult:
+    return FAIL if f["mode"] != "research" and not f["broker_configured"] else PASS
+
+
+def _broker_applies(f: Fact) -> bool:
+    return f["mode"] != "research" and f["broker_configured"] is True
+
+
+def broker_ready_check(f: Fact, lim: Limits) -> CheckResult:
+    return FAIL if _broker_applies(f) and not f["broker_ready"] else PASS
+
+
+def broker_capability_check(f: Fact, lim: Limits) -> CheckResult:
+    supported = (
+        f["broker_supports_order_type"]
+        and f["broker_supports_time_in_force"]
+        and f["broker_supports_reduce_only"]
+        and f["broker_supports_operation"]
+    )
+    return FAIL if _broker_applies(f) and not supported else PASS
+
+
 RULES: dict[str, Check] = {
     check.__name__: check
     for check in (
@@ -230,6 +276,14 @@ RULES: dict[str, Check] = {
         reduce_only_check,
         protocol_hash_check,
         required_protocols_check,
+        mode_check,
+        live_mode_check,
+        trading_halted_check,
+        trading_reducing_check,
+        account_permission_check,
+        broker_check,
+        broker_ready_check,
+        broker_capability_check,
     )
 }
 

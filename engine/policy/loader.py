@@ -3,6 +3,7 @@
 Layout: `policies/*.yaml` hold rules, `policies/compliance.yaml` the
 parameters. `policies/tests/` holds policy test cases and is not part of the
 policy set. Every issue carries a stable code, the file, the line and the rule.
+A policy set must hold every required check (`required.py`) as it is pinned there.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from ._yaml import Lines, line_of, load_yaml
 from .compiler import MAX_ALTERNATIVES, compile_policy
 from .config import ComplianceConfig, ParamValue
 from .facts import FIELDS, FieldType
+from .required import REQUIRED_CHECKS, RequiredCheck, differences
 from .rules import (
     OPERATORS,
     TRIGGERS,
@@ -56,6 +59,9 @@ _CODE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 # durable-rules matches a whole value against a small regex dialect: no anchors,
 # no escapes like \d or \w, no lookaround.
 _PATTERN_FORBIDDEN = re.compile(r"[\^$\\]|\(\?")
+# the ids in a file that is not readable YAML, so that a typo there is not also
+# reported as every required check it holds being missing
+_ID_LINE = re.compile(r"^[\s-]*id:\s*[\"']?([a-z][a-z0-9_]*)", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,8 @@ class _Context:
     file: str
     lines: Lines
     config: ComplianceConfig | None
+    required: dict[str, RequiredCheck]
+    seen: set[str]  # every rule id met, across files, even in a rule with errors
     issues: list[PolicyIssue] = field(default_factory=list)
     rule_id: str | None = None
 
@@ -78,16 +86,26 @@ class _Context:
         )
 
 
-def load_policies(directory: Path) -> LoadedPolicies:
-    """The validated policy set and config, or `PolicyError` with every issue."""
-    loaded, issues = _load(directory)
+def load_policies(
+    directory: Path, require: Iterable[RequiredCheck] = REQUIRED_CHECKS
+) -> LoadedPolicies:
+    """The validated policy set and config, or `PolicyError` with every issue.
+
+    `require`: the checks the set must hold as pinned. Everything that judges real
+    orders keeps the default, every required check; only tests and tools that
+    load a deliberately partial set pass fewer (`require=()`).
+    """
+    loaded, issues = _load(directory, require)
     if issues or loaded is None:
         raise PolicyError(issues)
     return loaded
 
 
-def validate_policies(directory: Path) -> list[PolicyIssue]:
-    return _load(directory)[1]
+def validate_policies(
+    directory: Path, require: Iterable[RequiredCheck] = REQUIRED_CHECKS
+) -> list[PolicyIssue]:
+    """Every issue of the policy set in `directory`; `require` as for `load_policies`."""
+    return _load(directory, require)[1]
 
 
 def rule_files(directory: Path) -> list[Path]:
@@ -97,7 +115,10 @@ def rule_files(directory: Path) -> list[Path]:
     )  # fmt: skip
 
 
-def _load(directory: Path) -> tuple[LoadedPolicies | None, list[PolicyIssue]]:
+def _load(
+    directory: Path, require: Iterable[RequiredCheck]
+) -> tuple[LoadedPolicies | None, list[PolicyIssue]]:
+    required = {check.id: check for check in require}
     if not directory.is_dir():
         return None, [PolicyIssue("not_found", "policy directory does not exist", str(directory))]
     issues: list[PolicyIssue] = []
@@ -117,14 +138,17 @@ def _load(directory: Path) -> tuple[LoadedPolicies | None, list[PolicyIssue]]:
     if not files:
         issues.append(PolicyIssue("not_found", "no policy files (*.yaml)", str(directory)))
     rules: list[Rule] = []
+    seen: set[str] = set()
     digest = hashlib.sha256()
     for path in files:
         raw = path.read_bytes()
         digest.update(f"{path.name}\n{sha256_hex(raw)}\n".encode())
-        file_rules, file_issues = _load_rule_file(raw, str(path), config)
+        file_rules, file_issues = _load_rule_file(raw, str(path), config, required, seen)
         rules.extend(file_rules)
         issues.extend(file_issues)
     issues.extend(_duplicate_ids(rules))
+    if files:
+        issues.extend(_missing_required(required, seen, str(directory)))
     if issues or config is None:
         return None, issues
     policy_set = PolicySet(
@@ -183,12 +207,17 @@ def _parse(raw: bytes, file: str) -> tuple[Any, Lines, list[PolicyIssue]]:
 
 
 def _load_rule_file(
-    raw: bytes, file: str, config: ComplianceConfig | None
+    raw: bytes,
+    file: str,
+    config: ComplianceConfig | None,
+    required: dict[str, RequiredCheck],
+    seen: set[str],
 ) -> tuple[list[Rule], list[PolicyIssue]]:
     data, lines, issues = _parse(raw, file)
     if issues:
+        seen.update(_ID_LINE.findall(raw.decode("utf-8", "replace")))
         return [], issues
-    ctx = _Context(file, lines, config)
+    ctx = _Context(file, lines, config, required, seen)
     if not isinstance(data, dict):
         ctx.add("wrong_type", "a policy file is a mapping with a `rules` list", ())
         return [], ctx.issues
@@ -219,6 +248,7 @@ def _parse_rule(item: Any, path: tuple[str | int, ...], ctx: _Context) -> Rule |
     rule_id = item.get("id")
     if isinstance(rule_id, str):
         ctx.rule_id = rule_id
+        ctx.seen.add(rule_id)
     before = len(ctx.issues)
     for key in item:
         if key not in _RULE_KEYS:
@@ -251,7 +281,7 @@ def _parse_rule(item: Any, path: tuple[str | int, ...], ctx: _Context) -> Rule |
         applies = _condition(item["applies_when"], (*path, "applies_when"), ctx)
     if len(ctx.issues) > before or deny is None:
         return None
-    return Rule(
+    rule = Rule(
         id=item["id"],
         description=item["description"].strip(),
         trigger=item["trigger"],
@@ -262,6 +292,15 @@ def _parse_rule(item: Any, path: tuple[str | int, ...], ctx: _Context) -> Rule |
         source=ctx.file,
         line=line_of(ctx.lines, path),
     )
+    pinned = ctx.required.get(rule.id)
+    if pinned is not None:
+        for key, want, got in differences(rule, pinned):
+            ctx.add(
+                "required_check_altered",
+                f"{key} of a required check cannot change (want: {want}, got: {got})",
+                (*path, key),
+            )
+    return rule
 
 
 def _condition(
@@ -480,6 +519,23 @@ def _type_of(value: Any) -> FieldType | None:
     if isinstance(value, str):
         return "string"
     return None
+
+
+def _missing_required(
+    required: dict[str, RequiredCheck], seen: set[str], directory: str
+) -> list[PolicyIssue]:
+    return [
+        PolicyIssue(
+            "missing_required_check",
+            f"required check {check_id!r} is not in the policy set; it cannot be removed: "
+            "restore it from the shipped policies/controls.yaml",
+            directory,
+            None,
+            check_id,
+        )
+        for check_id in required
+        if check_id not in seen
+    ]
 
 
 def _duplicate_ids(rules: list[Rule]) -> list[PolicyIssue]:

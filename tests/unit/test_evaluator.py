@@ -20,6 +20,7 @@ from engine.clock import format_utc
 from engine.policy._durable import DurableRuleset
 from engine.policy.decision import Decision, Reason
 from engine.policy.evaluator import compiled
+from engine.policy.facts import FIELDS, Fact, build_fact
 
 NOW = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)  # a Monday, 10:00 in New York
 QUOTED = format_utc(NOW - timedelta(seconds=1))
@@ -130,6 +131,12 @@ def recent(**changes: Any) -> dict[str, Any]:
 
 
 RISK = "risk_denied"
+SIMULATED: dict[str, Any] = {
+    "name": "simulated",
+    "order_types": ["market", "limit", "stop"],
+    "time_in_force": ["day", "gtc", "ioc", "fok"],
+    "reduce_only": True,
+}
 BLOCKED = [
     Blocked(
         "spread-too-wide",
@@ -314,6 +321,93 @@ BLOCKED = [
             ]
         },
     ),
+    # the gateway's controls (policies/controls.yaml), over the facts it supplies
+    Blocked(
+        "research-mode-submit",
+        {},
+        {"mode_check": "fail"},
+        ("mode_research",),
+        [("mode_check", "fail", "MODE_RESEARCH", "mode_research", "mode=research == research")],
+        state={"operation": "submit", "mode": "research"},
+    ),
+    Blocked(
+        "research-mode-replace",
+        {},
+        {"mode_check": "fail"},
+        ("mode_research",),
+        [("mode_check", "fail", "MODE_RESEARCH", "mode_research", "mode=research == research")],
+        state={"operation": "replace", "mode": "research"},
+    ),
+    Blocked(
+        "live-mode-evaluate",
+        {},
+        {"live_mode_check": "fail"},
+        ("compliance_failure",),
+        [("live_mode_check", "fail", "LIVE_LOCKED", "compliance_failure", "mode=live == live")],
+        state={"mode": "live", "broker": SIMULATED},
+    ),
+    Blocked(
+        "trading-halted",
+        {},
+        {"trading_halted_check": "fail"},
+        ("omega_directive",),
+        [("trading_halted_check", "fail", "TRADING_HALTED", "omega_directive",
+          "trading_state=halted == halted")],
+        state={"trading_state": "halted"},
+    ),
+    Blocked(
+        "trading-reducing-and-the-order-adds",
+        {},
+        {"trading_reducing_check": "fail"},
+        (RISK,),
+        [("trading_reducing_check", "fail", "REDUCE_ONLY_STATE", RISK,
+          "position_increases is true")],
+        state={"trading_state": "reducing", "positions": {"AAPL": 300}},
+    ),
+    Blocked(
+        "account-not-permitted",
+        {},
+        {"account_permission_check": "fail"},
+        ("compliance_failure",),
+        [("account_permission_check", "fail", "ACCOUNT_NOT_PERMITTED", "compliance_failure",
+          "account_permitted is false")],
+        state={"actor_accounts": ["paper-1"]},
+    ),
+    Blocked(
+        "no-broker-in-paper-mode",
+        {},
+        {"broker_check": "fail"},
+        ("broker_capability",),
+        [("broker_check", "fail", "NO_BROKER", "broker_capability", "broker_configured is false")],
+        state={"operation": "submit", "mode": "paper"},
+    ),
+    Blocked(
+        "broker-not-ready",
+        {},
+        {"broker_ready_check": "fail"},
+        ("broker_api_error",),
+        [("broker_ready_check", "fail", "BROKER_NOT_READY", "broker_api_error",
+          "broker_ready is false")],
+        state={"operation": "submit", "mode": "paper", "broker": {**SIMULATED, "ready": False}},
+    ),
+    Blocked(
+        "broker-cannot-take-the-time-in-force",
+        {"time_in_force": "opg"},
+        {"broker_capability_check": "fail"},
+        ("broker_capability",),
+        [("broker_capability_check", "fail", "BROKER_CANNOT_TAKE", "broker_capability",
+          "broker_supports_time_in_force is false")],
+        state={"operation": "submit", "mode": "simulation", "broker": SIMULATED},
+    ),
+    Blocked(
+        "broker-cannot-replace",
+        {},
+        {"broker_capability_check": "fail"},
+        ("broker_capability",),
+        [("broker_capability_check", "fail", "BROKER_CANNOT_TAKE", "broker_capability",
+          "broker_supports_operation is false")],
+        state={"operation": "replace", "mode": "paper", "broker": {**SIMULATED, "replace": False}},
+    ),
 ]  # fmt: skip
 
 
@@ -388,6 +482,203 @@ def test_evaluate_when_many_checks_fail_then_triggers_are_in_spec_order_and_uniq
     assert [r.check for r in decision.reasons] == [
         check for check in decision.checks_run if decision.results[check] != "pass"
     ]
+
+
+def test_evaluate_when_a_research_submit_also_fails_policies_then_mode_research_is_among_them(
+    evaluator: Evaluator, approved_order: Any
+) -> None:
+    order = approved_order(context={"volatility": 0.9, "entropy": 0.9, "data_hash": ZERO_DIGEST})
+    state = EngineState(operation="submit", mode="research")
+
+    decision = evaluator.evaluate(order, state, now=NOW)
+
+    assert not_passed(decision) == {
+        "data_hash_check": "fail",
+        "volatility_check": "fail",
+        "entropy_check": "fail",
+        "mode_check": "fail",
+    }
+    assert decision.triggers == (
+        "risk_denied",
+        "drift_entropy_unsafe",
+        "data_integrity_mismatch",
+        "mode_research",
+    )
+
+
+def test_evaluate_when_every_control_holds_then_each_is_listed_with_its_trigger(
+    evaluator: Evaluator, approved_order: Any
+) -> None:
+    state = EngineState(
+        operation="submit",
+        mode="live",
+        omega_active=True,
+        trading_state="halted",
+        actor_accounts=["paper-1"],
+    )
+
+    decision = evaluator.evaluate(approved_order(), state, now=NOW)
+
+    assert not_passed(decision) == {
+        "omega_check": "fail",
+        "live_mode_check": "fail",
+        "trading_halted_check": "fail",
+        "account_permission_check": "fail",
+        "broker_check": "fail",
+    }
+    assert decision.triggers == ("omega_directive", "compliance_failure", "broker_capability")
+
+
+# --- the gateway's facts -----------------------------------------------------------------
+
+GATEWAY_FIELDS = [
+    "operation",
+    "mode",
+    "trading_state",
+    "broker_configured",
+    "broker_ready",
+    "broker_supports_order_type",
+    "broker_supports_time_in_force",
+    "broker_supports_reduce_only",
+    "broker_supports_operation",
+    "account_permitted",
+]
+
+
+@dataclass(frozen=True)
+class GatewayFacts:
+    id: str
+    state: dict[str, Any]
+    want: dict[str, Any]
+    order: dict[str, Any] = field(default_factory=dict)
+
+
+NO_BROKER_FACTS = {
+    "broker_configured": False,
+    "broker_ready": False,
+    "broker_supports_order_type": True,
+    "broker_supports_time_in_force": True,
+    "broker_supports_reduce_only": True,
+    "broker_supports_operation": True,
+}
+READY_FACTS = {**NO_BROKER_FACTS, "broker_configured": True, "broker_ready": True}
+GATEWAY_FACTS = [
+    GatewayFacts(
+        "default-state-is-a-research-evaluate-without-broker",
+        {},
+        {"operation": "evaluate", "mode": "research", "trading_state": "active",
+         **NO_BROKER_FACTS, "account_permitted": True},
+    ),
+    GatewayFacts(
+        "submit-in-paper-to-a-ready-broker",
+        {"operation": "submit", "mode": "paper", "trading_state": "reducing",
+         "broker": SIMULATED},
+        {"operation": "submit", "mode": "paper", "trading_state": "reducing", **READY_FACTS,
+         "account_permitted": True},
+    ),
+    GatewayFacts(
+        "broker-not-ready",
+        {"broker": {**SIMULATED, "ready": False}},
+        {"broker_configured": True, "broker_ready": False},
+    ),
+    GatewayFacts(
+        "order-type-not-taken",
+        {"broker": {**SIMULATED, "order_types": ["market"]}},
+        {**READY_FACTS, "broker_supports_order_type": False},
+    ),
+    GatewayFacts(
+        "time-in-force-not-taken",
+        {"broker": {**SIMULATED, "time_in_force": ["day"]}},
+        {**READY_FACTS, "broker_supports_time_in_force": False},
+        {"time_in_force": "gtc"},
+    ),
+    GatewayFacts(
+        "reduce-only-order-to-a-broker-without-reduce-only",
+        {"broker": {**SIMULATED, "reduce_only": False}},
+        {**READY_FACTS, "broker_supports_reduce_only": False},
+        {"reduce_only": True},
+    ),
+    GatewayFacts(
+        "plain-order-to-a-broker-without-reduce-only",
+        {"broker": {**SIMULATED, "reduce_only": False}},
+        READY_FACTS,
+    ),
+    GatewayFacts(
+        "replace-to-a-broker-that-cannot-replace",
+        {"operation": "replace", "broker": {**SIMULATED, "replace": False}},
+        {**READY_FACTS, "broker_supports_operation": False},
+    ),
+    GatewayFacts(
+        "submit-to-a-broker-that-cannot-replace",
+        {"operation": "submit", "broker": {**SIMULATED, "replace": False}},
+        READY_FACTS,
+    ),
+    GatewayFacts(
+        "no-broker-refuses-nothing-but-is-not-configured",
+        {"operation": "replace", "mode": "simulation"},
+        NO_BROKER_FACTS,
+        {"order_type": "stop", "limit_price": None, "stop_price": 150.0, "reduce_only": True},
+    ),
+    GatewayFacts("actor-bound-to-the-account", {"actor_accounts": ["default"]},
+                 {"account_permitted": True}),
+    GatewayFacts("actor-bound-to-other-accounts", {"actor_accounts": ["paper-1", "x"]},
+                 {"account_permitted": False}),
+    GatewayFacts("actor-bound-to-no-account", {"actor_accounts": []},
+                 {"account_permitted": False}),
+    GatewayFacts("actor-without-binding", {"actor_accounts": None},
+                 {"account_permitted": True}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", GATEWAY_FACTS, ids=[c.id for c in GATEWAY_FACTS])
+def test_build_fact_when_the_gateway_state_is_given_then_its_facts_are_exact(
+    loaded: LoadedPolicies, approved_order: Any, case: GatewayFacts
+) -> None:
+    order = OrderRequest.model_validate(approved_order(**case.order))
+    state = EngineState.model_validate(case.state)
+
+    fact = build_fact(order, state, loaded.config, NOW)
+
+    assert {name: fact[name] for name in case.want} == case.want
+
+
+def test_build_fact_when_the_order_is_bare_then_every_always_present_field_is_there(
+    loaded: LoadedPolicies,
+) -> None:
+    bare = OrderRequest.model_validate(
+        {"client_order_id": "x-1", "symbol": "AAPL", "side": "buy", "quantity": 1,
+         "order_type": "market"}
+    )  # fmt: skip
+
+    fact = build_fact(bare, EngineState(), loaded.config, NOW)
+
+    always = {name for name, spec in FIELDS.items() if spec.always}
+    assert set(GATEWAY_FIELDS) <= always
+    assert always - fact.keys() == set()
+
+
+def test_evaluate_when_a_fact_that_is_always_present_is_missing_then_blocked_with_engine_error(
+    evaluator: Evaluator, approved_order: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the rules engine does not test presence for these fields; the reference does
+    def without_mode(*args: Any) -> Fact:
+        fact = build_fact(*args)
+        del fact["mode"]
+        return fact
+
+    monkeypatch.setattr("engine.policy.evaluator.build_fact", without_mode)
+
+    decision = evaluator.evaluate(approved_order(), EngineState(mode="live"), now=NOW)
+
+    assert decision.status == "blocked"
+    assert not_passed(decision) == {
+        "live_mode_check": "error",
+        "broker_check": "error",
+        "broker_ready_check": "error",
+        "broker_capability_check": "error",
+    }
+    assert decision.triggers == ("engine_error",)
+    assert {r.code for r in decision.reasons} == {"ENGINE_DISAGREEMENT"}
 
 
 # --- missing input and applies_when ------------------------------------------------------

@@ -15,10 +15,24 @@ from pathlib import Path
 
 import pytest
 
-from engine import PolicyError, load_policies, validate_policies
+from api.cli import main
+from engine import LoadedPolicies, PolicyError, load_policies, validate_policies
 from engine.errors import PolicyIssue
+from engine.policy.required import REQUIRED_CHECK_IDS, REQUIRED_CHECKS
 
 MARK = "#<"
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = ROOT / "policies"
+
+
+def load(directory: Path) -> LoadedPolicies:
+    """A synthetic policy set: the language alone, without the required checks."""
+    return load_policies(directory, require=())
+
+
+def validate(directory: Path) -> list[PolicyIssue]:
+    return validate_policies(directory, require=())
+
 
 HEAD = """\
 rules:
@@ -278,7 +292,7 @@ def test_validate_when_policy_set_is_invalid_then_reports_code_file_and_line(
     write(policies_dir, case.files)
     [(name, text)] = [(n, t) for n, t in case.files.items() if MARK in t]
 
-    issues = validate_policies(policies_dir)
+    issues = validate(policies_dir)
 
     assert located(issues) == [(case.code, name, marked_line(text))]
 
@@ -290,35 +304,35 @@ def test_load_when_policy_set_is_invalid_then_raises_policy_error_with_the_same_
     write(policies_dir, case.files)
 
     with pytest.raises(PolicyError) as raised:
-        load_policies(policies_dir)
+        load(policies_dir)
 
-    assert raised.value.issues == validate_policies(policies_dir)
+    assert raised.value.issues == validate(policies_dir)
     assert raised.value.code == "policy_invalid"
 
 
 def test_validate_when_a_valid_rule_file_is_added_then_no_issues(policies_dir: Path) -> None:
     write(policies_dir, {"rules.yaml": VALID})
 
-    assert validate_policies(policies_dir) == []
+    assert validate(policies_dir) == []
 
 
 def test_validate_when_compliance_yaml_is_missing_then_not_found(policies_dir: Path) -> None:
     write(policies_dir, {"rules.yaml": VALID})
     (policies_dir / "compliance.yaml").unlink()
 
-    issues = validate_policies(policies_dir)
+    issues = validate(policies_dir)
 
     assert located(issues) == [("not_found", "compliance.yaml", None)]
 
 
 def test_validate_when_there_is_no_rule_file_then_not_found(policies_dir: Path) -> None:
-    issues = validate_policies(policies_dir)
+    issues = validate(policies_dir)
 
     assert [(i.code, i.file) for i in issues] == [("not_found", str(policies_dir))]
 
 
 def test_validate_when_directory_does_not_exist_then_not_found(tmp_path: Path) -> None:
-    issues = validate_policies(tmp_path / "nowhere")
+    issues = validate(tmp_path / "nowhere")
 
     assert [(i.code, i.line) for i in issues] == [("not_found", None)]
 
@@ -328,7 +342,7 @@ def test_validate_when_duplicate_rule_id_then_names_the_rule_and_the_first_place
 ) -> None:
     write(policies_dir, {"a_rules.yaml": VALID, "b_rules.yaml": VALID})
 
-    [issue] = validate_policies(policies_dir)
+    [issue] = validate(policies_dir)
 
     assert issue.rule_id == "spread_check"
     assert issue.message == f"rule id already used at {policies_dir / 'a_rules.yaml'}:2"
@@ -362,7 +376,7 @@ def test_validate_when_errors_in_several_files_then_reports_them_all_at_once(
         },
     )
 
-    issues = validate_policies(policies_dir)
+    issues = validate(policies_dir)
 
     assert sorted(located(issues)) == [
         ("invalid_pattern", "c.yaml", 13),
@@ -410,7 +424,7 @@ def test_validate_when_compliance_yaml_is_invalid_then_reports_code_and_line(
     config.write_text(text, encoding="utf-8")
     write(policies_dir, {"rules.yaml": VALID})
 
-    issues = validate_policies(policies_dir)
+    issues = validate(policies_dir)
 
     assert located(issues) == [(code, "compliance.yaml", marked_line(text))]
 
@@ -423,7 +437,7 @@ def test_validate_when_a_parameter_is_a_mapping_then_reports_wrong_type_at_its_l
     config.write_text(text, encoding="utf-8")
     write(policies_dir, {"rules.yaml": VALID})
 
-    issues = validate_policies(policies_dir)
+    issues = validate(policies_dir)
 
     # pydantic reports one issue per member of the parameter's union; all point at the value
     assert set(located(issues)) == {("wrong_type", "compliance.yaml", marked_line(text))}
@@ -439,7 +453,7 @@ def test_validate_when_compliance_yaml_has_a_duplicate_key_then_reports_it(
     config.write_text(text, encoding="utf-8")
     write(policies_dir, {"rules.yaml": VALID})
 
-    assert located(validate_policies(policies_dir)) == [
+    assert located(validate(policies_dir)) == [
         ("duplicate_key", "compliance.yaml", marked_line(text))
     ]
 
@@ -447,18 +461,18 @@ def test_validate_when_compliance_yaml_has_a_duplicate_key_then_reports_it(
 def test_load_then_rules_carry_their_source_file_and_line(policies_dir: Path) -> None:
     write(policies_dir, {"rules.yaml": "description: x\n" + VALID})
 
-    [rule] = load_policies(policies_dir).policies.rules
+    [rule] = load(policies_dir).policies.rules
 
     assert (rule.id, Path(rule.source).name, rule.line) == ("spread_check", "rules.yaml", 3)
 
 
 def test_load_then_policies_tests_directory_is_not_part_of_the_set(policies_dir: Path) -> None:
     write(policies_dir, {"rules.yaml": VALID})
-    before = load_policies(policies_dir).policies
+    before = load(policies_dir).policies
     (policies_dir / "tests").mkdir()
     (policies_dir / "tests" / "rules.yaml").write_text("cases: [not a policy]\n")
 
-    after = load_policies(policies_dir).policies
+    after = load(policies_dir).policies
 
     assert after.files == ("rules.yaml",)
     assert after.policy_digest == before.policy_digest
@@ -471,11 +485,11 @@ def test_load_when_nothing_changes_then_digests_are_stable(
     policies_dir: Path, tmp_path: Path
 ) -> None:
     write(policies_dir, {"rules.yaml": VALID})
-    first = load_policies(policies_dir).policies
+    first = load(policies_dir).policies
     elsewhere = shutil.copytree(policies_dir, tmp_path / "elsewhere")
 
-    again = load_policies(policies_dir).policies
-    moved = load_policies(elsewhere).policies
+    again = load(policies_dir).policies
+    moved = load(elsewhere).policies
 
     assert again.policy_digest == first.policy_digest == moved.policy_digest
     assert again.compliance_digest == first.compliance_digest == moved.compliance_digest
@@ -492,7 +506,7 @@ def test_load_when_a_rule_file_changes_then_policy_digest_changes_and_compliance
 ) -> None:
     rules = policies_dir / "rules.yaml"
     rules.write_text(VALID)
-    before = load_policies(policies_dir).policies
+    before = load(policies_dir).policies
 
     if change == "edit-a-rule":
         rules.write_text(VALID.replace("gt: {param", "ge: {param"))
@@ -502,7 +516,7 @@ def test_load_when_a_rule_file_changes_then_policy_digest_changes_and_compliance
         rules.rename(policies_dir / "renamed.yaml")
     else:
         rules.write_text(VALID + "\n")
-    after = load_policies(policies_dir).policies
+    after = load(policies_dir).policies
 
     assert after.policy_digest != before.policy_digest
     assert after.compliance_digest == before.compliance_digest
@@ -512,11 +526,11 @@ def test_load_when_compliance_yaml_changes_then_only_compliance_digest_changes(
     policies_dir: Path,
 ) -> None:
     write(policies_dir, {"rules.yaml": VALID})
-    before = load_policies(policies_dir).policies
+    before = load(policies_dir).policies
     config = policies_dir / "compliance.yaml"
     config.write_text(config.read_text().replace("max_spread_bps: 25", "max_spread_bps: 30"))
 
-    after = load_policies(policies_dir).policies
+    after = load(policies_dir).policies
 
     assert after.compliance_digest != before.compliance_digest
     assert after.policy_digest == before.policy_digest
@@ -528,6 +542,298 @@ def test_load_then_compliance_digest_is_sha256_of_compliance_yaml_bytes(
     write(policies_dir, {"rules.yaml": VALID})
     raw = (policies_dir / "compliance.yaml").read_bytes()
 
-    policies = load_policies(policies_dir).policies
+    policies = load(policies_dir).policies
 
     assert policies.compliance_digest == "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+# --- required checks: not removable, not alterable, by editing the policy files -------
+
+
+@pytest.fixture
+def shipped(tmp_path: Path) -> Path:
+    """A copy of the shipped policy set that a test may edit."""
+    return shutil.copytree(SHIPPED, tmp_path / "policies", ignore=shutil.ignore_patterns("tests"))
+
+
+def without_rule(text: str, check_id: str) -> str:
+    """The rule file `text` without the rule `check_id`."""
+    start = text.index(f"  - id: {check_id}\n")
+    end = text.find("\n  - id: ", start + 1)
+    return text[:start] + (text[end + 1 :] if end != -1 else "")
+
+
+def key_line(text: str, check_id: str, key: str) -> int:
+    """The line of `key` in the rule `check_id`, or of the rule itself if it has no `key`."""
+    lines = text.splitlines()
+    first = next(n for n, line in enumerate(lines) if line == f"  - id: {check_id}")
+    for n in range(first + 1, len(lines)):
+        if lines[n].startswith("  - id: "):
+            break
+        if lines[n].strip().startswith(f"{key}:"):
+            return n + 1
+    return first + 1
+
+
+def edit(path: Path, old: str, new: str) -> str:
+    text = path.read_text("utf-8")
+    assert text.count(old) == 1, f"{old!r} is not once in {path.name}"
+    path.write_text(text.replace(old, new), "utf-8")
+    return text.replace(old, new)
+
+
+@pytest.mark.parametrize("check_id", REQUIRED_CHECK_IDS)
+def test_validate_when_a_required_check_is_deleted_then_missing_required_check_names_it(
+    shipped: Path, check_id: str
+) -> None:
+    controls = shipped / "controls.yaml"
+    controls.write_text(without_rule(controls.read_text("utf-8"), check_id), "utf-8")
+
+    issues = validate_policies(shipped)
+
+    assert [(i.code, i.rule_id, i.file, i.line) for i in issues] == [
+        ("missing_required_check", check_id, str(shipped), None)
+    ]
+    assert issues[0].message == (
+        f"required check {check_id!r} is not in the policy set; it cannot be removed: "
+        "restore it from the shipped policies/controls.yaml"
+    )
+
+
+@pytest.mark.parametrize("check_id", ["omega_check", "mode_check"], ids=["omega", "mode"])
+def test_cli_policy_validate_when_a_required_check_is_deleted_then_exit_2_naming_it(
+    shipped: Path, check_id: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    controls = shipped / "controls.yaml"
+    controls.write_text(without_rule(controls.read_text("utf-8"), check_id), "utf-8")
+
+    code = main(["policy", "validate", str(shipped)])
+
+    out = capsys.readouterr().out
+    assert code == 2
+    assert "missing_required_check" in out
+    assert check_id in out
+    assert out.rstrip().endswith("1 error(s); policy set is INVALID")
+
+
+@dataclass(frozen=True)
+class Altered:
+    id: str
+    check: str
+    key: str
+    old: str
+    new: str
+    want: str
+    got: str
+
+
+ALTERED = [
+    Altered(
+        "mode-check-denies-live-instead-of-research",
+        "mode_check",
+        "deny_when",
+        "      eq: research\n\n  - id: live_mode_check",
+        "      eq: live\n\n  - id: live_mode_check",
+        "{field: mode, eq: research}",
+        "{field: mode, eq: live}",
+    ),
+    Altered(
+        "mode-check-applies-to-evaluate-too",
+        "mode_check",
+        "applies_when",
+        "in: [submit, replace]",
+        "in: [evaluate, submit, replace]",
+        "{field: operation, in: [submit, replace]}",
+        "{field: operation, in: [evaluate, submit, replace]}",
+    ),
+    Altered(
+        "mode-check-applies-when-removed",
+        "mode_check",
+        "applies_when",
+        "    applies_when:\n      field: operation\n      in: [submit, replace]\n",
+        "",
+        "{field: operation, in: [submit, replace]}",
+        "(none)",
+    ),
+    Altered(
+        "omega-check-trigger-changed",
+        "omega_check",
+        "trigger",
+        "trigger: omega_directive\n    code: OMEGA_DIRECTIVE_IN_FORCE",
+        "trigger: risk_denied\n    code: OMEGA_DIRECTIVE_IN_FORCE",
+        "omega_directive",
+        "risk_denied",
+    ),
+    Altered(
+        "live-mode-check-code-changed",
+        "live_mode_check",
+        "code",
+        "code: LIVE_LOCKED",
+        "code: LIVE_NOT_YET",
+        "LIVE_LOCKED",
+        "LIVE_NOT_YET",
+    ),
+    Altered(
+        "trading-halted-check-limited-to-submit",
+        "trading_halted_check",
+        "applies_when",
+        "    reason: Trading is halted for this account.\n",
+        "    reason: Trading is halted for this account.\n"
+        "    applies_when: {field: operation, eq: submit}\n",
+        "(none)",
+        "{field: operation, eq: submit}",
+    ),
+    Altered(
+        "account-permission-check-inverted",
+        "account_permission_check",
+        "deny_when",
+        "      field: account_permitted\n      eq: false",
+        "      field: account_permitted\n      eq: true",
+        "{field: account_permitted, eq: false}",
+        "{field: account_permitted, eq: true}",
+    ),
+    Altered(
+        "broker-capability-check-drops-the-operation",
+        "broker_capability_check",
+        "deny_when",
+        "        - {field: broker_supports_operation, eq: false}\n",
+        "",
+        "{any: [{field: broker_supports_order_type, eq: false}, "
+        "{field: broker_supports_time_in_force, eq: false}, "
+        "{field: broker_supports_reduce_only, eq: false}, "
+        "{field: broker_supports_operation, eq: false}]}",
+        "{any: [{field: broker_supports_order_type, eq: false}, "
+        "{field: broker_supports_time_in_force, eq: false}, "
+        "{field: broker_supports_reduce_only, eq: false}]}",
+    ),
+    Altered(
+        "broker-check-limited-to-live",
+        "broker_check",
+        "applies_when",
+        "      field: mode\n      ne: research\n    deny_when:\n      field: broker_configured",
+        "      field: mode\n      eq: live\n    deny_when:\n      field: broker_configured",
+        "{field: mode, ne: research}",
+        "{field: mode, eq: live}",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", ALTERED, ids=[c.id for c in ALTERED])
+def test_validate_when_a_required_check_is_altered_then_required_check_altered_with_want_and_got(
+    shipped: Path, case: Altered
+) -> None:
+    text = edit(shipped / "controls.yaml", case.old, case.new)
+
+    issues = validate_policies(shipped)
+
+    line = key_line(text, case.check, case.key)
+    assert [(i.code, i.rule_id, Path(i.file).name, i.line) for i in issues] == [
+        ("required_check_altered", case.check, "controls.yaml", line)
+    ]
+    assert issues[0].message == (
+        f"{case.key} of a required check cannot change (want: {case.want}, got: {case.got})"
+    )
+
+
+def test_validate_when_required_checks_are_reworded_then_valid(shipped: Path) -> None:
+    edit(
+        shipped / "controls.yaml",
+        "    reason: The Omega directive is in force.\n",
+        "    reason: Kill switch engaged by compliance; no new orders.\n",
+    )
+    edit(
+        shipped / "controls.yaml",
+        "    description: A halted account, or a halted gateway, takes no new order.\n",
+        "    description: Halted means halted.\n",
+    )
+
+    assert validate_policies(shipped) == []
+
+
+def test_validate_when_a_required_check_moves_to_another_file_then_valid(shipped: Path) -> None:
+    controls = shipped / "controls.yaml"
+    text = controls.read_text("utf-8")
+    start = text.index("  - id: omega_check\n")
+    block = text[start : text.index("\n  - id: ", start + 1) + 1]
+    controls.write_text(text.replace(block, ""), "utf-8")
+    with (shipped / "compliance_rules.yaml").open("a", encoding="utf-8") as rules:
+        rules.write("\n" + block)
+
+    assert validate_policies(shipped) == []
+
+
+def test_validate_when_a_required_check_is_deleted_beside_other_errors_then_all_reported(
+    shipped: Path,
+) -> None:
+    controls = shipped / "controls.yaml"
+    controls.write_text(without_rule(controls.read_text("utf-8"), "omega_check"), "utf-8")
+    edit(shipped / "controls.yaml", "code: LIVE_LOCKED", "code: LIVE_NOT_YET")
+    edit(shipped / "market_risk.yaml", "field: volatility\n", "field: volatilty\n")
+
+    issues = validate_policies(shipped)
+
+    assert [(i.code, Path(i.file).name, i.rule_id) for i in issues] == [
+        ("required_check_altered", "controls.yaml", "live_mode_check"),
+        ("unknown_field", "market_risk.yaml", "volatility_check"),
+        ("missing_required_check", "policies", "omega_check"),
+    ]
+
+
+def test_validate_when_a_required_check_has_an_error_of_its_own_then_only_that_error(
+    shipped: Path,
+) -> None:
+    edit(
+        shipped / "controls.yaml",
+        "    code: MODE_RESEARCH\n",
+        "    code: MODE_RESEARCH\n    severity: high\n",
+    )
+
+    issues = validate_policies(shipped)
+
+    assert [(i.code, i.rule_id) for i in issues] == [("unknown_key", "mode_check")]
+
+
+def test_validate_when_the_file_of_the_required_checks_is_not_yaml_then_only_yaml_syntax(
+    shipped: Path,
+) -> None:
+    edit(shipped / "controls.yaml", "in: [submit, replace]", "in: [submit, replace")
+
+    issues = validate_policies(shipped)
+
+    assert [(i.code, Path(i.file).name) for i in issues] == [("yaml_syntax", "controls.yaml")]
+
+
+def test_validate_by_default_when_the_set_has_none_of_the_required_checks_then_each_is_named(
+    policies_dir: Path,
+) -> None:
+    write(policies_dir, {"rules.yaml": VALID})
+
+    issues = validate_policies(policies_dir)
+
+    assert [(i.code, i.rule_id) for i in issues] == [
+        ("missing_required_check", check_id) for check_id in REQUIRED_CHECK_IDS
+    ]
+    with pytest.raises(PolicyError) as raised:
+        load_policies(policies_dir)
+    assert raised.value.issues == issues
+
+
+def test_load_when_require_names_one_check_then_only_that_one_is_required(
+    policies_dir: Path,
+) -> None:
+    write(policies_dir, {"rules.yaml": VALID})
+    omega = [check for check in REQUIRED_CHECKS if check.id == "omega_check"]
+
+    issues = validate_policies(policies_dir, require=omega)
+
+    assert [(i.code, i.rule_id) for i in issues] == [("missing_required_check", "omega_check")]
+    assert [r.id for r in load(policies_dir).policies.rules] == ["spread_check"]
+
+
+def test_required_checks_when_the_shipped_set_loads_then_each_is_present_as_pinned() -> None:
+    rules = {rule.id: rule for rule in load_policies(SHIPPED).policies.rules}
+
+    for check in REQUIRED_CHECKS:
+        rule = rules[check.id]
+        shipped = (rule.trigger, rule.code, rule.applies_when, rule.deny_when)
+        assert shipped == (check.trigger, check.code, check.applies_when, check.deny_when)
