@@ -56,7 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="judge one order (dry run, never routed)")
     evaluate.add_argument("order", metavar="ORDER.json")
     evaluate.add_argument(
-        "--state", metavar="STATE.json", help="positions, recent orders, kill switch"
+        "--state",
+        metavar="STATE.json",
+        help="positions, recent orders, kill switch, operation, mode, trading state, broker, "
+        "the caller's accounts (default: an evaluate in research mode)",
     )
     evaluate.add_argument("--at", metavar="ISO-TIME", help="evaluation time (default: now)")
     evaluate.add_argument("--policies", default=default_dir, metavar="DIR")

@@ -18,7 +18,8 @@ from engine.policy.rules import TRIGGERS
 ROOT = Path(__file__).resolve().parents[2]
 POLICIES = ROOT / "policies"
 ORDERS = ROOT / "examples" / "orders"
-OMEGA_STATE = ROOT / "examples" / "state" / "omega_active.json"
+STATES = ROOT / "examples" / "state"
+OMEGA_STATE = STATES / "omega_active.json"
 AT = "2026-11-30T15:00:00Z"  # Monday 10:00 in New York: the session is open
 
 APPROVED, BLOCKED, INVALID = 0, 1, 2
@@ -32,6 +33,10 @@ class Example:
     trigger: str | None = None
     not_passed: dict[str, str] = field(default_factory=dict)
     state: Path | None = None
+
+    @property
+    def id(self) -> str:
+        return self.file if self.state is None else f"{self.file}+{self.state.name}"
 
 
 EXAMPLES = [
@@ -73,6 +78,31 @@ EXAMPLES = [
         {"omega_check": "fail"},
         state=OMEGA_STATE,
     ),
+    # the approved order, judged as the gateway would judge a submit in that state
+    Example(
+        "approved.json",
+        BLOCKED,
+        "blocked",
+        "mode_research",
+        {"mode_check": "fail"},
+        state=STATES / "research_submit.json",
+    ),
+    Example(
+        "approved.json",
+        BLOCKED,
+        "blocked",
+        "broker_capability",
+        {"broker_check": "fail"},
+        state=STATES / "paper_no_broker.json",
+    ),
+    Example(
+        "approved.json",
+        BLOCKED,
+        "blocked",
+        "broker_api_error",
+        {"broker_ready_check": "fail"},
+        state=STATES / "paper_broker_not_ready.json",
+    ),
     Example("invalid.json", INVALID, "rejected"),
 ]
 
@@ -88,7 +118,7 @@ def _evaluate(
     return code, record
 
 
-@pytest.mark.parametrize("example", EXAMPLES, ids=[e.file for e in EXAMPLES])
+@pytest.mark.parametrize("example", EXAMPLES, ids=[e.id for e in EXAMPLES])
 def test_evaluate_example_then_exit_code_status_and_trigger_are_exact(
     example: Example, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -103,7 +133,7 @@ def test_evaluate_example_then_exit_code_status_and_trigger_are_exact(
 
 
 @pytest.mark.parametrize(
-    "example", [e for e in EXAMPLES if e.status != "rejected"], ids=lambda e: e.file
+    "example", [e for e in EXAMPLES if e.status != "rejected"], ids=lambda e: e.id
 )
 def test_evaluate_valid_example_then_every_policy_check_ran(
     example: Example, capsys: pytest.CaptureFixture[str]
@@ -135,7 +165,8 @@ def test_evaluate_invalid_example_then_the_bad_quantity_is_named(
 
 
 def test_example_table_when_listing_examples_dir_then_every_file_has_a_row() -> None:
-    assert sorted(p.name for p in ORDERS.glob("*.json")) == sorted(e.file for e in EXAMPLES)
+    assert {p.name for p in ORDERS.glob("*.json")} == {e.file for e in EXAMPLES}
+    assert set(STATES.glob("*.json")) == {e.state for e in EXAMPLES if e.state is not None}
 
 
 def test_example_table_when_collecting_triggers_then_every_policy_trigger_is_shown() -> None:
