@@ -87,6 +87,8 @@ class StoredOrder:
     record: OrderRecord  # the latest record of this order in the chain
     created_at: datetime
     updated_at: datetime
+    # the same record as stored, with its `prev_hash` and `hash` when it was linked
+    linked: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,10 @@ class Writer(Protocol):
         at: datetime,
     ) -> None: ...
 
+    def revoke_token(self, token_id: str, at: datetime) -> bool:
+        """Revoke a live token; False when there is none with this id."""
+        ...
+
 
 class Store(Protocol):
     """What the gateway, the API and the tools need from storage."""
@@ -232,6 +238,10 @@ class Store(Protocol):
         ...
 
     def token_count(self) -> int: ...
+
+    def tokens(self) -> list[TokenRow]:
+        """Every token, revoked ones included."""
+        ...
 
     def journal(self, broker: str) -> BrokerJournal:
         """Durable memory for an in-process broker of this name."""

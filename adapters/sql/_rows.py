@@ -57,7 +57,8 @@ def stored_order(row: Sequence[Any], read_when: ReadWhen) -> StoredOrder:
         filled_quantity=float(filled or 0.0),
         average_price=float(average) if average is not None else None,
         request=json.loads(request),
-        record=OrderRecord.from_dict(json.loads(record)),
+        record=OrderRecord.from_dict(stored := json.loads(record)),
+        linked=stored,
         created_at=read_when(created),
         updated_at=read_when(updated),
     )

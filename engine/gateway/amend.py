@@ -59,7 +59,7 @@ class Amendments:
             return Outcome("rejected", {"order_id": order_id, "errors": [error]})
         broker = self._desk.broker_named(stored.broker)
         if stored.status not in OPEN or broker is None or not stored.broker_order_id:
-            return Outcome("not_open", stored.record.as_dict())
+            return Outcome("not_open", stored.linked or stored.record.as_dict())
         try:
             ack = broker.cancel(order_id, stored.broker_order_id)
         except Exception as exc:
@@ -94,12 +94,13 @@ class Amendments:
             return self._orders._log_rejected(order, "replace", actor, now)
         broker = self._desk.broker_named(stored.broker)
         if stored.status not in OPEN or broker is None or not stored.broker_order_id:
-            return Outcome("not_open", stored.record.as_dict())
+            return Outcome("not_open", stored.linked or stored.record.as_dict())
 
         def work(w: Writer) -> tuple[dict[str, Any], StoredOrder | None]:
             current = w.order(order_id)
             if current is None or current.status not in OPEN:
-                return (current or stored).record.as_dict(), None
+                latest = current or stored
+                return latest.linked or latest.record.as_dict(), None
             decision, _ = self._orders._judge(
                 w, evaluator, order, actor, "replace", now, exclude=order.client_order_id
             )
@@ -228,7 +229,7 @@ class Amendments:
             linked = w.append(attempt.as_dict(), "order", now)
             w.event(stored.order_id, str(stored.status), {"error": detail}, now)
             if pending is not None:  # back to the order as it was, confirmed by nothing new
-                w.update_order(stored.order_id, stored.record.as_dict(), now)
+                w.update_order(stored.order_id, stored.linked or stored.record.as_dict(), now)
             return linked
 
         try:

@@ -72,7 +72,7 @@ class Executions:
             total = sum(f.quantity for f in booked) + sum(f.quantity for f in new)
             status = OrderStatus(ack.status)
             if only_if_changed and not new and status == stored.status:
-                return Applied(stored.record.as_dict(), changed=False)
+                return Applied(stored.linked or stored.record.as_dict(), changed=False)
             anomalies = _anomalies(stored, status, new, duplicates, total, quantity, ack)
             if anomaly is not None:
                 anomalies.append({**anomaly, "broker_order_id": ack.broker_order_id})

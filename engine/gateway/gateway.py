@@ -91,7 +91,7 @@ class Gateway:
 
     def order(self, order_id: str, actor: Actor) -> dict[str, Any] | None:
         stored = self._amend.visible(order_id, actor)
-        return stored.record.as_dict() if stored is not None else None
+        return (stored.linked or stored.record.as_dict()) if stored is not None else None
 
     def list_orders(self, actor: Actor, **filters: Any) -> list[dict[str, Any]]:
         accounts = None

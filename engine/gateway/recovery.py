@@ -11,7 +11,7 @@ asked of its broker by client order id (our order id):
 - the broker cannot be asked: that broker takes no new orders (the policies'
   `broker_ready_check` blocks them with `broker_api_error`) until a later
   attempt resolves everything.
-Each broker's pass appends one `reconciliation` record. The same pass runs
+Each broker's pass over one or more orders appends one `reconciliation` record. The same pass runs
 again later for orders left `submitted` too long (a commit whose outcome the
 writer could not know, a crash of another replica).
 """
@@ -65,12 +65,17 @@ class Recovery:
             if broker is None:
                 log.error("%d working orders at unconfigured broker %r", len(orders), name)
                 continue
-            records.append(self._reconcile(broker, orders, actor))
+            record = self._reconcile(broker, orders, actor)
+            if record:
+                records.append(record)
         return records
 
     def _reconcile(
         self, broker: BrokerAdapter, orders: list[StoredOrder], actor: Actor
     ) -> dict[str, Any]:
+        if not orders:  # nothing to ask: no record (an empty one would say nothing)
+            self._desk.set_ready(broker.name, None)
+            return {}
         resolved: list[dict[str, str]] = []
         unresolved: list[dict[str, str]] = []
         for stored in orders:

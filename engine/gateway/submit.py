@@ -325,7 +325,9 @@ class Orders:
 
     def _answer_replay(self, claim: _Claimed, request_digest: str) -> Outcome:
         stored = self._desk.store.order(claim.order_id)
-        record = stored.record.as_dict() if stored is not None else {"order_id": claim.order_id}
+        record = {"order_id": claim.order_id}
+        if stored is not None:
+            record = stored.linked or stored.record.as_dict()
         if claim.digest != request_digest:
             return Outcome("conflict", record)
         return Outcome("replayed", record, replayed_kind=_kind_of(record))

@@ -290,9 +290,9 @@ def test_two_replicas_on_one_postgresql_share_mode_kill_switch_order_ids_and_one
         assert records[-1]["hash"] == reports[0]["head"]
         by_order: dict[str, list[str]] = defaultdict(list)
         for record in records:
-            if "order_id" in record:
+            if "kind" not in record:
                 by_order[record["order_id"]].append(record["order_status"])
-        events = [r["event"] for r in records if "order_id" not in r]
+        events = [r["kind"] for r in records if "kind" in r]
         assert events == ["mode_changed", "omega_invoked", "omega_cleared"]
         assert by_order.pop(blocked.json()["order_id"]) == ["blocked"]
         assert set(by_order) == set(ids)

@@ -468,6 +468,7 @@ def test_insert_order_when_read_back_then_every_column_maps_to_the_stored_order(
         record=OrderRecord.from_dict(linked),
         created_at=NOW,
         updated_at=NOW,
+        linked=linked,
     )
     assert inside == expected
     assert store.order("ORD-2026-000001") == expected
