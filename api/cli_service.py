@@ -102,7 +102,8 @@ def register(commands: Any) -> None:
 
 
 def _runtime() -> Runtime:
-    return Runtime.start(Settings.from_env())
+    # a tool, not the service: reconciling working orders is the service's job
+    return Runtime.start(Settings.from_env(), recover=False)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -117,6 +118,7 @@ def _serve(args: argparse.Namespace) -> int:
     except PolicyError as exc:
         print(f"policy set is invalid; not starting:\n{exc}", file=sys.stderr)
         return USAGE
+    runtime.start_sweeping()
     url = f"http://{args.host}:{args.port}"
     if runtime.store.token_count() == 0:
         token = runtime.tokens.create("admin", "first start", runtime.clock())
