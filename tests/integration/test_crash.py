@@ -116,7 +116,7 @@ def test_kill_9_during_a_submit_storm_then_restart_leaves_nothing_submitted_and_
                 if stop.is_set():
                     return
                 # distinct quantities: no order is a duplicate of another
-                order = _order(f"c{n}-{i}", quantity=1 + (n + CLIENTS * i) % 300)
+                order = _order(f"c{n}-{i}", quantity=1 + (n + CLIENTS * i) % 300, rest=i % 2 == 1)
                 try:
                     answered.append(http.post("/v1/orders", json=order).status_code)
                 except httpx.HTTPError:
@@ -143,18 +143,20 @@ def test_kill_9_during_a_submit_storm_then_restart_leaves_nothing_submitted_and_
     assert left["orders"] == []
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert json.loads(verify.stdout)["ok"] is True
-    assert [r["kind"] for r in records if r.get("kind") == "reconciliation"] != []
+    # the resting orders were reconciled with the simulator's journal, and found there
+    reconciled = [r for r in records if r.get("kind") == "reconciliation"]
+    assert reconciled and reconciled[-1]["checked"] > 0 and reconciled[-1]["unresolved"] == []
+    assert [r for r in records if r.get("kind") == "execution_anomaly"] == []
     submitted = [r["order_id"] for r in records if r.get("order_status") == "submitted"]
     assert len(submitted) == len(set(submitted)), "an order was approved twice"
 
 
-def _order(client_order_id: str, *, quantity: int) -> dict[str, Any]:
+def _order(client_order_id: str, *, quantity: int, rest: bool) -> dict[str, Any]:
+    """A market order (fills at once), or a limit order below the ask (rests, working)."""
+    if rest:
+        return build_order(client_order_id, datetime.now(UTC), limit_price=150.0, quantity=quantity)
     return build_order(
-        client_order_id,
-        datetime.now(UTC),
-        order_type="market",
-        limit_price=None,
-        quantity=quantity,
+        client_order_id, datetime.now(UTC), order_type="market", limit_price=None, quantity=quantity
     )
 
 
