@@ -20,16 +20,14 @@ from typing import Any
 
 from litestar import Litestar
 from litestar.datastructures import State
-from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.routes import HTTPRoute
 
 from ._threads import GatewayThreads
 from .controllers import CONTROLLERS
-from .deps import constant
+from .deps import Services, provide
 from .errors import EXCEPTION_HANDLERS
-from .guards import actor_of
 from .intake import Intake
 from .runtime import Runtime
 
@@ -42,21 +40,20 @@ def create_app(runtime: Runtime) -> Litestar:
     threads = GatewayThreads(GATEWAY_THREADS)
     gateway = runtime.gateway
     intake = Intake(gateway, threads, runtime.metrics, runtime.settings.max_body_bytes)
-    dependencies: dict[str, Provide] = {
-        "gateway": constant(gateway),
-        "store": constant(runtime.store),
-        "settings": constant(runtime.settings),
-        "metrics": constant(runtime.metrics),
-        "clock": constant(runtime.clock),
-        "threads": constant(threads),
-        "intake": constant(intake),
-        "inline_evaluation": constant(runtime.store.dialect == "sqlite"),
-        "actor": Provide(actor_of, sync_to_thread=False),
-    }
+    services = Services(
+        gateway=gateway,
+        store=runtime.store,
+        settings=runtime.settings,
+        metrics=runtime.metrics,
+        clock=runtime.clock,
+        threads=threads,
+        intake=intake,
+        inline_evaluation=runtime.store.dialect == "sqlite",
+    )
     on_shutdown: list[Callable[[], Any]] = [threads.close]
     app = Litestar(
         route_handlers=CONTROLLERS,
-        dependencies=dependencies,
+        dependencies={"services": provide(services)},
         state=State({"tokens": runtime.tokens}),
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(

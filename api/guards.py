@@ -1,11 +1,11 @@
 """Who may call a route: a Litestar guard per role set. The guard reads the bearer
-token, turns it into an `Actor` (id, role, accounts) kept on the request for the
-handler, and refuses a missing or unknown token (401) or another role (403).
+token, turns it into an `Actor` (id, role, accounts), the request's `user` for
+the handler, and refuses a missing or unknown token (401) or another role (403).
 Admin passes every guard."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from litestar.connection import ASGIConnection
@@ -24,11 +24,11 @@ __all__ = [
     "ONLY_ADMIN",
     "READERS",
     "TRADER",
-    "actor_of",
-    "one_value",
+    "query",
 ]
 
-Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]
+# async: Litestar runs a sync guard on a worker thread
+Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
 
 
 def _authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Actor:
@@ -45,36 +45,36 @@ def _authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Actor:
 def _requires(*roles: str) -> Guard:
     allowed = frozenset((*roles, "admin"))
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         actor = _authenticate(connection)
         if actor.role not in allowed:
             raise ApiError(403, "forbidden", f"role {actor.role!r} may not do this")
-        connection.state.actor = actor
+        connection.scope["user"] = actor
 
     guard.__name__ = "requires_" + "_or_".join(sorted(allowed))
     return guard
 
 
-def one_value(*names: str) -> Guard:
-    """Refuse a query that repeats one of these parameters (`?reason=a&reason=b`):
-    which one was meant is a guess, so it is a bad request, not the first."""
+def query(*names: str) -> Guard:
+    """Refuse a query parameter the route does not take, or one of its own given
+    twice (`?reason=a&reason=b`: which one was meant is a guess): 400."""
+    known = frozenset(names)
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         if not connection.scope["query_string"]:
             return
-        params = connection.query_params
-        repeated = [n for n in names if len(params.getall(n, [])) > 1]
-        if repeated:
-            problems = [field_error(n, "given more than once") for n in repeated]
-            raise ApiError(400, "bad_request", "a query parameter is repeated", problems)
+        given = [key for key, _ in connection.query_params.multi_items()]
+        problems = [
+            field_error(k, "not a parameter of this route") for k in given if k not in known
+        ]
+        repeated = sorted({k for k in given if k in known and given.count(k) > 1})
+        problems += [field_error(k, "given more than once") for k in repeated]
+        if problems:
+            raise ApiError(
+                400, "bad_request", "the query has parameters this route refuses", problems
+            )
 
     return guard
-
-
-def actor_of(request: ASGIConnection[Any, Any, Any, Any]) -> Actor:
-    """The dependency `actor`: who the guard let in."""
-    actor: Actor = request.state.actor
-    return actor
 
 
 TRADER = _requires("trader")

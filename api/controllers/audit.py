@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from litestar import Controller, get
+from litestar import Controller
 from litestar.params import FromQuery
 
 from engine.audit import verify_chain
 
-from ..deps import StoreDep, ThreadsDep
+from ..deps import ServicesDep
 from ..docs import AuditPage, ChainReportBody, errors
 from ..errors import ApiError
-from ..guards import AUDITOR, one_value
+from ..guards import AUDITOR, query
+from ..routes import get
 
 __all__ = ["AuditController"]
 
@@ -22,20 +23,20 @@ class AuditController(Controller):
 
     @get(
         "/",
-        guards=[AUDITOR, one_value("after", "limit")],
+        guards=[AUDITOR, query("after", "limit")],
         summary="Audit records after position `after`, in chain order",
         responses=errors(400, 401, 403, 422),
     )
     async def records(
         self,
-        store: StoreDep,
-        threads: ThreadsDep,
+        services: ServicesDep,
         after: FromQuery[int] = 0,
         limit: FromQuery[int] = 100,
     ) -> AuditPage:
         if not 1 <= limit <= 1000 or after < 0:
             raise ApiError(422, "invalid_query", "limit must be 1..1000 and after >= 0")
-        records = await threads.run(lambda: list(store.audit_records(after, limit)))
+        store = services.store
+        records = await services.threads.run(lambda: list(store.audit_records(after, limit)))
         return {"records": records, "after": after, "limit": limit}
 
     @get(
@@ -44,7 +45,8 @@ class AuditController(Controller):
         summary="Verify the whole chain; the first broken record if any",
         responses=errors(401, 403),
     )
-    async def verify(self, store: StoreDep, threads: ThreadsDep) -> ChainReportBody:
-        report = await threads.run(lambda: verify_chain(store.audit_records()))
+    async def verify(self, services: ServicesDep) -> ChainReportBody:
+        store = services.store
+        report = await services.threads.run(lambda: verify_chain(store.audit_records()))
         body: ChainReportBody = report.as_dict()  # type: ignore[assignment]
         return body

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from litestar import Controller, Request, delete, get, post
+from litestar import Controller
 from litestar.params import FromQuery
 
 from engine.gateway import MODES
 from engine.gateway.outcome import ModeRefused, StateRefused
 
-from ..deps import ActorDep, GatewayDep, IntakeDep, ThreadsDep
+from ..deps import Call, ServicesDep
 from ..docs import (
     ModeBody,
     ModeChanged,
@@ -26,7 +26,8 @@ from ..docs import (
     errors,
 )
 from ..errors import ApiError, field_error
-from ..guards import ANY_ROLE, COMPLIANCE, one_value
+from ..guards import ANY_ROLE, COMPLIANCE, query
+from ..routes import delete, get, post
 
 __all__ = ["ControlsController"]
 
@@ -58,7 +59,9 @@ class ControlsController(Controller):
         summary="The trading mode, the Omega directive, and each mode's requirements",
         responses=errors(401),
     )
-    async def get_mode(self, gateway: GatewayDep, threads: ThreadsDep) -> ModeView:
+    async def get_mode(self, services: ServicesDep) -> ModeView:
+        gateway = services.gateway
+
         def view() -> ModeView:
             return {
                 "mode": gateway.mode(),
@@ -66,7 +69,7 @@ class ControlsController(Controller):
                 "requirements": {m: gateway.requirements(m) for m in MODES},
             }
 
-        return await threads.run(view)
+        return await services.threads.run(view)
 
     @post(
         "/mode",
@@ -78,15 +81,9 @@ class ControlsController(Controller):
             401, 403, 409, 413, 422, s409="The mode's requirements are not met (`missing`)."
         ),
     )
-    async def set_mode(
-        self,
-        request: Request[Any, Any, Any],
-        gateway: GatewayDep,
-        actor: ActorDep,
-        intake: IntakeDep,
-        threads: ThreadsDep,
-    ) -> ModeChanged:
-        raw = await intake.json(request, "mode", actor)
+    async def set_mode(self, request: Call, services: ServicesDep) -> ModeChanged:
+        actor = request.user
+        raw = await services.intake.json(request, "mode", actor)
         if not isinstance(raw, dict) or raw.get("mode") not in MODES:
             raise ApiError(
                 422,
@@ -96,7 +93,9 @@ class ControlsController(Controller):
             )
         reason = _reason(raw, required=False)
         try:
-            event = await threads.run(gateway.set_mode, raw["mode"], actor, reason)
+            event = await services.threads.run(
+                services.gateway.set_mode, raw["mode"], actor, reason
+            )
         except ModeRefused as exc:
             raise ApiError(409, "mode_requirements_not_met", str(exc), missing=exc.missing) from exc
         return {"mode": raw["mode"], "event": event}
@@ -111,15 +110,9 @@ class ControlsController(Controller):
         operation_class=body(OmegaBody),
         responses=errors(401, 403, 413, 422),
     )
-    async def invoke_omega(
-        self,
-        request: Request[Any, Any, Any],
-        gateway: GatewayDep,
-        actor: ActorDep,
-        intake: IntakeDep,
-        threads: ThreadsDep,
-    ) -> OmegaChanged:
-        raw = await intake.json(request, "omega", actor)
+    async def invoke_omega(self, request: Call, services: ServicesDep) -> OmegaChanged:
+        actor, gateway = request.user, services.gateway
+        raw = await services.intake.json(request, "omega", actor)
         reason = _reason(raw, required=True)
         cancel = raw.get("cancel_open_orders", False)
         if not isinstance(cancel, bool):
@@ -134,22 +127,19 @@ class ControlsController(Controller):
             event = gateway.invoke_omega(actor, reason, cancel)
             return {"omega": cast(Omega, gateway.omega()), "event": event}
 
-        return await threads.run(invoke)
+        return await services.threads.run(invoke)
 
     @delete(
         "/omega",
-        guards=[COMPLIANCE, one_value("reason")],
+        guards=[COMPLIANCE, query("reason")],
         status_code=200,
         summary="Clear the Omega directive",
         responses=errors(400, 401, 403, 422),
     )
     async def clear_omega(
-        self,
-        gateway: GatewayDep,
-        actor: ActorDep,
-        threads: ThreadsDep,
-        reason: FromQuery[str | None] = None,
+        self, request: Call, services: ServicesDep, reason: FromQuery[str | None] = None
     ) -> OmegaChanged:
+        actor, gateway = request.user, services.gateway
         if not reason or not reason.strip():
             raise ApiError(
                 422,
@@ -162,7 +152,7 @@ class ControlsController(Controller):
             event = gateway.clear_omega(actor, reason)
             return {"omega": cast(Omega, gateway.omega()), "event": event}
 
-        return await threads.run(clear)
+        return await services.threads.run(clear)
 
     # --- trading states ---------------------------------------------------------------
 
@@ -172,8 +162,9 @@ class ControlsController(Controller):
         summary="The trading state of the gateway (`global`) and of each account",
         responses=errors(401),
     )
-    async def get_trading_state(self, gateway: GatewayDep, threads: ThreadsDep) -> TradingStates:
-        return cast(TradingStates, await threads.run(gateway.trading_states))
+    async def get_trading_state(self, services: ServicesDep) -> TradingStates:
+        states = await services.threads.run(services.gateway.trading_states)
+        return cast(TradingStates, states)
 
     @post(
         "/trading-state",
@@ -187,15 +178,9 @@ class ControlsController(Controller):
         operation_class=body(TradingStateBody),
         responses=errors(401, 403, 413, 422),
     )
-    async def set_trading_state(
-        self,
-        request: Request[Any, Any, Any],
-        gateway: GatewayDep,
-        actor: ActorDep,
-        intake: IntakeDep,
-        threads: ThreadsDep,
-    ) -> TradingStateChanged:
-        raw = await intake.json(request, "state", actor)
+    async def set_trading_state(self, request: Call, services: ServicesDep) -> TradingStateChanged:
+        actor, gateway = request.user, services.gateway
+        raw = await services.intake.json(request, "state", actor)
         reason = _reason(raw, required=True)
         scope, state = raw.get("scope"), raw.get("state")
         problems = []
@@ -213,7 +198,7 @@ class ControlsController(Controller):
             return {"trading_state": states, "event": event}
 
         try:
-            return await threads.run(change)
+            return await services.threads.run(change)
         except StateRefused as exc:
             raise ApiError(
                 422, "invalid_trading_state", str(exc), [field_error("scope", str(exc))]

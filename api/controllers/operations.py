@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from litestar import Controller, Response, get
+from litestar import Controller, Response
 from litestar.openapi import ResponseSpec
 
-from ..deps import GatewayDep, MetricsDep, StoreDep, ThreadsDep
+from ..deps import ServicesDep
 from ..docs import Health, Readiness
+from ..routes import get
 
 __all__ = ["OperationsController"]
 
@@ -30,9 +31,9 @@ class OperationsController(Controller):
             )
         },
     )
-    async def readyz(
-        self, gateway: GatewayDep, store: StoreDep, threads: ThreadsDep
-    ) -> Response[Readiness]:
+    async def readyz(self, services: ServicesDep) -> Response[Readiness]:
+        gateway, store = services.gateway, services.store
+
         def check() -> Readiness:
             try:
                 database = bool(store.ping())
@@ -47,9 +48,9 @@ class OperationsController(Controller):
                 "reasons": reasons,
             }
 
-        body = await threads.run(check)
+        body = await services.threads.run(check)
         return Response(body, status_code=200 if body["ready"] else 503)
 
     @get("/metrics", media_type="text/plain; version=0.0.4", summary="Prometheus metrics")
-    async def metrics(self, metrics: MetricsDep) -> bytes:
-        return metrics.render()
+    async def metrics(self, services: ServicesDep) -> bytes:
+        return services.metrics.render()

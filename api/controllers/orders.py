@@ -8,14 +8,14 @@ may see). Compliance and admin may cancel any order, with a reason.
 from __future__ import annotations
 
 import time
-from typing import Any, cast
+from typing import cast
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Response
 from litestar.params import FromPath, FromQuery
 
 from engine.models import OrderRequest
 
-from ..deps import ActorDep, GatewayDep, InlineDep, IntakeDep, MetricsDep, ThreadsDep
+from ..deps import Call, ServicesDep
 from ..docs import (
     CancelBody,
     OrderPage,
@@ -27,8 +27,9 @@ from ..docs import (
     replace_schema,
 )
 from ..errors import ApiError, field_error
-from ..guards import CANCELLERS, READERS, TRADER, one_value
+from ..guards import CANCELLERS, READERS, TRADER, query
 from ..outcomes import answer
+from ..routes import get, post
 
 __all__ = ["OrdersController"]
 
@@ -49,26 +50,18 @@ class OrdersController(Controller):
         operation_class=body(OrderRequest),
         responses=errors(401, 403, 413, 422),
     )
-    async def evaluate(
-        self,
-        request: Request[Any, Any, Any],
-        gateway: GatewayDep,
-        actor: ActorDep,
-        intake: IntakeDep,
-        threads: ThreadsDep,
-        metrics: MetricsDep,
-        inline_evaluation: InlineDep,
-    ) -> Response[OrderRecord]:
+    async def evaluate(self, request: Call, services: ServicesDep) -> Response[OrderRecord]:
         started = time.perf_counter()
+        actor, gateway = request.user, services.gateway
         try:
-            raw = await intake.json(request, "evaluate", actor)
-            if inline_evaluation:
+            raw = await services.intake.json(request, "evaluate", actor)
+            if services.inline_evaluation:
                 outcome = gateway.evaluate(raw, actor)
             else:
-                outcome = await threads.run(gateway.evaluate, raw, actor)
-            return answer("evaluate", outcome, metrics)
+                outcome = await services.threads.run(gateway.evaluate, raw, actor)
+            return answer("evaluate", outcome, services.metrics)
         finally:
-            metrics.latency.labels("evaluate").observe(time.perf_counter() - started)
+            services.metrics.latency.labels("evaluate").observe(time.perf_counter() - started)
 
     @post(
         "/",
@@ -87,28 +80,21 @@ class OrdersController(Controller):
             502: record("The broker failed or refused: the record, blocked."),
         },
     )
-    async def submit(
-        self,
-        request: Request[Any, Any, Any],
-        gateway: GatewayDep,
-        actor: ActorDep,
-        intake: IntakeDep,
-        threads: ThreadsDep,
-        metrics: MetricsDep,
-    ) -> Response[OrderRecord]:
+    async def submit(self, request: Call, services: ServicesDep) -> Response[OrderRecord]:
         started = time.perf_counter()
+        actor = request.user
         try:
-            raw = await intake.json(request, "submit", actor)
-            outcome = await threads.run(gateway.submit, raw, actor)
-            return answer("submit", outcome, metrics)
+            raw = await services.intake.json(request, "submit", actor)
+            outcome = await services.threads.run(services.gateway.submit, raw, actor)
+            return answer("submit", outcome, services.metrics)
         finally:
-            metrics.latency.labels("submit").observe(time.perf_counter() - started)
+            services.metrics.latency.labels("submit").observe(time.perf_counter() - started)
 
     @get(
         "/",
         guards=[
             READERS,
-            one_value("status", "symbol", "account", "client_order_id", "limit", "offset"),
+            query("status", "symbol", "account", "client_order_id", "limit", "offset"),
         ],
         summary="List orders (latest records, newest first)",
         description="A trader sees its own accounts' orders only.",
@@ -116,9 +102,8 @@ class OrdersController(Controller):
     )
     async def list_orders(
         self,
-        gateway: GatewayDep,
-        actor: ActorDep,
-        threads: ThreadsDep,
+        request: Call,
+        services: ServicesDep,
         status: FromQuery[str | None] = None,
         symbol: FromQuery[str | None] = None,
         account: FromQuery[str | None] = None,
@@ -128,9 +113,9 @@ class OrdersController(Controller):
     ) -> OrderPage:
         if not 1 <= limit <= 1000 or offset < 0:
             raise ApiError(422, "invalid_query", "limit must be 1..1000 and offset >= 0")
-        rows = await threads.run(
-            lambda: gateway.list_orders(
-                actor,
+        rows = await services.threads.run(
+            lambda: services.gateway.list_orders(
+                request.user,
                 status=status,
                 symbol=symbol,
                 account=account,
@@ -149,9 +134,9 @@ class OrdersController(Controller):
         responses=errors(400, 401, 403, 404),
     )
     async def get_order(
-        self, order_id: FromPath[str], gateway: GatewayDep, actor: ActorDep, threads: ThreadsDep
+        self, request: Call, order_id: FromPath[str], services: ServicesDep
     ) -> OrderRecord:
-        found = await threads.run(gateway.order, order_id, actor)
+        found = await services.threads.run(services.gateway.order, order_id, request.user)
         if found is None:
             raise ApiError(404, "not_found", f"no order {order_id}")
         return cast(OrderRecord, found)
@@ -175,16 +160,10 @@ class OrdersController(Controller):
         },
     )
     async def cancel(
-        self,
-        request: Request[Any, Any, Any],
-        order_id: FromPath[str],
-        gateway: GatewayDep,
-        actor: ActorDep,
-        intake: IntakeDep,
-        threads: ThreadsDep,
-        metrics: MetricsDep,
+        self, request: Call, order_id: FromPath[str], services: ServicesDep
     ) -> Response[OrderRecord]:
-        raw = await intake.json(request, "cancel", actor)
+        actor = request.user
+        raw = await services.intake.json(request, "cancel", actor)
         reason = raw.get("reason") if isinstance(raw, dict) else None
         if raw is not None and (not isinstance(raw, dict) or not isinstance(reason, str | None)):
             raise ApiError(
@@ -201,8 +180,8 @@ class OrdersController(Controller):
                 f"a reason is required to cancel as {actor.role}",
                 [field_error("reason", "required string")],
             )
-        outcome = await threads.run(gateway.cancel, order_id, actor, reason)
-        return answer("cancel", outcome, metrics)
+        outcome = await services.threads.run(services.gateway.cancel, order_id, actor, reason)
+        return answer("cancel", outcome, services.metrics)
 
     @post(
         "/{order_id:str}/replace",
@@ -220,16 +199,10 @@ class OrdersController(Controller):
         },
     )
     async def replace(
-        self,
-        request: Request[Any, Any, Any],
-        order_id: FromPath[str],
-        gateway: GatewayDep,
-        actor: ActorDep,
-        intake: IntakeDep,
-        threads: ThreadsDep,
-        metrics: MetricsDep,
+        self, request: Call, order_id: FromPath[str], services: ServicesDep
     ) -> Response[OrderRecord]:
-        raw = await intake.json(request, "replace", actor)
+        actor = request.user
+        raw = await services.intake.json(request, "replace", actor)
         if not isinstance(raw, dict):
             raise ApiError(
                 422,
@@ -237,5 +210,5 @@ class OrdersController(Controller):
                 "the body must be a JSON object",
                 [field_error("(body)", "must be an object")],
             )
-        outcome = await threads.run(gateway.replace, order_id, raw, actor)
-        return answer("replace", outcome, metrics)
+        outcome = await services.threads.run(services.gateway.replace, order_id, raw, actor)
+        return answer("replace", outcome, services.metrics)

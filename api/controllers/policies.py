@@ -3,20 +3,22 @@ and the loaded one stays."""
 
 from __future__ import annotations
 
-from litestar import Controller, get, post
+from litestar import Controller
 
 from engine import PolicyError, load_policies
+from engine.gateway import Gateway
 from engine.policy.evaluator import Evaluator
 
-from ..deps import ClockDep, GatewayDep, SettingsDep, ThreadsDep
+from ..deps import ServicesDep
 from ..docs import PolicyView, errors
 from ..errors import ApiError
 from ..guards import ANY_ROLE, COMPLIANCE
+from ..routes import get, post
 
 __all__ = ["PoliciesController"]
 
 
-def _view(gateway: GatewayDep) -> PolicyView:
+def _view(gateway: Gateway) -> PolicyView:
     policy = gateway.evaluator.policy.policies
     return {
         "policy_digest": policy.policy_digest,
@@ -43,8 +45,8 @@ class PoliciesController(Controller):
 
     @get("/", guards=[ANY_ROLE], summary="The loaded policy set and its digests",
          responses=errors(401))  # fmt: skip
-    async def get_policies(self, gateway: GatewayDep) -> PolicyView:
-        return _view(gateway)
+    async def get_policies(self, services: ServicesDep) -> PolicyView:
+        return _view(services.gateway)
 
     @post(
         "/reload",
@@ -55,9 +57,9 @@ class PoliciesController(Controller):
             401, 403, 422, s422="The set is invalid (`policy_invalid`, `issues`); the old stays."
         ),
     )
-    async def reload(
-        self, gateway: GatewayDep, settings: SettingsDep, clock: ClockDep, threads: ThreadsDep
-    ) -> PolicyView:
+    async def reload(self, services: ServicesDep) -> PolicyView:
+        gateway, settings, clock = services.gateway, services.settings, services.clock
+
         def reload() -> PolicyView:
             try:
                 loaded = load_policies(settings.policies)
@@ -71,4 +73,4 @@ class PoliciesController(Controller):
             gateway.use_evaluator(Evaluator(loaded, clock))
             return _view(gateway)
 
-        return await threads.run(reload)
+        return await services.threads.run(reload)

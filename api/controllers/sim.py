@@ -3,18 +3,19 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import cast
 
-from litestar import Controller, Request, post
+from litestar import Controller
 from pydantic import ValidationError
 
 from engine.models import Quote
 from engine.policy.evaluator import field_errors
 
-from ..deps import ActorDep, GatewayDep, IntakeDep, ThreadsDep
+from ..deps import Call, ServicesDep
 from ..docs import OrderRecord, QuoteBody, QuoteResult, body, errors
 from ..errors import ApiError
 from ..guards import ONLY_ADMIN
+from ..routes import post
 
 __all__ = ["SimController"]
 
@@ -34,15 +35,9 @@ class SimController(Controller):
             401, 403, 409, 413, 422, s409="The mode is not simulation (`not_simulation`)."
         ),
     )
-    async def quote(
-        self,
-        request: Request[Any, Any, Any],
-        gateway: GatewayDep,
-        actor: ActorDep,
-        intake: IntakeDep,
-        threads: ThreadsDep,
-    ) -> QuoteResult:
-        raw = await intake.json(request, "quote", actor)
+    async def quote(self, request: Call, services: ServicesDep) -> QuoteResult:
+        actor, gateway = request.user, services.gateway
+        raw = await services.intake.json(request, "quote", actor)
         try:
             given = QuoteBody.model_validate(raw)
         except ValidationError as exc:
@@ -60,4 +55,4 @@ class SimController(Controller):
             changed = cast(list[OrderRecord], gateway.market_quote(symbol, quote, actor))
             return {"symbol": symbol, "orders_changed": changed}
 
-        return await threads.run(feed)
+        return await services.threads.run(feed)

@@ -24,6 +24,7 @@ from engine.audit import GENESIS
 from engine.broker import BrokerAck, BrokerOrder
 from engine.errors import StoreUnavailable
 from engine.gateway import Actor
+from engine.lifecycle import OrderStatus
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 
@@ -920,7 +921,10 @@ def test_submit_when_broker_rejects_then_502_blocked_with_its_answer(
     api.enter("simulation")
 
     def rejecting(order: BrokerOrder) -> BrokerAck:
-        return BrokerAck(order.order_id, "SIM-REJ-1", "rejected", detail="insufficient funds")
+        # a broker's refusal is a blocked order (SPEC section 7)
+        return BrokerAck(
+            order.order_id, "SIM-REJ-1", OrderStatus.BLOCKED, detail="insufficient funds"
+        )
 
     monkeypatch.setattr(runtime.gateway.broker_for("simulation"), "submit", rejecting)
 
@@ -931,7 +935,7 @@ def test_submit_when_broker_rejects_then_502_blocked_with_its_answer(
     assert record["order_status"] == "blocked"
     assert record["fail_closed_triggers"] == ["broker_api_error"]
     assert record["broker_response"] == {
-        "status": "rejected",
+        "status": "blocked",
         "broker_order_id": "SIM-REJ-1",
         "detail": "insufficient funds",
     }
@@ -1338,18 +1342,24 @@ def test_readyz_when_the_database_does_not_answer_then_503_naming_it(
 # --- errors: one shape --------------------------------------------------------------------------
 
 
-def test_errors_when_a_query_parameter_is_repeated_or_malformed_then_400_with_the_error_shape(
+def test_errors_when_a_query_parameter_is_unknown_repeated_or_malformed_then_400_error_shape(
     api: Api,
 ) -> None:
     repeated = api.delete("/v1/omega?reason=a&reason=b", "compliance")
     malformed = api.get("/v1/orders", params={"limit": "many"})
 
+    unknown = api.get("/v1/orders", params={"colour": "blue"})
+
     assert repeated.status_code == 400
     assert repeated.json() == {
         "code": "bad_request",
-        "detail": "a query parameter is repeated",
+        "detail": "the query has parameters this route refuses",
         "errors": [{"field": "reason", "message": "given more than once"}],
     }
+    assert unknown.status_code == 400
+    assert unknown.json()["errors"] == [
+        {"field": "colour", "message": "not a parameter of this route"}
+    ]
     assert malformed.status_code == 400
     assert malformed.json()["code"] == "bad_request"
     assert [e["field"] for e in malformed.json()["errors"]] == ["limit"]
