@@ -18,6 +18,7 @@ from typing import cast
 
 from engine.broker import BrokerOrder, Fill
 from engine.clock import format_utc, parse_utc
+from engine.errors import InvalidArgument
 from engine.models import OrderType, Quote, Side, TimeInForce
 
 __all__ = [
@@ -151,7 +152,7 @@ def fill_from_json(data: Mapping[str, object]) -> Fill:
 def text(data: Mapping[str, object], key: str) -> str:
     value = data.get(key)
     if not isinstance(value, str):
-        raise ValueError(f"{key} (want: text, got: {value!r})")
+        raise InvalidArgument(f"{key} (want: text, got: {value!r})")
     return value
 
 
@@ -163,7 +164,7 @@ def number(data: Mapping[str, object], key: str) -> float:
     value = data.get(key)
     # bool is an int to Python, never a quantity or a price to us
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{key} (want: a finite number, got: {value!r})")
+        raise InvalidArgument(f"{key} (want: a finite number, got: {value!r})")
     return float(value)
 
 
@@ -174,33 +175,33 @@ def optional_number(data: Mapping[str, object], key: str) -> float | None:
 def integer(data: Mapping[str, object], key: str) -> int:
     value = data.get(key)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{key} (want: an integer, got: {value!r})")
+        raise InvalidArgument(f"{key} (want: an integer, got: {value!r})")
     return value
 
 
 def flag(data: Mapping[str, object], key: str) -> bool:
     value = data.get(key)
     if not isinstance(value, bool):
-        raise ValueError(f"{key} (want: true or false, got: {value!r})")
+        raise InvalidArgument(f"{key} (want: true or false, got: {value!r})")
     return value
 
 
 def choice(data: Mapping[str, object], key: str, allowed: frozenset[str]) -> str:
     value = text(data, key)
     if value not in allowed:
-        raise ValueError(f"{key} (want: one of {sorted(allowed)}, got: {value!r})")
+        raise InvalidArgument(f"{key} (want: one of {sorted(allowed)}, got: {value!r})")
     return value
 
 
 def mapping(data: Mapping[str, object], key: str) -> Mapping[str, object]:
     value = data.get(key)
     if not isinstance(value, dict):
-        raise ValueError(f"{key} (want: an object, got: {value!r})")
+        raise InvalidArgument(f"{key} (want: an object, got: {value!r})")
     return cast(Mapping[str, object], value)
 
 
 def sequence(data: Mapping[str, object], key: str) -> list[object]:
     value = data.get(key)
     if not isinstance(value, list):
-        raise ValueError(f"{key} (want: a list, got: {value!r})")
+        raise InvalidArgument(f"{key} (want: a list, got: {value!r})")
     return cast(list[object], value)

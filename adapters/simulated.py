@@ -45,6 +45,7 @@ from typing import TypeVar
 
 from engine.broker import BrokerAck, BrokerError, BrokerJournal, BrokerOrder, Capabilities, Fill
 from engine.clock import Clock
+from engine.errors import InvalidArgument
 from engine.lifecycle import OrderStatus
 from engine.models import Quote
 
@@ -219,7 +220,7 @@ class SimulatedBroker:
         journal: BrokerJournal | None = None,
     ) -> None:
         if not math.isfinite(slippage_bps) or slippage_bps < 0:
-            raise ValueError(f"slippage_bps must be finite and >= 0 (got: {slippage_bps})")
+            raise InvalidArgument(f"slippage_bps must be finite and >= 0 (got: {slippage_bps})")
         self.name = name
         self.capabilities = SIMULATED_CAPABILITIES
         # The fill model draws no random numbers today; the seed is kept so a
@@ -346,7 +347,9 @@ class SimulatedBroker:
         """Make a coming call misbehave once (see `Overfill`, `DuplicateExecution`,
         `AnswerLost`, `NotReached`); faults of one kind apply in the order given."""
         if isinstance(fault, Overfill) and not (math.isfinite(fault.extra) and fault.extra > 0):
-            raise ValueError(f"overfill extra must be positive (want: > 0, got: {fault.extra})")
+            raise InvalidArgument(
+                f"overfill extra must be positive (want: > 0, got: {fault.extra})"
+            )
         with self._lock:
             self._faults.append(fault)
 
@@ -356,13 +359,15 @@ class SimulatedBroker:
         the order stays `cancelled`, and its ack is returned."""
         for name, value in (("quantity", quantity), ("price", price)):
             if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"late fill {name} must be positive (want: > 0, got: {value})")
+                raise InvalidArgument(
+                    f"late fill {name} must be positive (want: > 0, got: {value})"
+                )
         with self._change():
             broker_order_id = self._by_client_id.get(order_id)
             record = None if broker_order_id is None else self._orders[broker_order_id]
             if record is None or record.status != S.CANCELLED:
                 got = "unknown order" if record is None else str(record.status)
-                raise ValueError(f"late fill of {order_id!r} (want: cancelled, got: {got})")
+                raise InvalidArgument(f"late fill of {order_id!r} (want: cancelled, got: {got})")
             self._add_fill(record, quantity, price)
             ack = self._answer(record)
         return ack
@@ -656,7 +661,7 @@ class SimulatedBroker:
                     quote = quote_from_json(mapping(value, "quote"))
                     _latest(quotes, text(value, "symbol"), integer(value, "quote_seq"), quote)
                 else:
-                    raise ValueError(f"key (want: order:... or quote:..., got: {key!r})")
+                    raise InvalidArgument(f"key (want: order:... or quote:..., got: {key!r})")
             except (ValueError, KeyError, TypeError) as exc:
                 raise BrokerError(
                     f"{self.name}: journal entry {key!r} is unreadable ({exc})",
@@ -695,19 +700,19 @@ def _number_of(identifier: str) -> int:
     """1 for `SIM-000001` and for `SIM-EXEC-000001`."""
     tail = identifier.rsplit("-", 1)[-1]
     if not tail.isdigit():
-        raise ValueError(f"id (want: SIM-<number>, got: {identifier!r})")
+        raise InvalidArgument(f"id (want: SIM-<number>, got: {identifier!r})")
     return int(tail)
 
 
 def _as_text(value: object, where: str) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"{where} (want: text, got: {value!r})")
+        raise InvalidArgument(f"{where} (want: text, got: {value!r})")
     return value
 
 
 def _as_mapping(value: object, where: str) -> Mapping[str, object]:
     if not isinstance(value, dict):
-        raise ValueError(f"{where} (want: an object, got: {value!r})")
+        raise InvalidArgument(f"{where} (want: an object, got: {value!r})")
     return value
 
 

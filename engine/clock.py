@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from .errors import InvalidArgument
+
 __all__ = ["Clock", "format_utc", "parse_utc", "system_clock"]
 
 Clock = Callable[[], datetime]
@@ -24,5 +26,5 @@ def parse_utc(text: str) -> datetime:
     """Parse an ISO-8601 time; a time without a zone is refused, not guessed."""
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if moment.tzinfo is None:
-        raise ValueError(f"time {text!r} has no time zone")
+        raise InvalidArgument(f"time {text!r} has no time zone")
     return moment.astimezone(UTC)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ApexError", "EngineFault", "PolicyError", "PolicyIssue", "StoreUnavailable"]
+__all__ = [
+    "ApexError",
+    "EngineFault",
+    "InvalidArgument",
+    "OrderUnknown",
+    "PolicyError",
+    "PolicyIssue",
+    "StoreUnavailable",
+]
 
 
 class ApexError(Exception):
@@ -13,10 +21,24 @@ class ApexError(Exception):
     code = "apex_error"
 
 
-class EngineFault(ApexError):
-    """Something inside evaluation went wrong; the order must be blocked."""
+class EngineFault(ApexError, RuntimeError):
+    """Something inside evaluation, or inside our own machinery, went wrong; an
+    order it touches must be blocked."""
 
     code = "engine_error"
+
+
+class InvalidArgument(ApexError, ValueError):
+    """A value we were given cannot be used (a setting, a stored entry, a call's
+    argument); the message names it, with want and got."""
+
+    code = "invalid_argument"
+
+
+class OrderUnknown(ApexError, KeyError):
+    """No order with this id is held."""
+
+    code = "order_unknown"
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from engine.errors import InvalidArgument
+
 from ._errors import Errors
 from ._statements import Statements
 
@@ -264,7 +266,7 @@ def dialect_for(url: str) -> tuple[Dialect, URL]:
     if parsed.drivername in ("postgresql", "postgresql+psycopg"):
         # psycopg 3 is the driver installed; a bare "postgresql://" would ask for psycopg2
         return PostgresDialect(), parsed.set(drivername="postgresql+psycopg")
-    raise ValueError(
+    raise InvalidArgument(
         f"unsupported database URL scheme {parsed.drivername!r}"
         " (want: sqlite or postgresql+psycopg)"
     )

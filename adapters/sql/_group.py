@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Generic, Protocol, TypeVar
 
+from engine.errors import EngineFault
+
 __all__ = ["MAX_BATCH", "GroupCommit", "Transactions"]
 
 MAX_BATCH = 256  # pieces of work per group-committed transaction
@@ -71,7 +73,7 @@ class GroupCommit(Generic[_W]):
             finally:
                 for other in batch[1:]:
                     if not other.done:  # only if _run itself was interrupted
-                        other.fail(RuntimeError("the write batch was abandoned"))
+                        other.fail(EngineFault("the write batch was abandoned"))
                     other.wake.release()
                 self._pass_turn()
         return item.outcome()
@@ -180,7 +182,7 @@ class _Work(Generic[_T, _W]):
 
     def run(self, writer: _W) -> _T:
         if self.work is None:
-            raise RuntimeError("a turn-only entry was put in a write batch")
+            raise EngineFault("a turn-only entry was put in a write batch")
         return self.work(writer)
 
     def succeed(self, result: Any) -> None:

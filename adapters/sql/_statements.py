@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from engine.errors import InvalidArgument
+
 from ._rows import ORDER_COLUMNS
 
 __all__ = ["INSERT_COLUMNS", "Statements"]
@@ -138,7 +140,7 @@ class Statements:
         if statement is None:
             unknown = set(columns) - _UPDATABLE - {"status", "record", "updated_at"}
             if unknown:
-                raise ValueError(f"an order update cannot set {sorted(unknown)}")
+                raise InvalidArgument(f"an order update cannot set {sorted(unknown)}")
             assignments = ", ".join(f"{c} = {{{c}}}" for c in columns)
             statement = self._render(
                 f"UPDATE orders SET {assignments} WHERE order_id = {{key_order_id}}"

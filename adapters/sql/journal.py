@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+from engine.errors import InvalidArgument
+
 from ._dialect import Dialect
 from ._reads import DriverPool, every, nothing
 
@@ -24,7 +26,7 @@ _KEY_MAX = 64
 class SqlJournal:
     def __init__(self, broker: str, pool: DriverPool, dialect: Dialect) -> None:
         if not broker or len(broker) > _BROKER_MAX:
-            raise ValueError(f"a journal's broker name has 1 to {_BROKER_MAX} characters")
+            raise InvalidArgument(f"a journal's broker name has 1 to {_BROKER_MAX} characters")
         self.broker = broker
         self._pool = pool
         self._db = dialect
@@ -37,7 +39,7 @@ class SqlJournal:
     def save(self, key: str, value: dict[str, object]) -> None:
         """Write one entry (replacing the key's last one) durably before returning."""
         if not key or len(key) > _KEY_MAX:
-            raise ValueError(f"a journal key has 1 to {_KEY_MAX} characters (got: {key!r})")
+            raise InvalidArgument(f"a journal key has 1 to {_KEY_MAX} characters (got: {key!r})")
         params = {
             "broker": self.broker,
             "key": key,

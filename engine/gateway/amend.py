@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 from ..broker import BrokerAck, BrokerAdapter
+from ..errors import OrderUnknown
 from ..lifecycle import OPEN, OrderStatus
 from ..models import OrderRequest, Quote
 from ..policy.decision import Decision, FieldError
@@ -169,7 +170,7 @@ class Amendments:
         for ack in broker.on_quote(symbol, quote):
             try:
                 out.append(self._executions.apply(ack.order_id, ack, actor.id, "fill").record)
-            except KeyError:
+            except OrderUnknown:
                 log.error("the broker reported %s, which the store does not hold", ack.order_id)
         return out
 

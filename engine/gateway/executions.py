@@ -19,6 +19,7 @@ from typing import Any
 
 from ..broker import BrokerAck, Fill
 from ..clock import format_utc
+from ..errors import OrderUnknown
 from ..lifecycle import TERMINAL, OrderStatus, allowed
 from ..ports import Controls, StoredOrder, Writer
 from ..records import OrderRecord
@@ -65,7 +66,7 @@ class Executions:
         def work(w: Writer) -> Applied:
             stored = w.order(order_id)
             if stored is None:
-                raise KeyError(order_id)
+                raise OrderUnknown(order_id)
             booked = w.fills(order_id)
             new, duplicates = _new_fills(ack.fills, booked)
             quantity = float((terms or {}).get("quantity") or stored.record.quantity or 0.0)

@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..broker import BrokerAck, BrokerAdapter
+from ..errors import EngineFault
 from ..lifecycle import OrderStatus
 from ..models import Operation, OrderRequest
 from ..policy.decision import Decision, FieldError
@@ -162,7 +163,7 @@ class Orders:
             return Outcome("blocked", result)
         broker = self._desk.broker_named(result["broker"])
         if broker is None:  # configured at judgement, gone since: impossible in one process
-            raise RuntimeError(f"broker {result['broker']!r} vanished")
+            raise EngineFault(f"broker {result['broker']!r} vanished")
         return self._route(OrderRecord.from_dict(result), order, broker, actor)
 
     def _judge(

@@ -23,6 +23,8 @@ from typing import Any
 
 import durable_rules_engine as _core
 
+from ..errors import EngineFault, InvalidArgument
+
 __all__ = ["LIMIT", "DurableRuleset", "encode"]
 
 LIMIT = 1e15 - 1
@@ -63,12 +65,12 @@ def _encode(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, int | float):
         return _number(value)
-    raise TypeError(f"cannot encode {type(value).__name__} for the rules engine")
+    raise InvalidArgument(f"cannot encode {type(value).__name__} for the rules engine")
 
 
 def _number(value: float) -> str:
     if math.isnan(value):
-        raise ValueError("NaN cannot be compared")
+        raise InvalidArgument("NaN cannot be compared")
     clamped = max(-LIMIT, min(LIMIT, value))
     if isinstance(clamped, int):
         return str(clamped)
@@ -98,7 +100,7 @@ class DurableRuleset:
     def fired(self, fact: dict[str, Any]) -> set[str]:
         with self._lock:
             if self._closed:
-                raise RuntimeError("ruleset was retired")
+                raise EngineFault("ruleset was retired")
             text = encode({**fact, "sid": _SID, "id": f"e{next(self._ids)}"})
             try:
                 return self._assert(text)
@@ -110,7 +112,7 @@ class DurableRuleset:
         if code == _NOT_HANDLED:
             return set()
         if code != _HANDLED:
-            raise RuntimeError(f"rules engine refused the fact (code {code})")
+            raise EngineFault(f"rules engine refused the fact (code {code})")
         names: set[str] = set()
         started = _core.start_action_for_state(self._handle, state_handle)
         message = started[1] if started else None

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import InvalidArgument
 from .config import ComplianceConfig
 from .facts import FIELDS
 from .rules import AllOf, AnyOf, Compare, Condition, Not, Param, PolicySet, Rule
@@ -205,7 +206,7 @@ class _Compiler:
             return {presence_flag(field): present}
         if op == "matches":
             if negated:  # the loader refuses this; guard the invariant all the same
-                raise ValueError("a negated `matches` cannot be compiled")
+                raise InvalidArgument("a negated `matches` cannot be compiled")
             return {"$mt": {field: value}}
         if negated:
             op = _NEGATE[op]

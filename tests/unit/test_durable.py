@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.errors import InvalidArgument
 from engine.policy._durable import LIMIT, DurableRuleset, encode
 
 
@@ -129,7 +130,7 @@ def test_encode_when_nan_then_raises_value_error(value: Any) -> None:
 
 @pytest.mark.parametrize("value", [object(), b"bytes", {1, 2}], ids=["object", "bytes", "set"])
 def test_encode_when_not_json_then_raises_type_error(value: Any) -> None:
-    with pytest.raises(TypeError, match="cannot encode"):
+    with pytest.raises(InvalidArgument, match="cannot encode"):
         encode(value)
 
 

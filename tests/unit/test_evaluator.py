@@ -1117,7 +1117,7 @@ def test_evaluate_when_ruleset_was_retired_then_blocked_with_engine_error(
 
     decision = evaluator.evaluate(approved_order(), now=NOW)
 
-    assert_engine_error(decision, evaluator, "RuntimeError: ruleset was retired")
+    assert_engine_error(decision, evaluator, "EngineFault: ruleset was retired")
 
 
 def unique_policy_set(tmp_path: Path, source: Path) -> Path:
