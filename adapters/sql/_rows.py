@@ -123,15 +123,15 @@ def order_values(
     return {
         "order_id": record["order_id"],
         "operation": record.get("operation") or "evaluate",
-        "client_order_id": record.get("client_order_id"),
-        "account": record.get("account"),
-        "symbol": record.get("symbol"),
-        "side": record.get("side"),
+        "client_order_id": _fits(record.get("client_order_id"), 64),
+        "account": _fits(record.get("account"), 64),
+        "symbol": _fits(record.get("symbol"), 32),
+        "side": _fits(record.get("side"), 8),
         "quantity": record.get("quantity"),
-        "order_type": record.get("order_type"),
+        "order_type": _fits(record.get("order_type"), 8),
         "limit_price": record.get("limit_price"),
         "stop_price": record.get("stop_price"),
-        "time_in_force": time_in_force,
+        "time_in_force": _fits(time_in_force, 8),
         "reduce_only": bool(record.get("reduce_only")),
         "status": str(record["order_status"]),
         "broker": record.get("broker"),
@@ -143,6 +143,16 @@ def order_values(
         "created_at": at,
         "updated_at": at,
     }
+
+
+def _fits(value: Any, width: int) -> str | None:
+    """A client's text as an indexed column can hold it, or nothing: a rejected
+    request may carry anything, and its record (which keeps every byte, escaped)
+    must still be written. A NUL, which PostgreSQL text cannot hold, or a value
+    wider than the column leaves the column empty."""
+    if not isinstance(value, str) or len(value) > width or "\x00" in value:
+        return None
+    return value
 
 
 def json_text(value: Any) -> str:

@@ -1091,3 +1091,32 @@ def test_store_when_the_database_does_not_answer_then_every_call_raises_store_un
         CALLS, "StoreUnavailable"
     )
     assert {module for _, module in failures.values()} <= causes
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("account", "a" * 65),
+        ("client_order_id", "c" * 65),
+        ("symbol", "S" * 33),
+        ("side", "xxxxxxxxx"),
+        ("order_type", "stop_limit"),
+        ("account", "nul\x00byte"),
+    ],
+    ids=["account-65", "client-order-id-65", "symbol-33", "side-9", "order-type-10", "nul"],
+)
+def test_insert_order_when_a_rejected_request_carries_unfit_text_then_column_empty_record_whole(
+    store: SqlStore, field: str, value: str
+) -> None:
+    with store.writing() as w:
+        linked = add_order(w, order_status="rejected", **{field: value})
+
+    stored = store.order(linked["order_id"])
+    with store.engine.connect() as conn:
+        column = conn.execute(
+            select(orders.c[field]).where(orders.c.order_id == linked["order_id"])
+        ).scalar_one()
+
+    assert stored is not None
+    assert stored.linked[field] == value
+    assert column is None
