@@ -103,7 +103,7 @@ class Amendments:
                 latest = current or stored
                 return latest.linked or latest.record.as_dict(), None
             decision, _ = self._orders._judge(
-                w, evaluator, order, actor, "replace", now, exclude=order.client_order_id
+                w, order, actor, "replace", now, exclude=order.client_order_id
             )
             approved = decision.approved
             record = order_record(

@@ -61,7 +61,7 @@ class Orders:
             return self._log_rejected(order, "evaluate", actor, now)
 
         def work(w: Writer) -> dict[str, Any]:
-            decision, mode = self._judge(w, evaluator, order, actor, "evaluate", now)
+            decision, mode = self._judge(w, order, actor, "evaluate", now)
             record = order_record(
                 decision,
                 operation="evaluate",
@@ -123,7 +123,7 @@ class Orders:
         request_digest = digest(raw)
 
         def work(w: Writer) -> dict[str, Any] | _Claimed:
-            decision, mode, claim = self._judge_claim(w, evaluator, order, actor, now)
+            decision, mode, claim = self._judge_claim(w, order, actor, now)
             if claim is not None:
                 return claim
             broker = self._desk.broker_for(mode)
@@ -169,27 +169,27 @@ class Orders:
     def _judge(
         self,
         w: Writer,
-        evaluator: Evaluator,
         order: OrderRequest,
         actor: Actor,
         operation: Operation,
         now: datetime,
         exclude: str | None = None,
     ) -> tuple[Decision, str]:
-        decision, mode, _ = self._judge_claim(w, evaluator, order, actor, now, operation, exclude)
+        decision, mode, _ = self._judge_claim(w, order, actor, now, operation, exclude)
         return decision, mode
 
     def _judge_claim(
         self,
         w: Writer,
-        evaluator: Evaluator,
         order: OrderRequest,
         actor: Actor,
         now: datetime,
         operation: Operation = "submit",
         exclude: str | None = None,
     ) -> tuple[Decision, str, _Claimed | None]:
-        """Judge under the chain lock: the state read here is the state of record."""
+        """Judge under the chain lock: the state read here, and the policies in force
+        now (a reload swaps them between two transactions), are those of record."""
+        evaluator = self._desk.evaluator
         flow = evaluator.policy.config.flow
         try:
             snap = w.snapshot(order, now, flow.rate_window_s, flow.duplicate_window_s, exclude)
