@@ -150,11 +150,10 @@ class Orders:
         try:
             result = self._desk.store.transact(work)
         except Exception:
-            # the claim is unique: a write that lost a race for it fails, and the
-            # winner's record answers this retry
-            replay = self._replay(order.client_order_id, request_digest)
-            if replay is not None:
-                return replay
+            # Nothing is sent. Whether the write landed may be unknown (a COMMIT
+            # that failed): a `submitted` record that did land is resolved by the
+            # recovery sweep, never by sending it from here. (No claim race can get
+            # here: the claim is read under the chain lock.)
             log.exception("audit write failed; order not sent")
             return Outcome("audit_unavailable", _unlogged(evaluator, order, raw, now, actor))
         if isinstance(result, _Claimed):
@@ -314,16 +313,6 @@ class Orders:
 
     # --- retries ---------------------------------------------------------------
 
-    def _replay(self, client_order_id: str, request_digest: str) -> Outcome | None:
-        try:
-            claimed = self._desk.store.claimed(client_order_id)
-        except Exception:
-            log.exception("could not read the claim on %r", client_order_id)
-            return None
-        if claimed is None:
-            return None
-        return self._answer_replay(_Claimed(*claimed), request_digest)
-
     def _answer_replay(self, claim: _Claimed, request_digest: str) -> Outcome:
         stored = self._desk.store.order(claim.order_id)
         record = {"order_id": claim.order_id}
@@ -362,4 +351,6 @@ def _kind_of(record: dict[str, Any]) -> OutcomeKind:
         return "broker_error" if "broker_api_error" in triggers else "blocked"
     if status == OrderStatus.REJECTED:
         return "rejected"
+    if status == OrderStatus.SUBMITTED:
+        return "pending"  # still on its way to the broker (or being resolved)
     return "routed"
