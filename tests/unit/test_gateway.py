@@ -516,3 +516,63 @@ def test_market_quote_fills_resting_order_then_booked(
     assert [(r["order_id"], r["order_status"]) for r in changed] == [
         (resting.record["order_id"], "filled")
     ]
+
+
+def test_retry_of_an_order_whose_outcome_is_unresolved_then_pending_and_not_sent_again(
+    make_gateway: GatewayMaker, make_order: OrderBuilder, clock: FixedClock
+) -> None:
+    broker = ScriptedBroker(clock)
+
+    def crash(order: BrokerOrder) -> BrokerAck:
+        raise KeyboardInterrupt
+
+    broker.submits.append(crash)
+    gateway = make_gateway(broker)
+    order = make_order()
+    with pytest.raises(KeyboardInterrupt):
+        gateway.submit(order, TRADER)
+
+    retry = gateway.submit(order, TRADER)
+
+    assert (retry.kind, retry.replayed_kind) == ("replayed", "pending")
+    assert retry.record["order_status"] == "submitted"
+    assert [c for c in broker.calls if c[0] == "submit"] == [("submit", retry.record["order_id"])]
+
+
+def test_submit_when_broker_fails_and_cannot_be_asked_then_order_stays_submitted_broker_unready(
+    make_gateway: GatewayMaker, make_order: OrderBuilder, clock: FixedClock
+) -> None:
+    broker = ScriptedBroker(clock)
+
+    def timeout(order: BrokerOrder) -> BrokerAck:
+        broker.reachable = False
+        raise BrokerError("read timed out")
+
+    broker.submits.append(timeout)
+    gateway = make_gateway(broker)
+
+    outcome = gateway.submit(make_order(), TRADER)
+    after = gateway.submit(make_order(), TRADER)
+
+    assert outcome.kind == "broker_error"
+    assert outcome.record["order_status"] == "submitted"
+    assert gateway.readiness() != []
+    assert "broker_api_error" in after.record["fail_closed_triggers"]
+
+
+def test_submit_when_broker_fails_but_holds_the_order_then_its_answer_is_booked(
+    make_gateway: GatewayMaker, make_order: OrderBuilder, clock: FixedClock
+) -> None:
+    broker = ScriptedBroker(clock)
+
+    def lost_answer(order: BrokerOrder) -> BrokerAck:
+        broker.known[order.order_id] = broker.fill(order, 100, status=OrderStatus.FILLED)
+        raise BrokerError("connection reset")
+
+    broker.submits.append(lost_answer)
+    gateway = make_gateway(broker)
+
+    outcome = gateway.submit(make_order(), TRADER)
+
+    assert (outcome.kind, outcome.record["order_status"]) == ("routed", "filled")
+    assert gateway.store.positions("default") == {"AAPL": 100}
