@@ -69,7 +69,8 @@ class OrdersController(Controller):
         status_code=201,
         summary="Evaluate and route an order",
         description=(
-            "201 routed; 403 blocked (the body is the record); 409 the same "
+            "201 routed; 202 a retry of an order whose outcome is not known yet; 403 "
+            "blocked (the body is the record); 409 the same "
             "client_order_id with another body; 502 the broker failed or refused (blocked). "
             "The same client_order_id and body answer the original record and status."
         ),
@@ -78,6 +79,10 @@ class OrdersController(Controller):
             **errors(401, 409, 413, 422),
             **record_or_error(403, _BLOCKED + " Or this role may not submit (`forbidden`)."),
             502: record("The broker failed or refused: the record, blocked."),
+            202: record(
+                "A retry of an order still on its way to the broker (or being resolved "
+                "with it): the record, `submitted`; it is never sent twice."
+            ),
         },
     )
     async def submit(self, request: Call, services: ServicesDep) -> Response[OrderRecord]:

@@ -83,3 +83,31 @@ def test_every_operation_answers_as_its_openapi_document_says(
     case: Any, app: Litestar, admin_headers: dict[str, str]
 ) -> None:
     case.call_and_validate(app=app, headers=admin_headers)
+
+
+def test_document_when_read_then_each_token_route_declares_bearer_and_its_errors() -> None:
+    document = schema.raw_schema
+    operations = {
+        (method.upper(), path): operation
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+    }
+    guarded = {key: op for key, op in operations.items() if key[1].startswith("/v1/")}
+
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert len(guarded) == 17
+    for key, operation in guarded.items():
+        assert operation["security"] == [{"bearer": []}], key
+        for status in ("401", "503"):
+            content = operation["responses"][status]["content"]["application/json"]
+            assert content["schema"] == {"$ref": "#/components/schemas/Error"}, (key, status)
+    assert set(document["components"]["schemas"]["Error"]["required"]) == {
+        "code",
+        "detail",
+        "errors",
+    }
+    assert sorted(operations["POST", "/v1/orders"]["responses"]) == [
+        "201", "202", "401", "403", "409", "413", "422", "502", "503",
+    ]  # fmt: skip
+    assert "requestBody" in operations["POST", "/v1/orders"]
+    assert "security" not in operations["GET", "/healthz"]
