@@ -21,6 +21,7 @@ from typing import Any
 
 from engine.canonical import sha256_digest
 from engine.clock import format_utc
+from engine.gateway import Actor
 from engine.models import EngineState, OrderRequest
 
 __all__ = ["in_process", "market_order", "read_profile", "sampled"]
@@ -72,40 +73,51 @@ def in_process(database_url: str, policies: Path, home: Path, calls: int) -> dic
     runtime = Runtime.start(Settings(home=home, database_url=database_url, policies=policies))
     try:
         gateway, store, run = runtime.gateway, runtime.store, uuid.uuid4().hex[:8]
-        gateway.set_mode("simulation", "bench")
+        gateway.set_mode("simulation", Actor("bench", "compliance"))
         statements: Counter[str] = Counter()
         transactions = [0]
         held: list[float] = []
-        transaction, read_one = store._transaction, store._read_one
+        tx, pool = store._transactions, store._pool
+        begin, commit, rollback, run_read = tx.begin, tx.commit, tx.rollback, pool.run
+        started: list[float] = []
 
-        @contextmanager
-        def counted_transaction() -> Iterator[Any]:
-            # one thread, so no waiting: enter to exit is the time the lock is held
-            started = time.perf_counter()
+        def counted_begin() -> Any:
+            # one thread, so no waiting: begin to commit is the time the lock is held
+            started.append(time.perf_counter())
             transactions[0] += 1
-            with transaction() as writer:
-                writer.cursor = _CountingCursor(writer.cursor, statements)
-                yield writer
-            held.append(time.perf_counter() - started)
+            statements["SELECT chain_head (lock)"] += 1
+            writer = begin()
+            writer.cursor._cursor = _CountingCursor(writer.cursor._cursor, statements)
+            return writer
 
-        def counted_read(sql: str, params: dict[str, Any]) -> Any:
+        def counted_end(end: Callable[[Any], None]) -> Callable[[Any], None]:
+            def ended(writer: Any) -> None:
+                end(writer)
+                held.append(time.perf_counter() - started.pop())
+
+            return ended
+
+        def counted_read(sql: str, params: Any, result: Callable[[Any], Any]) -> Any:
             statements[_statement(sql)] += 1
-            return read_one(sql, params)
+            return run_read(sql, params, result)
 
-        store._transaction = counted_transaction  # type: ignore[method-assign]
-        store._read_one = counted_read  # type: ignore[method-assign]
+        tx.begin = counted_begin  # type: ignore[method-assign]
+        tx.commit = counted_end(commit)  # type: ignore[method-assign]
+        tx.rollback = counted_end(rollback)  # type: ignore[method-assign]
+        pool.run = counted_read  # type: ignore[method-assign]
+        actor = Actor("bench", "trader")
         out: dict[str, Any] = {}
         number = itertools.count()
         for name, call in (("evaluate", gateway.evaluate), ("submit", gateway.submit)):
             for _ in range(max(20, calls // 5)):
-                call(market_order(next(number), run), "bench")
+                call(market_order(next(number), run), actor)
             statements.clear()
             held.clear()
             transactions[0] = 0
             kinds: Counter[str] = Counter()
             cpu, wall = time.process_time(), time.perf_counter()
             for _ in range(calls):
-                kinds[call(market_order(next(number), run), "bench").kind] += 1
+                kinds[call(market_order(next(number), run), actor).kind] += 1
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
             out[name] = {
                 "calls": calls,
@@ -155,25 +167,27 @@ def _statement(sql: str) -> str:
 
 
 def _flow_read(gateway: Any, store: Any, run: str) -> dict[str, Any]:
-    """What the per-evaluation read of the store (mode, kill switch, position, flow
-    counts: `Store.snapshot`) costs right after the submits, and on an empty window.
-    The counts come from SQL, so the cost should not grow with the orders in the window."""
+    """What the per-evaluation read of the store (mode, trading states, position, flow
+    counts: `Writer.snapshot`, under the chain lock) costs right after the submits,
+    and on an empty window. The counts come from SQL, so the cost should not grow
+    with the orders in the window."""
     flow = gateway.evaluator.policy.config.flow
     window = max(flow.rate_window_s, flow.duplicate_window_s)
     order = OrderRequest.model_validate(market_order(0, run))
 
     def cost(now: datetime, repeats: int = 50) -> float:
-        started = time.process_time()
-        for _ in range(repeats):
-            store.snapshot(order, now, flow.rate_window_s, flow.duplicate_window_s)
-        return (time.process_time() - started) / repeats
+        with store.writing() as w:
+            started = time.process_time()
+            for _ in range(repeats):
+                w.snapshot(order, now, flow.rate_window_s, flow.duplicate_window_s)
+            return (time.process_time() - started) / repeats
 
     now = datetime.now(UTC)
+    with store.writing() as w:
+        counted = w.snapshot(order, now, window, flow.duplicate_window_s).flow.orders_in_window
     return {
         "window_s": window,
-        "orders_in_window": store.snapshot(
-            order, now, window, flow.duplicate_window_s
-        ).flow.orders_in_window,
+        "orders_in_window": counted,
         "cpu_ms": cost(now) * 1e3,
         "empty_cpu_ms": cost(now + timedelta(hours=1)) * 1e3,
     }

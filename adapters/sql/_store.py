@@ -86,7 +86,7 @@ class SqlStore(Reads):
 
     def journal(self, broker: str) -> SqlJournal:
         """Durable memory for an in-process broker of this name."""
-        return SqlJournal(broker, self._pool, self._db)
+        return SqlJournal(broker, self._pool, self._db, self._group.transact)
 
 
 if TYPE_CHECKING:  # mypy holds the store and its writer to the ports

@@ -8,6 +8,7 @@ and the head are written back once, at the end.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
@@ -16,7 +17,7 @@ from typing import Any
 from engine.audit import link_text
 from engine.broker import Fill
 from engine.canonical import canonical_json
-from engine.models import OrderRequest
+from engine.models import FlowCounts, OrderRequest
 from engine.ports import Controls, Snapshot, StoredOrder
 
 from . import _rows
@@ -94,8 +95,6 @@ class SqlWriter:
         """Everything one decision needs, in one statement: the controls, the
         position in the symbol, the flow counts, and the claim on the client
         order id (a submit's retry is answered from it)."""
-        # the tables it reads that this transaction buffers: their rows must count
-        self._flush("orders", "client_orders")
         when = self._db.when
         params = {
             "account": order.account,
@@ -112,7 +111,34 @@ class SqlWriter:
             "duplicate_since": when(now - timedelta(seconds=duplicate_window_s)),
         }
         self.cursor.execute(self._sql.snapshot, params)
-        return _rows.snapshot(self.cursor.fetchone())
+        return self._with_buffered(_rows.snapshot(self.cursor.fetchone()), params)
+
+    def _with_buffered(self, snap: Snapshot, params: dict[str, Any]) -> Snapshot:
+        """The snapshot with the rows this transaction buffers and has not written
+        yet counted in, as the statement would have counted them: flushing them
+        before each read instead would cost two round trips per order in a batch,
+        inside the chain lock."""
+        rows = self._pending.get("orders", ())
+        claims = self._pending.get("client_orders", ())
+        if not rows and not claims:
+            return snap
+        counted, duplicate = snap.flow.orders_in_window, snap.flow.duplicate_recent
+        for row in rows:
+            if not _is_flow(row, params):
+                continue
+            if row["created_at"] > params["rate_since"]:
+                counted += 1
+            duplicate = duplicate or (
+                row["created_at"] > params["duplicate_since"]
+                and (row["client_order_id"] or "") != params["client_order_id"]
+                and all(row[k] == params[k] for k in _SAME_ORDER)
+            )
+        claim = snap.claim
+        for entry in claims:
+            if entry["client_order_id"] == params["client_order_id"]:
+                claim = (entry["order_id"], entry["request_digest"])
+        flow = FlowCounts(orders_in_window=counted, duplicate_recent=duplicate)
+        return dataclasses.replace(snap, flow=flow, claim=claim)
 
     def controls(self) -> Controls:
         self.cursor.execute(self._sql.controls)
@@ -302,6 +328,20 @@ class SqlWriter:
                 self.cursor.execute(self._sql.inserts[table], rows[0])
             else:
                 self.cursor.executemany(self._sql.inserts[table], rows)
+
+
+_SAME_ORDER = ("symbol", "side", "quantity", "order_type", "limit_price", "stop_price")
+
+
+def _is_flow(row: dict[str, Any], params: dict[str, Any]) -> bool:
+    """The statement's flow condition (`_FLOW` in _statements.py), on a buffered row."""
+    return (
+        row["account"] == params["account"]
+        and row["operation"] == "submit"
+        and row["status"] not in ("rejected", "blocked")
+        and (row["client_order_id"] or "") != params["exclude"]
+        and row["created_at"] <= params["now"]
+    )
 
 
 def _verb(statement: str) -> str:

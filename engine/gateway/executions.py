@@ -67,7 +67,8 @@ class Executions:
             stored = w.order(order_id)
             if stored is None:
                 raise OrderUnknown(order_id)
-            booked = w.fills(order_id)
+            # nothing filled yet: no fill to read back (the common first report)
+            booked = w.fills(order_id) if stored.filled_quantity > 0 else []
             new, duplicates = _new_fills(ack.fills, booked)
             quantity = float((terms or {}).get("quantity") or stored.record.quantity or 0.0)
             total = sum(f.quantity for f in booked) + sum(f.quantity for f in new)
