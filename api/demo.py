@@ -165,7 +165,12 @@ def _script(client: TestClient[Any], clock: _DemoClock, rows: list[dict[str, Any
             json=_order("demo-5", clock, side="sell", order_type="limit", limit_price=151.00),
         ),
     )
-    step("cancel it", client.post(f"/v1/orders/{other['order_id']}/cancel"))
+    step(
+        "cancel it",
+        client.post(
+            f"/v1/orders/{other['order_id']}/cancel", json={"reason": "demo: no longer wanted"}
+        ),
+    )
     blocked: dict[str, dict[str, Any]] = {
         "risk_denied (spread)": {"quote": {"bid": 150.00, "ask": 150.80}},
         "drift_entropy_unsafe": {"context": {"entropy": 0.97}},

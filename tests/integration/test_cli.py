@@ -378,3 +378,34 @@ def test_demo_when_run_then_exit_0_and_audit_chain_ok(
     assert run.code == 0
     assert "\naudit chain OK: " in run.out
     assert "omega_directive" in run.out
+
+
+def test_demo_when_run_then_every_step_answers_as_scripted(
+    cli: Callable[..., Run], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+
+    run = cli("demo", "--json")
+
+    steps = [(s["step"], s["http"], s["status"]) for s in json.loads(run.out)["steps"]]
+    assert steps == [
+        ("evaluate in research mode", 200, "evaluated"),
+        ("submit in research mode", 403, "blocked"),
+        ("enter simulation mode", 200, "simulation"),
+        ("market buy fills", 201, "filled"),
+        ("limit buy rests", 201, "accepted"),
+        ("replace: new limit", 200, "replaced"),
+        ("quote crosses: filled", 200, "filled"),
+        ("limit sell rests", 201, "accepted"),
+        ("cancel it", 200, "cancelled"),
+        ("blocked: risk_denied (spread)", 403, "blocked"),
+        ("blocked: drift_entropy_unsafe", 403, "blocked"),
+        ("blocked: data_integrity_mismatch", 403, "blocked"),
+        ("blocked: protocol_mismatch", 403, "blocked"),
+        ("blocked: compliance_failure", 403, "blocked"),
+        ("blocked: broker_capability (opg)", 403, "blocked"),
+        ("invalid: limit without price", 422, "rejected"),
+        ("omega directive invoked", 200, "omega in force"),
+        ("blocked: omega_directive", 403, "blocked"),
+        ("omega directive cleared", 200, "omega cleared"),
+    ]
