@@ -162,5 +162,8 @@ class BrokerJournal(Protocol):
         ...
 
     def save(self, key: str, value: dict[str, object]) -> None:
-        """Write one entry durably before returning."""
+        """Write one entry, durable no later than the store's next commit and
+        atomically with it. The gateway books each broker answer in a transaction
+        right after the call, so the broker's memory and the gateway's booking of
+        an order land together or not at all."""
         ...

@@ -65,10 +65,6 @@ class Dialect:
     errors: ClassVar[Errors]  # what the driver and SQLAlchemy raise
     _placeholder: ClassVar[str]
     _fragments: ClassVar[Mapping[str, str]]
-    # One write lock for the whole database, taken by polling: a second writer
-    # beside the chain's waits for it, so small writes join the chain's group
-    # commit instead (SQLite). Otherwise they run on their own connection.
-    one_writer: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.sql = Statements(self.render)
@@ -124,7 +120,6 @@ class SqliteDialect(Dialect):
     database's one write lock before it reads anything."""
 
     name = "sqlite"
-    one_writer = True
     errors = (sqlite3.Error, SQLAlchemyError)
     _placeholder = ":{}"
     _fragments: ClassVar[Mapping[str, str]] = {"NULL_SAFE_EQ": "IS"}

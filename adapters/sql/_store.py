@@ -20,7 +20,7 @@ caller's own work passes through unchanged.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -28,7 +28,7 @@ from alembic import command
 from alembic.config import Config
 
 from ._dialect import dialect_for
-from ._errors import unavailable
+from ._errors import StoreUnavailable, unavailable
 from ._group import GroupCommit
 from ._reads import DriverPool, Reads
 from ._transactions import SqlTransactions
@@ -70,6 +70,11 @@ class SqlStore(Reads):
 
     def close(self) -> None:
         with self._group.turn():  # a batch in flight finishes first
+            if self._transactions.journal_waiting:  # journal entries no commit took yet
+                with suppress(StoreUnavailable):
+                    writer = self._transactions.begin()
+                    self._transactions.finish(writer)
+                    self._transactions.commit(writer)
             self._transactions.close()
             self._pool.close()
             self.engine.dispose()
@@ -86,7 +91,7 @@ class SqlStore(Reads):
 
     def journal(self, broker: str) -> SqlJournal:
         """Durable memory for an in-process broker of this name."""
-        return SqlJournal(broker, self._pool, self._db, self._group.transact)
+        return SqlJournal(broker, self._pool, self._db, self._transactions.queue_journal)
 
 
 if TYPE_CHECKING:  # mypy holds the store and its writer to the ports

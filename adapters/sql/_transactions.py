@@ -1,9 +1,16 @@
 """Write transactions on the writer's own driver connection, one at a time (the
 group commit hands out the turn): begin by locking the chain head, finish by
-writing the buffers and the head, commit, or roll back."""
+writing the buffers and the head, commit, or roll back.
+
+Broker journal entries (`journal.py`) ride along: each transaction writes the
+entries queued since the last one, first thing, and they commit with it. A
+transaction that rolls back, or whose COMMIT fails, queues them again (an entry
+replaces its key's last value, so writing one twice is harmless)."""
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +32,18 @@ class SqlTransactions:
         self._engine = engine
         self._db = dialect
         self._conn: Any = None
+        self._journal: deque[dict[str, Any]] = deque()  # entries not yet written
+        self._journal_lock = threading.Lock()
+        self._riding: list[dict[str, Any]] = []  # written in the open transaction
+
+    def queue_journal(self, entry: dict[str, Any]) -> None:
+        """A broker journal entry, to be written by the next transaction."""
+        with self._journal_lock:
+            self._journal.append(entry)
+
+    @property
+    def journal_waiting(self) -> bool:
+        return bool(self._journal)
 
     def begin(self) -> SqlWriter:
         """A transaction holding the chain lock. A kept connection found closed
@@ -36,7 +55,9 @@ class SqlTransactions:
             try:
                 cursor = GuardedCursor(self._open_cursor(), self._db.errors)
                 head = self._db.lock_head(cursor, datetime.now(UTC).year)
+                self._write_journal(cursor)
             except StoreUnavailable:
+                self._requeue()
                 lost = self._lost()
                 self._drop()
                 if reused and lost:
@@ -51,12 +72,15 @@ class SqlTransactions:
         try:
             self._conn.commit()
         except Exception as exc:
+            self._requeue()
             self._drop()
             raise CommitUnknown(
                 f"COMMIT failed, the write may or may not have landed: {describe(exc)}"
             ) from exc
+        self._riding = []
 
     def rollback(self, writer: SqlWriter) -> None:
+        self._requeue()
         if self._conn is None:
             return
         try:
@@ -69,6 +93,23 @@ class SqlTransactions:
         if conn is not None:
             with suppress(Exception):
                 conn.close()
+
+    def _write_journal(self, cursor: GuardedCursor) -> None:
+        with self._journal_lock:
+            self._riding = list(self._journal)
+            self._journal.clear()
+        if not self._riding:
+            return
+        if len(self._riding) == 1:
+            cursor.execute(self._db.sql.journal_save, self._riding[0])
+        else:
+            cursor.executemany(self._db.sql.journal_save, self._riding)
+
+    def _requeue(self) -> None:
+        """Entries of a transaction that did not commit go back to the front."""
+        with self._journal_lock:
+            self._journal.extendleft(reversed(self._riding))
+            self._riding = []
 
     def _connect(self) -> Any:
         with unavailable(self._db.errors, "connecting for a write"):
