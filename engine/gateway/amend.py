@@ -9,7 +9,6 @@ broker refuses, the order goes back to the status it had.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -239,7 +238,3 @@ class Amendments:
             log.exception("audit write failed after a broker error")
             return Outcome("audit_unavailable", attempt.as_dict())
         return Outcome("broker_error", linked)
-
-
-def request_text(request: dict[str, Any]) -> str:
-    return json.dumps(request, sort_keys=True, ensure_ascii=True)

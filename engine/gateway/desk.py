@@ -104,7 +104,13 @@ class Desk:
             controls.state_of("global"), controls.state_of(order.account), key=_SEVERITY.__getitem__
         )
         mode = controls.mode if controls.mode in MODES else "live"  # unknown: the strictest
-        accounts = None if actor.accounts is None or actor.role == "admin" else actor.accounts
+        # traders trade their accounts (None: every allowed one), admin any; no
+        # other role trades at all, whatever reaches the gateway
+        accounts: frozenset[str] | None = frozenset()
+        if actor.role == "admin":
+            accounts = None
+        elif actor.role == "trader":
+            accounts = actor.accounts
         return EngineState.model_construct(
             positions={f"{order.account}:{order.symbol}": snap.position},
             recent_orders=[],

@@ -53,8 +53,12 @@ class Actor:
         return self.role in ("compliance", "admin")
 
     def may_trade(self, account: str | None, allowed: Collection[str]) -> bool:
+        """Submit, cancel and replace for this account: traders (their accounts) and
+        admin; compliance acts on orders through `oversees`, auditors never."""
         if self.role == "admin":
             return True
+        if self.role != "trader":
+            return False
         accounts = self.accounts if self.accounts is not None else allowed
         return account is not None and account in accounts
 

@@ -576,3 +576,28 @@ def test_submit_when_broker_fails_but_holds_the_order_then_its_answer_is_booked(
 
     assert (outcome.kind, outcome.record["order_status"]) == ("routed", "filled")
     assert gateway.store.positions("default") == {"AAPL": 100}
+
+
+def test_auditor_when_cancelling_then_not_found_although_it_may_see_the_order(
+    make_gateway: GatewayMaker, make_order: OrderBuilder
+) -> None:
+    gateway = make_gateway()
+    resting = gateway.submit(make_order(limit_price=150.0), TRADER)
+    auditor = Actor("a-1", "auditor")
+    order_id = resting.record["order_id"]
+
+    assert gateway.order(order_id, auditor) is not None
+    assert gateway.cancel(order_id, auditor, "looking").kind == "not_found"
+    assert gateway.replace(order_id, {"quantity": 50}, auditor).kind == "not_found"
+
+
+@pytest.mark.parametrize("role", ["auditor", "compliance"])
+def test_submit_by_a_role_that_does_not_trade_then_blocked_account_not_permitted(
+    make_gateway: GatewayMaker, make_order: OrderBuilder, role: str
+) -> None:
+    gateway = make_gateway()
+
+    outcome = gateway.submit(make_order(), Actor("x-1", role))
+
+    assert outcome.kind == "blocked"
+    assert [r["code"] for r in outcome.record["reasons"]] == ["ACCOUNT_NOT_PERMITTED"]
