@@ -12,7 +12,15 @@ __all__ = [
     "PolicyError",
     "PolicyIssue",
     "StoreUnavailable",
+    "fault",
 ]
+
+
+def fault(exc: BaseException) -> str:
+    """An exception as a record's reason shows it: its type and the first line
+    of its message, at most 200 characters."""
+    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class ApexError(Exception):

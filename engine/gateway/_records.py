@@ -19,7 +19,6 @@ __all__ = [
     "broker_order",
     "digest",
     "event",
-    "fault",
     "no_broker",
     "order_record",
     "with_broker_error",
@@ -105,8 +104,3 @@ def digest(raw: Any) -> str:
         return sha256_digest(raw)
     except (TypeError, ValueError):
         return sha256_digest(repr(raw))
-
-
-def fault(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0][:200] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

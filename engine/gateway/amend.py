@@ -13,13 +13,13 @@ import logging
 from typing import Any
 
 from ..broker import BrokerAck, BrokerAdapter
-from ..errors import OrderUnknown
+from ..errors import OrderUnknown, fault
 from ..lifecycle import OPEN, OrderStatus
 from ..models import OrderRequest, Quote
 from ..policy.decision import Decision, FieldError
 from ..ports import StoredOrder, Writer
 from ..records import OrderRecord
-from ._records import broker_order, fault, order_record, with_broker_error
+from ._records import broker_order, order_record, with_broker_error
 from .desk import Desk
 from .executions import Executions
 from .outcome import Actor, Outcome

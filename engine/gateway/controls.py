@@ -16,8 +16,9 @@ from datetime import datetime
 from typing import Any
 
 from ..clock import format_utc
+from ..errors import fault
 from ..ports import Controls, Writer
-from ._records import event, fault
+from ._records import event
 from .desk import MODES, Desk
 from .outcome import Actor, ModeRefused, StateRefused
 

@@ -23,9 +23,10 @@ from datetime import timedelta
 from typing import Any
 
 from ..broker import BrokerAck, BrokerAdapter
+from ..errors import fault
 from ..lifecycle import OPEN, UNRESOLVED, OrderStatus
 from ..ports import StoredOrder, Writer
-from ._records import event, fault, with_broker_error
+from ._records import event, with_broker_error
 from .desk import Desk
 from .executions import Executions
 from .outcome import Actor

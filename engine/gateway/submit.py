@@ -21,14 +21,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..broker import BrokerAck, BrokerAdapter
-from ..errors import EngineFault
+from ..errors import EngineFault, fault
 from ..lifecycle import OrderStatus
 from ..models import Operation, OrderRequest
 from ..policy.decision import Decision, FieldError
 from ..policy.evaluator import Evaluator, field_errors
 from ..ports import Writer
 from ..records import OrderRecord
-from ._records import broker_order, digest, fault, no_broker, order_record, with_broker_error
+from ._records import broker_order, digest, no_broker, order_record, with_broker_error
 from .desk import Desk
 from .executions import Executions
 from .outcome import Actor, Outcome, OutcomeKind

@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..clock import Clock, system_clock
+from ..errors import fault
 from ..models import EngineState, OrderRequest
 from ._durable import DurableRuleset
 from .compiler import CompiledPolicy, RuleInputs, compile_policy, presence_flag
@@ -132,7 +133,7 @@ class Evaluator:
             return self._judge(parsed, state or EngineState(), moment)
         except Exception as exc:
             log.exception("evaluation failed; order blocked")
-            return self.blocked(parsed, moment, "engine_error", "ENGINE_ERROR", _fault(exc))
+            return self.blocked(parsed, moment, "engine_error", "ENGINE_ERROR", fault(exc))
 
     def rejected(self, raw: Any, now: datetime, errors: tuple[FieldError, ...]) -> Decision:
         """The decision for input that failed validation."""
@@ -229,8 +230,3 @@ class Evaluator:
             compliance_digest=policies.compliance_digest,
             **parts,
         )
-
-
-def _fault(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0][:200] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
