@@ -197,20 +197,9 @@ def _anomaly(name: str, expected: str, got: str, ack: BrokerAck) -> dict[str, An
 
 
 def _record_terms(terms: dict[str, Any] | None) -> dict[str, Any]:
-    if not terms:
-        return {}
-    return {k: terms[k] for k in ("quantity", "limit_price", "stop_price") if k in terms} | {
-        k: terms[k]
-        for k in (
-            "risk_checks_run",
-            "risk_check_results",
-            "fail_closed_triggers",
-            "reasons",
-            "policy_digest",
-            "compliance_digest",
-        )
-        if k in terms
-    }
+    """The terms a confirmed replace brings into the record (its checks came with
+    the `pending_replace` record it evolves from)."""
+    return {k: terms[k] for k in ("quantity", "limit_price", "stop_price") if k in (terms or {})}
 
 
 def _book(
