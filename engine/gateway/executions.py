@@ -199,7 +199,8 @@ def _anomaly(name: str, expected: str, got: str, ack: BrokerAck) -> dict[str, An
 def _record_terms(terms: dict[str, Any] | None) -> dict[str, Any]:
     """The terms a confirmed replace brings into the record (its checks came with
     the `pending_replace` record it evolves from)."""
-    return {k: terms[k] for k in ("quantity", "limit_price", "stop_price") if k in (terms or {})}
+    given = terms or {}
+    return {k: given[k] for k in ("quantity", "limit_price", "stop_price") if k in given}
 
 
 def _book(
