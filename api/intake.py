@@ -15,7 +15,7 @@ from ._threads import GatewayThreads
 from .errors import ApiError, field_error
 from .metrics import Metrics
 
-__all__ = ["Intake"]
+__all__ = ["BodyRefused", "Intake", "parse"]
 
 
 class Intake:
@@ -42,19 +42,61 @@ class Intake:
                 if len(raw) > limit:
                     problem = (413, "body_too_large", f"body is over {limit} bytes")
                     break
+        field = "(body)"
         if problem is None:
             try:
-                parsed = json.loads(raw or b"null")
-                # "\ud800" (or its UTF-8 bytes, which json.loads lets through)
-                # parses to a lone surrogate, which is not text: no record holding
-                # it could be stored or hashed as UTF-8.
-                if b"\\u" in raw or b"\xed" in raw:
-                    json.dumps(parsed, ensure_ascii=False).encode("utf-8")
-                return parsed
+                return parse(raw)
+            except BodyRefused as exc:
+                problem, field = (422, exc.code, str(exc)), exc.field
             except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
                 problem = (422, "malformed_json", f"body is not valid JSON: {exc}")
         status, code, detail = problem
-        problems = [("(body)", detail)]
+        problems = [(field, detail)]
         outcome = await self._threads.run(self._gateway.reject, operation, problems, actor)
         self._metrics.decision(operation, "rejected", [])
-        raise ApiError(status, code, detail, [field_error("(body)", detail)], record=outcome.record)
+        raise ApiError(status, code, detail, [field_error(field, detail)], record=outcome.record)
+
+
+class BodyRefused(ValueError):
+    """A body that is JSON to a lenient reader but not to us; `field` names the
+    part at fault."""
+
+    def __init__(self, code: str, detail: str, field: str = "(body)") -> None:
+        super().__init__(detail)
+        self.code, self.field = code, field
+
+
+def parse(raw: bytes) -> Any:
+    """A JSON body, strictly: UTF-8 without a byte-order mark (json.loads would
+    take UTF-16 and UTF-32 too), and no key twice in one object (json.loads
+    keeps the last, so `"symbol":"RSTR",...,"symbol":"AAPL"` would be judged as
+    AAPL while a log or another reader sees RSTR)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        detail = f"body is not UTF-8 (byte {exc.start}: {raw[exc.start : exc.start + 1]!r})"
+        raise BodyRefused("not_utf8", detail) from exc
+    if text.startswith("\ufeff"):
+        raise BodyRefused(
+            "byte_order_mark", "body starts with a byte-order mark; send UTF-8 without"
+        )
+    parsed = json.loads(text or "null", object_pairs_hook=_unique_keys)
+    # "\ud800" parses to a lone surrogate, which is not text: no record holding it
+    # could be stored or hashed as UTF-8
+    if "\\u" in text:
+        json.dumps(parsed, ensure_ascii=False).encode("utf-8")
+    return parsed
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                name = key.encode("utf-8", "backslashreplace").decode("utf-8")[:200]
+                raise BodyRefused(
+                    "duplicate_key", f"key {name!r} appears twice in one object", name
+                )
+            seen.add(key)
+    return obj

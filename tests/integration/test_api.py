@@ -243,14 +243,12 @@ def test_submit_when_a_number_is_nan_then_422_naming_it(api: Api) -> None:
         b"[" * 30_000 + b"]" * 30_000,
         b'{"client_order_id": "s-1", "decision_reason": "\\ud800"}',
         b'{"client_order_id": "s-1", "\\udfff": 1}',
-        b'{"client_order_id": "s-1", "decision_reason": "\xed\xa0\x80"}',
     ],
     ids=[
         "truncated",
         "nested_too_deep",
         "lone_surrogate_value",
         "lone_surrogate_key",
-        "surrogate_as_utf8_bytes",
     ],
 )
 def test_submit_when_json_is_malformed_then_422_malformed_json_and_logged(
@@ -264,6 +262,36 @@ def test_submit_when_json_is_malformed_then_422_malformed_json_and_logged(
     assert body["errors"][0]["field"] == "(body)"
     assert body["record"]["order_status"] == "rejected"
     assert body["record"]["operation"] == "submit"
+    assert api.audit() == [body["record"]]
+    api.assert_chain_ok()
+
+
+@pytest.mark.parametrize(
+    ("content", "code", "field"),
+    [
+        (b'{"client_order_id": "s-1", "decision_reason": "\xed\xa0\x80"}', "not_utf8", "(body)"),
+        ('{"client_order_id": "s-1"}'.encode("utf-16"), "not_utf8", "(body)"),
+        (b'\xef\xbb\xbf{"client_order_id": "s-1"}', "byte_order_mark", "(body)"),
+        (b'{"symbol": "RSTR", "quantity": 5, "symbol": "AAPL"}', "duplicate_key", "symbol"),
+        (b'{"context": {"quote": {"bid": 1, "bid": 2}}}', "duplicate_key", "bid"),
+    ],
+    ids=[
+        "surrogate_as_utf8_bytes",
+        "utf16",
+        "byte_order_mark",
+        "duplicate_key",
+        "nested_duplicate",
+    ],
+)
+def test_submit_when_body_is_json_only_to_a_lenient_reader_then_422_named_and_logged(
+    api: Api, content: bytes, code: str, field: str
+) -> None:
+    response = api.post("/v1/orders", content=content)
+
+    body = response.json()
+    assert response.status_code == 422
+    assert (body["code"], body["errors"][0]["field"]) == (code, field)
+    assert body["record"]["order_status"] == "rejected"
     assert api.audit() == [body["record"]]
     api.assert_chain_ok()
 
