@@ -102,7 +102,7 @@ def _applies(field: str, applies: str, deny: str) -> str:
 def _conditions(lim: Limits) -> dict[str, str]:
     return {
         "restricted_symbol_check": _guarded(
-            "symbol", f"{_set(lim.restricted_symbols)}.contains(context.symbol)"
+            "symbol_root", f"{_set(lim.restricted_symbols)}.contains(context.symbol_root)"
         ),
         "account_check": _guarded(
             "account", f"!{_set(lim.allowed_accounts)}.contains(context.account)"

@@ -66,7 +66,7 @@ Check = Callable[[Fact, Limits], CheckResult]
 
 
 def restricted_symbol_check(f: Fact, lim: Limits) -> CheckResult:
-    if (v := f.get("symbol")) is None:
+    if (v := f.get("symbol_root")) is None:
         return ERROR
     return FAIL if v in lim.restricted_symbols else PASS
 

@@ -9,6 +9,7 @@ accounts) are always present: the gateway supplies every one of them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -45,6 +46,11 @@ FIELDS: dict[str, FieldSpec] = {
     # the order as sent
     "account": _a("string", "account the order is for"),
     "symbol": _a("string", "instrument symbol, upper case"),
+    "symbol_root": _a(
+        "string",
+        "the symbol without a share-class or punctuation suffix: BRK.B, BRK/B, BRK-B and "
+        "BRK. are all BRK (what the restricted list is matched against)",
+    ),
     "side": _a("string", "buy or sell"),
     "quantity": _a("number", "order quantity (shares)"),
     "order_type": _a("string", "market, limit or stop"),
@@ -125,12 +131,22 @@ FIELDS: dict[str, FieldSpec] = {
 }
 
 
+_SUFFIX = re.compile(r"[./\-]")
+
+
+def symbol_root(symbol: str) -> str:
+    """The issuer's root symbol: everything before the first `.`, `/` or `-`. A
+    restricted issuer stays restricted in every share class and notation."""
+    return _SUFFIX.split(symbol, maxsplit=1)[0]
+
+
 def build_fact(
     order: OrderRequest, state: EngineState, config: ComplianceConfig, now: datetime
 ) -> Fact:
     fact: Fact = {
         "account": order.account,
         "symbol": order.symbol,
+        "symbol_root": symbol_root(order.symbol),
         "side": order.side,
         "quantity": order.quantity,
         "order_type": order.order_type,

@@ -234,7 +234,7 @@ BLOCKED = [
         {"restricted_symbol_check": "fail"},
         ("compliance_failure",),
         [("restricted_symbol_check", "fail", "SYMBOL_RESTRICTED", "compliance_failure",
-          "symbol=RSTR in compliance.restricted_symbols=[RSTR, HALTD]")],
+          "symbol_root=RSTR in compliance.restricted_symbols=[RSTR, HALTD]")],
     ),
     Blocked(
         "account-not-allowed",
@@ -889,7 +889,7 @@ def test_record_when_blocked_then_lists_reasons_and_triggers(
             "result": "fail",
             "code": "SYMBOL_RESTRICTED",
             "trigger": "compliance_failure",
-            "detail": "symbol=RSTR in compliance.restricted_symbols=[RSTR, HALTD]",
+            "detail": "symbol_root=RSTR in compliance.restricted_symbols=[RSTR, HALTD]",
         }
     ]
 
