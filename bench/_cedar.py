@@ -120,6 +120,9 @@ def _conditions(lim: Limits) -> dict[str, str]:
             "regime", f"!{_set(lim.allowed_regimes)}.contains(context.regime)"
         ),
         "entropy_check": _guarded("entropy", _gt("entropy", lim.max_entropy)),
+        "entropy_domain_check": _guarded(
+            "entropy", f"({_lt('entropy', 0)} || {_gt('entropy', 1)})"
+        ),
         "drift_check": _guarded("drift_abs", _gt("drift_abs", lim.max_drift)),
         "signal_freshness_check": _guarded(
             "signals_age_s", _gt("signals_age_s", lim.max_signal_age_s)

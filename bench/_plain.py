@@ -125,6 +125,12 @@ def entropy_check(f: Fact, lim: Limits) -> CheckResult:
     return FAIL if v > lim.max_entropy else PASS
 
 
+def entropy_domain_check(f: Fact, lim: Limits) -> CheckResult:
+    if (v := f.get("entropy")) is None:
+        return ERROR
+    return FAIL if v < 0 or v > 1 else PASS
+
+
 def drift_check(f: Fact, lim: Limits) -> CheckResult:
     if (v := f.get("drift_abs")) is None:
         return ERROR
@@ -264,6 +270,7 @@ RULES: dict[str, Check] = {
         spread_check,
         regime_check,
         entropy_check,
+        entropy_domain_check,
         drift_check,
         signal_freshness_check,
         duplicate_order_check,
