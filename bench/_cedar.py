@@ -133,6 +133,8 @@ def _conditions(lim: Limits) -> dict[str, str]:
         ),
         "session_hours_check": _guarded("session_open", "!context.session_open"),
         "max_quantity_check": _guarded("quantity", _gt("quantity", lim.max_order_quantity)),
+        "min_quantity_check": _guarded("quantity", _lt("quantity", lim.min_order_quantity)),
+        "tick_size_check": _guarded("price_on_tick", "!context.price_on_tick"),
         "max_notional_check": _guarded("notional", _gt("notional", lim.max_order_notional)),
         "price_collar_check": _applies(
             "order_type",

@@ -29,6 +29,7 @@ class Limits:
     """Every threshold the rules use, read once from the compliance configuration."""
 
     max_order_quantity: float
+    min_order_quantity: float
     max_order_notional: float
     max_position_quantity: float
     max_price_distance_bps: float
@@ -167,6 +168,18 @@ def max_quantity_check(f: Fact, lim: Limits) -> CheckResult:
     return FAIL if v > lim.max_order_quantity else PASS
 
 
+def min_quantity_check(f: Fact, lim: Limits) -> CheckResult:
+    if (v := f.get("quantity")) is None:
+        return ERROR
+    return FAIL if v < lim.min_order_quantity else PASS
+
+
+def tick_size_check(f: Fact, lim: Limits) -> CheckResult:
+    if (v := f.get("price_on_tick")) is None:
+        return ERROR
+    return FAIL if v is False else PASS
+
+
 def max_notional_check(f: Fact, lim: Limits) -> CheckResult:
     if (v := f.get("notional")) is None:
         return ERROR
@@ -277,6 +290,8 @@ RULES: dict[str, Check] = {
         order_rate_check,
         session_hours_check,
         max_quantity_check,
+        min_quantity_check,
+        tick_size_check,
         max_notional_check,
         price_collar_check,
         max_position_check,

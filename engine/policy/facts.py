@@ -68,6 +68,11 @@ FIELDS: dict[str, FieldSpec] = {
     "spread_bps": _f("number", "(ask - bid) / mid, in basis points"),
     "quote_age_s": _f("number", "seconds between the quote's timestamp and now"),
     "quote_consistent": _f("bool", "bid <= ask and last within [bid, ask] widened by the spread"),
+    "price_on_tick": _a(
+        "bool",
+        "every price on the order is on the tick: whole cents from $1, hundredths of a "
+        "cent below (SEC Reg NMS rule 612); true for an order without a price",
+    ),
     "notional": _f(
         "number",
         "quantity x price: limit or stop price, or the touch (ask to buy, bid to sell)",
@@ -140,6 +145,13 @@ def symbol_root(symbol: str) -> str:
     return _SUFFIX.split(symbol, maxsplit=1)[0]
 
 
+def on_tick(price: float) -> bool:
+    """Reg NMS rule 612: quotes of $1 or more in whole cents, below $1 to four
+    decimals (a float's noise below a millionth of the tick is not a sub-tick)."""
+    ticks = price * (100 if price >= 1 else 10_000)
+    return abs(ticks - round(ticks)) < 1e-6
+
+
 def build_fact(
     order: OrderRequest, state: EngineState, config: ComplianceConfig, now: datetime
 ) -> Fact:
@@ -157,6 +169,9 @@ def build_fact(
         "session_open": session_open(config.session, now),
     }
     _add_gateway(fact, order, state)
+    fact["price_on_tick"] = all(
+        on_tick(p) for p in (order.limit_price, order.stop_price) if p is not None
+    )
     _put(fact, "limit_price", order.limit_price)
     _put(fact, "stop_price", order.stop_price)
     _add_quote(fact, order, now)
