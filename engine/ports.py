@@ -99,6 +99,7 @@ class TokenRow:
     label: str
     created_at: datetime
     revoked_at: datetime | None = None
+    expires_at: datetime | None = None  # None: never
 
 
 class Writer(Protocol):
@@ -176,6 +177,7 @@ class Writer(Protocol):
         label: str,
         accounts: Collection[str] | None,
         at: datetime,
+        expires_at: datetime | None = None,
     ) -> None: ...
 
     def revoke_token(self, token_id: str, at: datetime) -> bool:
@@ -234,7 +236,8 @@ class Store(Protocol):
     def audit_count(self) -> int: ...
 
     def token(self, token_hash: str) -> TokenRow | None:
-        """A live (not revoked) token with this hash."""
+        """The token with this hash unless it is revoked; whether it has expired
+        is the caller's to judge (by its clock, against `expires_at`)."""
         ...
 
     def token_count(self) -> int: ...

@@ -39,7 +39,15 @@ ORDER_COLUMNS = (
     "broker_order_id", "filled_quantity", "average_price", "request", "record",
     "created_at", "updated_at",
 )  # fmt: skip
-TOKEN_COLUMNS = ("token_id", "role", "accounts", "label", "created_at", "revoked_at")
+TOKEN_COLUMNS = (
+    "token_id",
+    "role",
+    "accounts",
+    "label",
+    "created_at",
+    "revoked_at",
+    "expires_at",
+)
 
 
 def stored_order(row: Sequence[Any], read_when: ReadWhen) -> StoredOrder:
@@ -95,7 +103,7 @@ def snapshot(row: Sequence[Any]) -> Snapshot:
 
 
 def token_row(row: Sequence[Any], read_when: ReadWhen) -> TokenRow:
-    token_id, role, accounts, label, created, revoked = row
+    token_id, role, accounts, label, created, revoked, expires = row
     return TokenRow(
         token_id=token_id,
         role=role,
@@ -103,6 +111,7 @@ def token_row(row: Sequence[Any], read_when: ReadWhen) -> TokenRow:
         label=label,
         created_at=read_when(created),
         revoked_at=read_when(revoked) if revoked is not None else None,
+        expires_at=read_when(expires) if expires is not None else None,
     )
 
 

@@ -110,8 +110,9 @@ class Statements:
             " VALUES ({account}, {symbol}, {quantity})"
         )
         self.new_token = render(
-            "INSERT INTO api_tokens (token_id, token_hash, role, label, accounts, created_at)"
-            " VALUES ({token_id}, {token_hash}, {role}, {label}, {accounts}, {at})"
+            "INSERT INTO api_tokens"
+            " (token_id, token_hash, role, label, accounts, created_at, expires_at)"
+            " VALUES ({token_id}, {token_hash}, {role}, {label}, {accounts}, {at}, {expires_at})"
         )
         self.revoke_token = render(
             "UPDATE api_tokens SET revoked_at = {at}"

@@ -287,6 +287,7 @@ class SqlWriter:
         label: str,
         accounts: Collection[str] | None,
         at: datetime,
+        expires_at: datetime | None = None,
     ) -> None:
         params = {
             "token_id": token_id,
@@ -295,6 +296,7 @@ class SqlWriter:
             "label": label,
             "accounts": _rows.accounts_text(accounts),
             "at": self._db.when(at),
+            "expires_at": self._db.when(expires_at) if expires_at is not None else None,
         }
         self.cursor.execute(self._sql.new_token, params)
 

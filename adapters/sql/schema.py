@@ -153,6 +153,7 @@ api_tokens = Table(
     Column("created_at", _When, nullable=False),
     Column("revoked_at", _When, nullable=True),
     Column("accounts", Text, nullable=True),  # JSON list; NULL: every allowed account
+    Column("expires_at", _When, nullable=True),  # NULL: never
 )
 
 # Durable memory of an in-process broker (the simulator): its working orders and

@@ -682,6 +682,18 @@ def test_revoke_token_when_live_then_it_no_longer_authenticates_and_is_listed_re
     assert store.token_count() == 2
 
 
+def test_add_token_when_it_expires_then_expiry_is_read_back_and_listed(store: SqlStore) -> None:
+    expires = NOW + timedelta(days=30)
+    with store.writing() as w:
+        w.add_token("t1", "h" * 64, "auditor", "30 days", None, NOW, expires)
+        w.add_token("t2", "i" * 64, "auditor", "forever", None, NOW + timedelta(seconds=1))
+
+    assert store.token("h" * 64) == TokenRow(
+        "t1", "auditor", None, "30 days", NOW, expires_at=expires
+    )
+    assert [row.expires_at for row in store.tokens()] == [expires, None]
+
+
 # --- the broker journal ---------------------------------------------------------------
 
 
