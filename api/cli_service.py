@@ -8,21 +8,25 @@ import argparse
 import json
 import logging
 import sys
+from datetime import datetime, timedelta
 from typing import Any
 
 from engine import PolicyError
 from engine.audit import verify_chain
+from engine.clock import format_utc
 from engine.gateway import MODES, Actor, ModeRefused, StateRefused
 
 from ._logging import configure_logging
 from ._table import table
-from .auth import ROLES, TokenRefused, token_id_of
+from .auth import ROLES, TokenRefused, parse_duration, token_id_of, write_secret
 from .runtime import Runtime
 from .settings import Settings
 
 __all__ = ["register"]
 
 OK, FAILED, USAGE = 0, 1, 2
+ADMIN_TOKEN_FILE = "admin-token"  # in APEX_HOME: the first start's admin token
+log = logging.getLogger("apex.cli")
 # Whoever runs the CLI has the database itself: records name them `cli`.
 CLI_ACTOR = Actor.of("cli", "admin")
 STATES = ("active", "reducing", "halted")
@@ -85,9 +89,9 @@ def register(commands: Any) -> None:
     export.add_argument("--output", "-o", default="-", help="file (default: standard output)")
     export.set_defaults(handler=_audit_export)
 
-    tokens = commands.add_parser("tokens", help="create API tokens")
+    tokens = commands.add_parser("tokens", help="create, list or revoke API tokens")
     tokens_sub = tokens.add_subparsers(metavar="ACTION", required=True)
-    create = tokens_sub.add_parser("create")
+    create = tokens_sub.add_parser("create", help="create a token (printed once, never stored)")
     create.add_argument("--role", required=True, choices=ROLES)
     create.add_argument("--label", default="")
     create.add_argument(
@@ -97,8 +101,28 @@ def register(commands: Any) -> None:
         metavar="ACCOUNT",
         help="a trader token's account (repeat for more; none: every allowed account)",
     )
+    create.add_argument(
+        "--expires-in",
+        type=_duration,
+        metavar="DURATION",
+        help="lifetime: a whole number and s, m, h or d, e.g. 30d (default: never expires)",
+    )
     create.add_argument("--json", action="store_true", help="print an object, not the token")
     create.set_defaults(handler=_tokens_create)
+    token_list = tokens_sub.add_parser("list", help="every token's id, role and state (no secret)")
+    token_list.add_argument("--json", action="store_true", help="print a list of objects")
+    token_list.set_defaults(handler=_tokens_list)
+    revoke = tokens_sub.add_parser("revoke", help="revoke a token on every replica (within 1 s)")
+    revoke.add_argument("token_id", metavar="TOKEN_ID", help="the id shown by `tokens list`")
+    revoke.set_defaults(handler=_tokens_revoke)
+
+
+def _duration(text: str) -> timedelta:
+    try:
+        return parse_duration(text)
+    except TokenRefused as exc:
+        # argparse names the option and exits 2
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _runtime() -> Runtime:
@@ -121,8 +145,13 @@ def _serve(args: argparse.Namespace) -> int:
     runtime.start_sweeping()
     url = f"http://{args.host}:{args.port}"
     if runtime.store.token_count() == 0:
+        # the token itself goes to a file only its owner can read, never to a log
         token = runtime.tokens.create("admin", "first start", runtime.clock())
-        print(f"apex-oms: first start; admin token (shown once): {token}", flush=True)
+        path = settings.home / ADMIN_TOKEN_FILE
+        write_secret(path, token)
+        where = f"first start; admin token {token_id_of(token)} written to {path} (mode 0600)"
+        print(f"apex-oms: {where}", flush=True)
+        log.info(where)
     print(
         f"apex-oms: serving {url}  (OpenAPI: {url}/schema, data: {settings.database_url})",
         flush=True,
@@ -268,13 +297,15 @@ def _audit_export(args: argparse.Namespace) -> int:
 def _tokens_create(args: argparse.Namespace) -> int:
     logging.disable(logging.CRITICAL)
     runtime = _runtime()
+    now = runtime.clock()
     try:
-        token = runtime.tokens.create(args.role, args.label, runtime.clock(), args.accounts)
+        token = runtime.tokens.create(args.role, args.label, now, args.accounts, args.expires_in)
     except TokenRefused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return USAGE
     if args.json:
         accounts = sorted(set(args.accounts)) if args.accounts else None
+        expires = _iso(now + args.expires_in) if args.expires_in is not None else None
         print(
             json.dumps(
                 {
@@ -283,9 +314,60 @@ def _tokens_create(args: argparse.Namespace) -> int:
                     "role": args.role,
                     "accounts": accounts,
                     "label": args.label,
+                    "expires_at": expires,
                 }
             )
         )
     else:
         print(token)
     return OK
+
+
+def _tokens_list(args: argparse.Namespace) -> int:
+    rows = _runtime().store.tokens()
+    if args.json:
+        listed = [
+            {
+                "token_id": row.token_id,
+                "role": row.role,
+                "accounts": sorted(row.accounts) if row.accounts is not None else None,
+                "label": row.label,
+                "created_at": _iso(row.created_at),
+                "expires_at": _iso(row.expires_at),
+                "revoked_at": _iso(row.revoked_at),
+            }
+            for row in rows
+        ]
+        print(json.dumps(listed, indent=2, ensure_ascii=False))
+        return OK
+    print(
+        table(
+            ["token_id", "role", "accounts", "label", "created", "expires", "revoked"],
+            [
+                [
+                    row.token_id,
+                    row.role,
+                    ",".join(sorted(row.accounts)) if row.accounts is not None else "(all allowed)",
+                    row.label,
+                    format_utc(row.created_at),
+                    _iso(row.expires_at) or "never",
+                    _iso(row.revoked_at) or "",
+                ]
+                for row in rows
+            ],
+        )
+    )
+    return OK
+
+
+def _tokens_revoke(args: argparse.Namespace) -> int:
+    runtime = _runtime()
+    if not runtime.tokens.revoke(args.token_id, runtime.clock()):
+        print(f"no live token with id {args.token_id!r}", file=sys.stderr)
+        return FAILED
+    print(f"token {args.token_id} revoked (refused on every replica within 1 s)")
+    return OK
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return format_utc(moment) if moment is not None else None

@@ -277,7 +277,7 @@ class Readiness(TypedDict):
 
 _ERROR_TEXT = {
     400: "A query or path parameter is not valid.",
-    401: "No bearer token, or an unknown or revoked one (`unauthorized`).",
+    401: "No bearer token, or an unknown, revoked or expired one (`unauthorized`).",
     403: "This role may not call this route (`forbidden`).",
     404: "No such order, or not one this token may see (`not_found`).",
     409: "The request conflicts with the current state.",

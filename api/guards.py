@@ -38,7 +38,7 @@ def _authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Actor:
     tokens: TokenBook = connection.app.state.tokens
     actor = tokens.check(token.strip())
     if actor is None:
-        raise ApiError(401, "unauthorized", "unknown or revoked token")
+        raise ApiError(401, "unauthorized", "unknown, revoked or expired token")
     return actor
 
 

@@ -80,7 +80,7 @@ class Runtime:
             except Exception:
                 # not ready, and says why (readiness): the sweep tries again
                 log.exception("recovery on start failed")
-        return cls(settings, store, gateway, TokenBook(store), metrics, clock)
+        return cls(settings, store, gateway, TokenBook(store, clock), metrics, clock)
 
     def start_sweeping(self, every_s: float = SWEEP_EVERY_S) -> None:
         """Resolve stale orders and unready brokers in the background (the service)."""

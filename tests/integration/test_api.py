@@ -7,9 +7,11 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -18,7 +20,7 @@ from litestar.testing import TestClient
 
 import engine.policy.evaluator
 from api.app import create_app
-from api.auth import ROLES
+from api.auth import CACHE_SECONDS, ROLES, token_id_of
 from api.runtime import Runtime
 from engine.audit import GENESIS
 from engine.broker import BrokerAck, BrokerOrder
@@ -1397,3 +1399,65 @@ def test_errors_when_a_query_parameter_is_unknown_repeated_or_malformed_then_400
 def test_options_when_a_path_has_several_methods_then_allow_names_them_all(api: Api) -> None:
     assert api.client.options("/v1/orders").headers["allow"] == "GET, OPTIONS, POST"
     assert api.client.options("/v1/omega").headers["allow"] == "DELETE, OPTIONS, POST"
+
+
+# --- tokens: revocation on every replica, expiry ----------------------------------------
+
+UNAUTHORIZED = {"code": "unauthorized", "detail": "unknown, revoked or expired token"}
+
+
+def test_tokens_when_revoked_on_another_replica_then_refused_here_within_one_second(
+    runtime: Runtime, client: TestClient[Any], start_runtime: Callable[..., Runtime]
+) -> None:
+    token = runtime.tokens.create("trader", "replica test", runtime.clock())
+    headers = {"Authorization": f"Bearer {token}"}
+    assert client.get("/v1/orders", headers=headers).status_code == 200  # now cached here
+    other = start_runtime()  # a second replica on the same database
+
+    assert other.tokens.revoke(token_id_of(token), other.clock()) is True
+    answers = []
+    for _ in range(30):  # 3 s at most, whatever the machine's speed
+        answers.append(client.get("/v1/orders", headers=headers))
+        if answers[-1].status_code == 401:
+            break
+        time.sleep(0.1)
+
+    assert CACHE_SECONDS <= 1.0  # the bound a replica's cache may outlive a revocation
+    assert answers[-1].status_code == 401
+    assert {k: answers[-1].json()[k] for k in UNAUTHORIZED} == UNAUTHORIZED
+    assert other.tokens.check(token) is None
+
+
+def test_tokens_when_revoked_on_this_replica_then_refused_at_once(
+    runtime: Runtime, client: TestClient[Any]
+) -> None:
+    token = runtime.tokens.create("auditor", "revoke here", runtime.clock())
+    headers = {"Authorization": f"Bearer {token}"}
+    before = client.get("/v1/audit", headers=headers)
+
+    runtime.tokens.revoke(token_id_of(token), runtime.clock())
+    after = client.get("/v1/audit", headers=headers)
+
+    assert before.status_code == 200
+    assert after.status_code == 401
+    assert {k: after.json()[k] for k in UNAUTHORIZED} == UNAUTHORIZED
+
+
+def test_tokens_when_expiry_passes_then_401_like_a_revoked_token(
+    runtime: Runtime, client: TestClient[Any], clock: MovableClock
+) -> None:
+    token = runtime.tokens.create(
+        "auditor", "short", runtime.clock(), expires_in=timedelta(minutes=5)
+    )
+    headers = {"Authorization": f"Bearer {token}"}
+    (row,) = runtime.store.tokens()
+    live = client.get("/v1/audit", headers=headers)
+
+    clock.advance(299)
+    last_second = client.get("/v1/audit", headers=headers)
+    clock.advance(1)
+    expired = client.get("/v1/audit", headers=headers)
+
+    assert row.expires_at == row.created_at + timedelta(minutes=5)
+    assert (live.status_code, last_second.status_code, expired.status_code) == (200, 200, 401)
+    assert {k: expired.json()[k] for k in UNAUTHORIZED} == UNAUTHORIZED

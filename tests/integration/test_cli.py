@@ -6,9 +6,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import sqlite3
+import stat
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +20,11 @@ import pytest
 from litestar.testing import TestClient
 
 from api.app import create_app
+from api.auth import CACHE_SECONDS, token_id_of
 from api.cli import main
 from api.runtime import Runtime
 from api.settings import Settings
+from engine.clock import parse_utc
 from engine.gateway import Actor
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -158,6 +164,206 @@ def test_tokens_create_when_role_is_unknown_then_usage_error(
 
     assert exit_.value.code == 2
     assert "invalid choice: 'king'" in capsys.readouterr().err
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def create_token(cli: Callable[..., Run], *argv: str) -> dict[str, Any]:
+    run = cli("tokens", "create", *argv, "--json")
+    assert run.code == 0, run.err
+    made: dict[str, Any] = json.loads(run.out)
+    return made
+
+
+def secrets_of(made: dict[str, Any]) -> tuple[str, str]:
+    """A token and its stored hash: neither may appear in a listing or a log."""
+    return made["token"], hashlib.sha256(made["token"].encode()).hexdigest()
+
+
+def test_tokens_list_when_json_then_objects_with_expiry_and_neither_token_nor_hash(
+    cli: Callable[..., Run], service: Runtime
+) -> None:
+    trader = create_token(cli, "--role", "trader", "--account", "paper-1")
+    auditor = create_token(cli, "--role", "auditor", "--label", "q4", "--expires-in", "30d")
+
+    run = cli("tokens", "list", "--json")
+
+    listed = json.loads(run.out)
+    assert run.code == 0
+    keys = {"token_id", "role", "accounts", "label", "created_at", "expires_at", "revoked_at"}
+    assert [set(entry) for entry in listed] == [keys, keys]
+    by_id = {entry["token_id"]: entry for entry in listed}
+    bound = by_id[trader["token_id"]]
+    assert (bound["role"], bound["accounts"], bound["expires_at"]) == ("trader", ["paper-1"], None)
+    lasting = by_id[auditor["token_id"]]
+    assert (lasting["role"], lasting["label"], lasting["revoked_at"]) == ("auditor", "q4", None)
+    assert lasting["expires_at"] == auditor["expires_at"]
+    lifetime = parse_utc(lasting["expires_at"]) - parse_utc(lasting["created_at"])
+    assert lifetime == timedelta(days=30)
+    for secret in (*secrets_of(trader), *secrets_of(auditor)):
+        assert secret not in run.out
+
+
+def test_tokens_list_when_table_then_one_row_per_token_and_no_secret(
+    cli: Callable[..., Run], service: Runtime
+) -> None:
+    made = create_token(cli, "--role", "compliance", "--label", "desk 9")
+
+    run = cli("tokens", "list")
+
+    lines = run.out.splitlines()
+    assert run.code == 0
+    assert lines[0].split() == [
+        "token_id",
+        "role",
+        "accounts",
+        "label",
+        "created",
+        "expires",
+        "revoked",
+    ]
+    (row,) = [line for line in lines if line.startswith(made["token_id"])]
+    cells = re.split(r"\s{2,}", row)
+    assert cells[:4] == [made["token_id"], "compliance", "(all allowed)", "desk 9"]
+    assert cells[5:] == ["never"]  # not revoked: the last cell is empty and stripped
+    for secret in secrets_of(made):
+        assert secret not in run.out
+
+
+def test_tokens_revoke_when_live_then_the_api_refuses_it_and_the_list_shows_when(
+    cli: Callable[..., Run], service: Runtime
+) -> None:
+    made = create_token(cli, "--role", "trader")
+    with TestClient(create_app(service)) as client:
+        before = client.get("/v1/orders", headers=bearer(made["token"]))
+
+        run = cli("tokens", "revoke", made["token_id"])
+        # another process revoked it: this one re-reads within CACHE_SECONDS
+        time.sleep(CACHE_SECONDS)
+        after = client.get("/v1/orders", headers=bearer(made["token"]))
+
+    assert before.status_code == 200
+    assert (run.code, run.err) == (0, "")
+    assert made["token_id"] in run.out
+    assert after.status_code == 401
+    assert (after.json()["code"], after.json()["detail"]) == (
+        "unauthorized",
+        "unknown, revoked or expired token",
+    )
+    (listed,) = json.loads(cli("tokens", "list", "--json").out)
+    assert listed["revoked_at"] is not None
+
+
+def test_tokens_revoke_when_no_such_live_token_then_exit_1(
+    cli: Callable[..., Run], service: Runtime
+) -> None:
+    made = create_token(cli, "--role", "trader")
+    assert cli("tokens", "revoke", made["token_id"]).code == 0
+
+    again = cli("tokens", "revoke", made["token_id"])
+    unknown = cli("tokens", "revoke", "deadbeef")
+
+    assert (again.code, again.out) == (1, "")
+    assert f"no live token with id {made['token_id']!r}" in again.err
+    assert (unknown.code, unknown.out) == (1, "")
+
+
+def test_tokens_revoke_when_no_id_given_then_usage_error(
+    cli: Callable[..., Run], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli("tokens", "revoke")
+
+    assert exit_.value.code == 2
+    assert "TOKEN_ID" in capsys.readouterr().err
+
+
+def test_tokens_create_when_expires_in_then_the_api_refuses_it_from_that_moment(
+    cli: Callable[..., Run], service: Runtime, clock: Any
+) -> None:
+    made = create_token(cli, "--role", "auditor", "--expires-in", "2h")
+    expires = parse_utc(made["expires_at"])
+
+    with TestClient(create_app(service)) as client:
+        clock.now = expires - timedelta(seconds=1)
+        live = client.get("/v1/audit", headers=bearer(made["token"]))
+        clock.now = expires
+        expired = client.get("/v1/audit", headers=bearer(made["token"]))
+
+    assert live.status_code == 200
+    assert expired.status_code == 401
+    assert (expired.json()["code"], expired.json()["detail"]) == (
+        "unauthorized",
+        "unknown, revoked or expired token",
+    )
+
+
+@pytest.mark.parametrize("value", ["30", "30y", "-5m", "0d", "1.5h", "d", "99999999d"])
+def test_tokens_create_when_expires_in_is_bad_then_usage_error_naming_the_option(
+    cli: Callable[..., Run], service: Runtime, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli("tokens", "create", "--role", "auditor", f"--expires-in={value}")
+
+    assert exit_.value.code == 2
+    assert "argument --expires-in: " in capsys.readouterr().err
+    assert service.store.token_count() == 0
+
+
+# --- serve's first start ----------------------------------------------------------------
+
+
+@pytest.fixture
+def serve_once(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """`serve` up to the point where uvicorn would take over (it returns at once),
+    with the root logger's handlers restored afterwards."""
+    import uvicorn
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    monkeypatch.setattr(uvicorn, "run", lambda *_, **__: None)
+    monkeypatch.setattr(Runtime, "start_sweeping", lambda *_, **__: None)
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_serve_when_first_start_then_admin_token_is_in_a_0600_file_and_never_printed(
+    cli: Callable[..., Run], database: Path, serve_once: None, clock: Any
+) -> None:
+    run = cli("serve")
+
+    path = database.parent / "admin-token"
+    token = path.read_text().strip()
+    assert run.code == 0
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert token.startswith(f"apx_{token_id_of(token)}_")
+    assert f"written to {path} (mode 0600)" in run.out
+    logged = [json.loads(line)["message"] for line in run.err.splitlines()]
+    assert any(f"written to {path}" in message for message in logged)
+    assert token not in run.out + run.err
+    assert token_id_of(token) in run.out  # the public id, to find it in `tokens list`
+    runtime = Runtime.start(Settings.from_env(), clock=clock, recover=False)
+    try:
+        actor = runtime.tokens.check(token)
+    finally:
+        runtime.close()
+    assert actor is not None and actor.role == "admin"
+
+
+def test_serve_when_tokens_exist_then_no_admin_token_file_is_written(
+    cli: Callable[..., Run], database: Path, serve_once: None
+) -> None:
+    create_token(cli, "--role", "auditor")
+    logging.disable(logging.NOTSET)
+
+    run = cli("serve")
+
+    assert run.code == 0
+    assert not (database.parent / "admin-token").exists()
+    assert "admin token" not in run.out + run.err
 
 
 # --- mode and the Omega directive ------------------------------------------------------

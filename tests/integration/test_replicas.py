@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[2]
 APEX = Path(sys.executable).with_name("apex-oms")
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 ORDER_ID = re.compile(r"^ORD-(\d{4})-(\d{6,})$")
-TOKEN_LINE = re.compile(r"admin token \(shown once\): (\S+)")
+TOKEN_LINE = re.compile(r"admin token \w+ written to (\S+) \(mode 0600\)")
 START_TIMEOUT_S = 40.0
 REPLICAS = 2
 THREADS_PER_REPLICA = 4
@@ -173,7 +173,7 @@ class Cluster:
 
 @pytest.fixture
 def cluster(tmp_path: Path, database_url: str, policy_dir: Path) -> Iterator[Cluster]:
-    """Replica A starts first and prints the admin token; B starts once A is up."""
+    """Replica A starts first and says where it wrote the admin token; B starts once A is up."""
     replicas: list[Replica] = []
     try:
         first = start_replica("replica-a", tmp_path / "home-a", database_url, policy_dir)
@@ -187,7 +187,7 @@ def cluster(tmp_path: Path, database_url: str, policy_dir: Path) -> Iterator[Clu
         assert not TOKEN_LINE.search(second.stdout.read_text()), (
             "replica B printed a new admin token: tokens are not shared through the database"
         )
-        yield Cluster(replicas, match.group(1))
+        yield Cluster(replicas, Path(match.group(1)).read_text().strip())
     finally:
         for replica in replicas:
             stop(replica)
