@@ -12,7 +12,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from engine import PolicyError
-from engine.audit import verify_chain
+from engine.audit import ChainReport
+from engine.audit_replay import verify_export, verify_store
 from engine.clock import format_utc
 from engine.gateway import MODES, Actor, ModeRefused, StateRefused
 
@@ -82,8 +83,15 @@ def register(commands: Any) -> None:
 
     audit = commands.add_parser("audit", help="verify or export the audit chain")
     audit_sub = audit.add_subparsers(metavar="ACTION", required=True)
-    verify = audit_sub.add_parser("verify")
-    verify.add_argument("--json", action="store_true")
+    verify = audit_sub.add_parser(
+        "verify", help="verify the chain and the stored head, orders and positions against it"
+    )
+    verify.add_argument("--json", action="store_true", help="print the report as an object")
+    verify.add_argument(
+        "--export",
+        metavar="FILE",
+        help="verify an export file (JSON Lines) instead, with no database: links and hashes",
+    )
     verify.set_defaults(handler=_audit_verify)
     export = audit_sub.add_parser("export")
     export.add_argument("--output", "-o", default="-", help="file (default: standard output)")
@@ -260,20 +268,41 @@ def _orders_list(args: argparse.Namespace) -> int:
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
-    runtime = _runtime()
-    report = verify_chain(runtime.store.audit_records())
+    if args.export is not None:
+        try:
+            with open(args.export, encoding="utf-8") as lines:
+                report = verify_export(lines)
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"apex-oms: cannot read the export {args.export}: {exc}", file=sys.stderr)
+            return USAGE
+    else:
+        report = verify_store(_runtime().store)
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
-    elif report.ok:
-        print(f"audit chain OK: {report.records} records, head {report.head}")
     else:
-        broken = report.first_break
-        assert broken is not None
+        _print_report(report, exported=args.export is not None)
+    return OK if report.ok else FAILED
+
+
+def _print_report(report: ChainReport, *, exported: bool) -> None:
+    broken = report.first_break
+    if broken is not None:
         print(
             f"audit chain BROKEN at record {broken.position} "
             f"(order {broken.order_id or '-'}): {broken.reason}"
         )
-    return OK if report.ok else FAILED
+    elif report.findings:
+        print(f"audit chain DIFFERS from the store: {len(report.findings)} findings")
+        for finding in report.findings:
+            print(f"  {finding.describe()}")
+    else:
+        print(f"audit chain OK: {report.records} records, head {report.head}")
+    if exported:
+        print("links and hashes only: an export has no stored head, so a deleted tail cannot show")
+    elif report.ok:
+        print("the stored head, orders and positions match the chain")
+    elif not report.rows_compared:
+        print("the stored head, orders and positions not compared: the chain is broken")
 
 
 def _audit_export(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ __all__ = [
     "GENESIS",
     "ChainBreak",
     "ChainReport",
+    "Finding",
     "link",
     "link_text",
     "record_hash",
@@ -65,18 +66,47 @@ class ChainBreak:
 
 
 @dataclass(frozen=True)
+class Finding:
+    """One thing the store holds that the chain does not vouch for: `subject`
+    names it (`chain_head`, an order id and column, `account/symbol`), `code`
+    says how it differs, `want` is what the chain implies, `got` what is stored."""
+
+    subject: str
+    code: str
+    want: Any
+    got: Any
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"subject": self.subject, "code": self.code, "want": self.want, "got": self.got}
+
+    def describe(self) -> str:
+        return f"{self.subject}: {self.code} (want: {self.want!r}, got: {self.got!r})"
+
+
+@dataclass(frozen=True)
 class ChainReport:
+    """The chain's own check (`first_break`) and, when a store was read with it,
+    the comparison with the stored head and rows (`findings`). `scope`: `chain`
+    (records given, links and hashes), `store` (with the stored head and rows)
+    or `export` (a file, which carries no head: a deleted tail cannot show)."""
+
     records: int
     head: str
     first_break: ChainBreak | None
+    scope: str = "chain"
+    head_compared: bool = False
+    stored_head: tuple[int, str] | None = None  # chain_head's seq and hash
+    rows_compared: bool = False
+    findings: tuple[Finding, ...] = ()
 
     @property
     def ok(self) -> bool:
-        return self.first_break is None
+        return self.first_break is None and not self.findings
 
     def as_dict(self) -> dict[str, Any]:
         broken = self.first_break
-        return {
+        stored = self.stored_head
+        body: dict[str, Any] = {
             "ok": self.ok,
             "records": self.records,
             "head": self.head,
@@ -87,6 +117,16 @@ class ChainReport:
                 "order_id": broken.order_id,
                 "reason": broken.reason,
             },
+        }
+        if self.scope == "chain":
+            return body
+        return {
+            **body,
+            "scope": self.scope,
+            "head_compared": self.head_compared,
+            "stored_head": None if stored is None else {"seq": stored[0], "hash": stored[1]},
+            "rows_compared": self.rows_compared,
+            "findings": [f.as_dict() for f in self.findings],
         }
 
 

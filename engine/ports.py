@@ -23,8 +23,10 @@ from .records import OrderRecord
 
 __all__ = [
     "UNREAD",
+    "AuditState",
     "Claim",
     "Controls",
+    "OrderRow",
     "Snapshot",
     "Store",
     "StoredOrder",
@@ -89,6 +91,29 @@ class StoredOrder:
     updated_at: datetime
     # the same record as stored, with its `prev_hash` and `hash` when it was linked
     linked: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OrderRow:
+    """The columns of an orders row that verification recomputes from the chain."""
+
+    order_id: str
+    status: str
+    quantity: Any
+    limit_price: Any
+    stop_price: Any
+    record: Any  # the stored record, parsed (its text when it is not JSON)
+
+
+@dataclass(frozen=True)
+class AuditState:
+    """The chain and what the store derived from it, read in one snapshot, so
+    that a write landing meanwhile cannot pass for a difference."""
+
+    head: tuple[int, str] | None  # chain_head: the last record's seq and hash
+    orders: list[OrderRow]
+    positions: dict[tuple[str, str], float]  # (account, symbol): signed quantity
+    records: Iterator[dict[str, Any]]  # the chain in order, streamed from the snapshot
 
 
 @dataclass(frozen=True)
@@ -234,6 +259,11 @@ class Store(Protocol):
     ) -> Iterator[dict[str, Any]]: ...
 
     def audit_count(self) -> int: ...
+
+    def audit_state(self) -> AbstractContextManager[AuditState]:
+        """The chain head, every orders row, every position and the chain, in one
+        read snapshot (valid while the context is open)."""
+        ...
 
     def token(self, token_hash: str) -> TokenRow | None:
         """The token with this hash unless it is revoked; whether it has expired

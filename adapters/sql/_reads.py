@@ -7,18 +7,19 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Connection, Engine, func, select, text
 
 from engine.lifecycle import OrderStatus
-from engine.ports import Claim, Controls, StoredOrder, TokenRow
+from engine.ports import AuditState, Claim, Controls, OrderRow, StoredOrder, TokenRow
 
 from . import _rows
 from ._dialect import Dialect
 from ._errors import StoreUnavailable, describe, unavailable
 from ._transactions import discard
-from .schema import api_tokens, audit_log, orders, positions
+from .schema import api_tokens, audit_log, chain_head, orders, positions
 
 __all__ = ["DriverPool", "Reads", "every", "first", "nothing"]
 
@@ -195,6 +196,30 @@ class Reads:
             if remaining is not None:
                 remaining -= len(rows)
 
+    @contextmanager
+    def audit_state(self) -> Iterator[AuditState]:
+        """Everything `audit verify` compares, in one read transaction: REPEATABLE
+        READ on PostgreSQL, and on SQLite (WAL) a transaction's first read fixes
+        its snapshot. Every write moves the head, its records and their rows in
+        one transaction, so the snapshot holds them all or none."""
+        doing = "reading the chain and the rows it derives"
+        with unavailable(self._db.errors, doing), self.engine.connect() as conn:
+            if self._db.name == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                head = conn.execute(
+                    select(chain_head.c.seq, chain_head.c.hash).where(chain_head.c.id == 1)
+                ).first()
+                columns = ("order_id", "status", "quantity", "limit_price", "stop_price")
+                rows = conn.execute(select(*(orders.c[n] for n in (*columns, "record")))).all()
+                held = conn.execute(select(positions)).all()
+                yield AuditState(
+                    head=(int(head.seq), str(head.hash)) if head is not None else None,
+                    orders=[_order_row(row) for row in rows],
+                    positions={(r.account, r.symbol): float(r.quantity) for r in held},
+                    records=_chain(conn),
+                )
+
     def audit_count(self) -> int:
         return self._count(audit_log, "counting the audit log")
 
@@ -227,3 +252,34 @@ class Reads:
     def _count(self, table: Any, doing: str) -> int:
         with unavailable(self._db.errors, doing), self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+def _chain(conn: Connection) -> Iterator[dict[str, Any]]:
+    """The chain in order, in pages, on `conn` (and so in its snapshot)."""
+    after = 0
+    while True:
+        query = (
+            select(audit_log.c.seq, audit_log.c.record)
+            .where(audit_log.c.seq > after)
+            .order_by(audit_log.c.seq)
+            .limit(_AUDIT_PAGE)
+        )
+        rows = conn.execute(query).all()
+        for row in rows:
+            yield json.loads(row.record)
+        if len(rows) < _AUDIT_PAGE:
+            return
+        after = rows[-1].seq
+
+
+def _order_row(row: Any) -> OrderRow:
+    record = _parsed(row.record)
+    return OrderRow(row.order_id, row.status, row.quantity, row.limit_price, row.stop_price, record)
+
+
+def _parsed(value: str) -> Any:
+    """A stored record as JSON, or its text when it is not JSON (a difference)."""
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value

@@ -5,7 +5,7 @@ from __future__ import annotations
 from litestar import Controller
 from litestar.params import FromQuery
 
-from engine.audit import verify_chain
+from engine.audit_replay import verify_store
 
 from ..deps import ServicesDep
 from ..docs import AuditPage, ChainReportBody, errors
@@ -42,11 +42,14 @@ class AuditController(Controller):
     @get(
         "/verify",
         guards=[AUDITOR],
-        summary="Verify the whole chain; the first broken record if any",
+        summary=(
+            "Verify the whole chain, then compare it with the stored head, orders and"
+            " positions; the first broken record, and every stored row that differs"
+        ),
         responses=errors(401, 403),
     )
     async def verify(self, services: ServicesDep) -> ChainReportBody:
         store = services.store
-        report = await services.threads.run(lambda: verify_chain(store.audit_records()))
+        report = await services.threads.run(lambda: verify_store(store))
         body: ChainReportBody = report.as_dict()  # type: ignore[assignment]
         return body

@@ -801,7 +801,17 @@ def test_audit_when_read_then_records_page_in_chain_order_and_verify(
 
     assert api.audit() == records
     assert page == {"records": records[1:2], "after": 1, "limit": 1}
-    assert verify == {"ok": True, "records": 3, "head": records[-1]["hash"], "first_break": None}
+    assert verify == {
+        "ok": True,
+        "records": 3,
+        "head": records[-1]["hash"],
+        "first_break": None,
+        "scope": "store",
+        "head_compared": True,
+        "stored_head": {"seq": 3, "hash": records[-1]["hash"]},
+        "rows_compared": True,
+        "findings": [],
+    }
     assert (bad.status_code, bad.json()["code"]) == (422, "invalid_query")
 
 

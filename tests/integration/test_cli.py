@@ -571,6 +571,90 @@ def test_audit_verify_when_record_k_is_tampered_in_the_database_then_broken_at_k
     assert verify_offline(exported) == k
 
 
+@pytest.mark.usefixtures("three_records")
+def test_audit_verify_when_the_tail_is_deleted_then_truncated_with_want_and_got_exit_1(
+    cli: Callable[..., Run], database: Path
+) -> None:
+    with sqlite3.connect(database) as conn:
+        conn.execute("DELETE FROM audit_log WHERE seq = 3")
+
+    human = cli("audit", "verify")
+    machine = cli("audit", "verify", "--json")
+
+    assert human.code == 1
+    assert human.out.splitlines()[:2] == [
+        "audit chain DIFFERS from the store: 2 findings",
+        "  chain_head: chain_truncated (want: {'records': 3, 'hash': "
+        + repr(json.loads(machine.out)["stored_head"]["hash"])
+        + "}, got: {'records': 2, 'hash': "
+        + repr(json.loads(machine.out)["head"])
+        + "})",
+    ]
+    assert "  ORD-2026-000003: order_not_in_chain (want: None, got: 'evaluated')" in human.out
+    assert machine.code == 1
+    assert [f["code"] for f in json.loads(machine.out)["findings"]] == [
+        "chain_truncated",
+        "order_not_in_chain",
+    ]
+
+
+@pytest.mark.usefixtures("three_records")
+def test_audit_verify_export_when_intact_then_ok_says_no_head_and_exit_0(
+    cli: Callable[..., Run], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "audit.jsonl"
+    cli("audit", "export", "-o", str(target))
+    monkeypatch.setenv("APEX_DATABASE_URL", "sqlite:////nonexistent/no.db")  # no database
+
+    human = cli("audit", "verify", "--export", str(target))
+    machine = cli("audit", "verify", "--export", str(target), "--json")
+
+    assert human.code == 0
+    assert human.out.splitlines() == [
+        f"audit chain OK: 3 records, head {json.loads(machine.out)['head']}",
+        "links and hashes only: an export has no stored head, so a deleted tail cannot show",
+    ]
+    assert machine.code == 0
+    report = json.loads(machine.out)
+    assert (report["scope"], report["head_compared"], report["stored_head"]) == (
+        "export",
+        False,
+        None,
+    )
+
+
+@pytest.mark.usefixtures("three_records")
+def test_audit_verify_export_when_a_line_is_tampered_then_that_line_is_named_exit_1(
+    cli: Callable[..., Run], tmp_path: Path
+) -> None:
+    target = tmp_path / "audit.jsonl"
+    cli("audit", "export", "-o", str(target))
+    lines = target.read_text(encoding="utf-8").splitlines()
+    lines[1] = json.dumps({**json.loads(lines[1]), "quantity": 123456})
+    target.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    run = cli("audit", "verify", "--export", str(target))
+
+    assert run.code == 1
+    assert run.out.startswith(
+        "audit chain BROKEN at record 2 (order ORD-2026-000002): hash mismatch"
+    )
+
+
+def test_audit_verify_export_when_the_file_is_unusable_then_exit_2(
+    cli: Callable[..., Run], tmp_path: Path
+) -> None:
+    binary = tmp_path / "binary.jsonl"
+    binary.write_bytes(b"\xff\xfe{}")
+
+    missing = cli("audit", "verify", "--export", str(tmp_path / "none.jsonl"))
+    undecodable = cli("audit", "verify", "--export", str(binary))
+
+    assert (missing.code, missing.out) == (2, "")
+    assert missing.err.startswith(f"apex-oms: cannot read the export {tmp_path / 'none.jsonl'}: ")
+    assert (undecodable.code, undecodable.out) == (2, "")
+
+
 # --- demo ---------------------------------------------------------------------------------------
 
 

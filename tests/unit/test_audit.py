@@ -6,13 +6,22 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from litestar.testing import TestClient
+from sqlalchemy import text
 
-from engine.audit import GENESIS, link, link_text, record_hash, verify_chain
+from adapters.sql import SqlStore
+from api.runtime import Runtime
+from engine.audit import GENESIS, Finding, link, link_text, record_hash, verify_chain
+from engine.audit_replay import verify_export, verify_state, verify_store
+from engine.gateway import Actor
+from engine.ports import AuditState, OrderRow
 
 
 def canonical(value: Any) -> bytes:
@@ -269,3 +278,311 @@ def test_verify_chain_when_a_record_has_no_order_id_then_break_names_none() -> N
     assert report.first_break is not None
     assert report.first_break.position == 1
     assert report.first_break.order_id is None
+
+
+# --- verify_state: the chain against the stored head and rows (pure) -----------------
+
+
+def linked_chain(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    prev = GENESIS
+    for record in records:
+        out.append(link(record, prev))
+        prev = out[-1]["hash"]
+    return out
+
+
+def state_of(
+    records: list[dict[str, Any]],
+    rows: list[dict[str, Any]],
+    positions: dict[tuple[str, str], float] | None = None,
+) -> AuditState:
+    """A store that holds `records` with `rows` as its orders rows (their records
+    as stored, columns taken from them)."""
+    head = (len(records), records[-1]["hash"] if records else GENESIS)
+    orders = [
+        OrderRow(
+            r["order_id"],
+            r["order_status"],
+            r.get("quantity"),
+            r.get("limit_price"),
+            r.get("stop_price"),
+            r,
+        )
+        for r in rows
+    ]
+    return AuditState(head, orders, positions or {}, iter(records))
+
+
+def amend(record: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    body = {k: v for k, v in record.items() if k not in ("prev_hash", "hash")}
+    return {**body, **changes}
+
+
+def test_verify_state_when_a_replace_is_refused_then_the_row_keeps_the_order_as_it_was() -> None:
+    submitted = {**order_record(1), "operation": "submit"}
+    refused = amend(submitted, operation="replace", order_status="blocked", quantity=5)
+    records = linked_chain([submitted, refused])
+
+    report = verify_state(state_of(records, [records[0]]))
+
+    assert report.ok, report.findings
+    assert (report.scope, report.head_compared, report.rows_compared) == ("store", True, True)
+
+
+def test_verify_state_when_a_pending_replace_fails_at_the_broker_then_the_row_goes_back() -> None:
+    submitted = {**order_record(1), "operation": "submit"}
+    pending = amend(submitted, operation="replace", order_status="pending_replace", quantity=50)
+    failed = amend(
+        submitted,
+        operation="replace",
+        order_status="submitted",
+        fail_closed_triggers=["broker_api_error"],
+    )
+    records = linked_chain([submitted, pending, failed])
+
+    report = verify_state(state_of(records, [records[0]]))
+
+    assert report.ok, report.findings
+
+
+def test_verify_state_when_a_pending_replace_is_stored_then_the_terms_are_the_old_ones() -> None:
+    submitted = {**order_record(1), "operation": "submit"}
+    pending = amend(submitted, operation="replace", order_status="pending_replace", quantity=50)
+    records = linked_chain([submitted, pending])
+    row = OrderRow("ORD-2026-000001", "pending_replace", 101, 150.25, None, records[1])
+
+    report = verify_state(AuditState((2, records[1]["hash"]), [row], {}, iter(records)))
+
+    assert report.ok, report.findings
+
+
+def test_verify_state_when_fills_are_recorded_then_positions_are_their_signed_sums() -> None:
+    buy = {**order_record(1), "account": "acct", "broker_response": {"filled_quantity": 100}}
+    sell = {
+        **order_record(2),
+        "account": "acct",
+        "side": "sell",
+        "broker_response": {"filled_quantity": 30},
+    }
+    later = amend(buy, broker_response={"status": "error"})  # reports no fill: keeps 100
+    records = linked_chain([buy, sell, later])
+    rows = [records[2], records[1]]
+
+    held = verify_state(state_of(records, rows, {("acct", "AAPL"): 70.0}))
+    moved = verify_state(state_of(records, rows, {("acct", "AAPL"): 40070.0, ("x", "Y"): 1.0}))
+
+    assert held.ok, held.findings
+    assert moved.findings == (
+        Finding("acct/AAPL", "position_differs", 70.0, 40070.0),
+        Finding("x/Y", "position_differs", 0.0, 1.0),
+    )
+
+
+def test_verify_state_when_a_row_or_its_order_is_missing_then_both_are_named() -> None:
+    records = linked_chain([order_record(1)])
+    stray = {**order_record(9), "order_status": "filled"}
+
+    report = verify_state(state_of(records, [stray]))
+
+    assert report.findings == (
+        Finding("ORD-2026-000009", "order_not_in_chain", None, "filled"),
+        Finding("ORD-2026-000001", "order_row_missing", "submitted", None),
+    )
+
+
+def test_verify_state_when_the_chain_is_broken_then_rows_are_not_compared() -> None:
+    records = linked_chain([order_record(1), order_record(2)])
+    records[0]["quantity"] = 7
+
+    report = verify_state(state_of(records, []))
+
+    assert report.first_break is not None
+    assert report.first_break.position == 1
+    assert (report.rows_compared, report.findings) == (False, ())
+
+
+# --- verify_export: a file's lines, no database ---------------------------------------
+
+
+def test_verify_export_when_lines_are_intact_then_ok_without_a_head() -> None:
+    lines = [json.dumps(r) + "\n" for r in chain(3)] + ["\n"]
+
+    report = verify_export(lines)
+
+    assert report.ok
+    assert report.as_dict()["scope"] == "export"
+    assert (report.records, report.head_compared, report.stored_head) == (3, False, None)
+
+
+def test_verify_export_when_a_line_is_not_a_json_object_then_broken_there() -> None:
+    lines = [json.dumps(r) for r in chain(3)]
+    lines[1] = "[1, 2"
+
+    report = verify_export(lines)
+
+    assert report.first_break is not None
+    assert (report.first_break.position, report.first_break.reason) == (2, "not a JSON object")
+
+
+# --- verify_store: real orders and fills on each backend, then the database edited -------
+
+TRADER = Actor("t", "trader")
+
+
+def sql(runtime: Runtime, statement: str, **params: Any) -> None:
+    store = runtime.store
+    assert isinstance(store, SqlStore)
+    with store.engine.begin() as conn:
+        conn.execute(text(statement), params)
+
+
+@pytest.fixture
+def traded(runtime: Runtime, make_order: Callable[..., dict[str, Any]]) -> list[str]:
+    """Two filled market buys, a filled market sell and a working limit order,
+    cancelled: order ids in that order."""
+    runtime.gateway.set_mode("simulation", Actor("c", "compliance"))
+    ids = []
+    for side, quantity in (("buy", 100), ("buy", 50), ("sell", 30)):
+        market = make_order(side=side, quantity=quantity, order_type="market", limit_price=None)
+        outcome = runtime.gateway.submit(market, TRADER)
+        assert outcome.record["order_status"] == "filled", outcome.record
+        ids.append(outcome.record["order_id"])
+    working = runtime.gateway.submit(make_order(limit_price=140.0), TRADER)
+    ids.append(working.record["order_id"])
+    runtime.gateway.cancel(ids[-1], TRADER, "test")
+    return ids
+
+
+@pytest.mark.usefixtures("traded")
+def test_verify_store_when_nothing_was_edited_then_ok_head_and_rows_compared(
+    runtime: Runtime,
+) -> None:
+    report = verify_store(runtime.store)
+
+    assert report.ok, report.findings
+    assert report.records == runtime.store.audit_count()
+    assert report.stored_head == (report.records, report.head)
+    assert runtime.store.positions("default") == {"AAPL": 120.0}
+
+
+@pytest.mark.usefixtures("traded")
+def test_verify_store_when_the_tail_is_deleted_then_truncation_with_want_and_got(
+    runtime: Runtime,
+) -> None:
+    records = list(runtime.store.audit_records())
+    sql(runtime, "DELETE FROM audit_log WHERE seq > :seq", seq=len(records) - 3)
+
+    report = verify_store(runtime.store)
+
+    assert report.first_break is None
+    assert report.findings[0] == Finding(
+        "chain_head",
+        "chain_truncated",
+        {"records": len(records), "hash": records[-1]["hash"]},
+        {"records": len(records) - 3, "hash": records[-4]["hash"]},
+    )
+    assert not report.ok
+
+
+@pytest.mark.usefixtures("traded")
+def test_verify_store_when_a_forged_record_is_appended_with_its_hash_then_past_the_head(
+    runtime: Runtime,
+) -> None:
+    records = list(runtime.store.audit_records())
+    first_order = next(r for r in records if "order_id" in r)
+    forged = link({**first_order, "quantity": 1}, records[-1]["hash"])
+    sql(
+        runtime,
+        "INSERT INTO audit_log (seq, kind, order_id, record, prev_hash, hash, created_at)"
+        " VALUES (:seq, 'order', :order_id, :record, :prev, :hash, :at)",
+        seq=len(records) + 1,
+        order_id=forged["order_id"],
+        record=json.dumps(forged),
+        prev=forged["prev_hash"],
+        hash=forged["hash"],
+        at=datetime(2026, 11, 30, tzinfo=UTC),
+    )
+
+    report = verify_store(runtime.store)
+
+    assert verify_chain(runtime.store.audit_records()).ok  # the links alone are fooled
+    assert report.findings[0] == Finding(
+        "chain_head",
+        "chain_past_head",
+        {"records": len(records), "hash": records[-1]["hash"]},
+        {"records": len(records) + 1, "hash": forged["hash"]},
+    )
+
+
+def test_verify_store_when_an_orders_row_is_edited_then_its_columns_are_named(
+    runtime: Runtime, traded: list[str]
+) -> None:
+    first = traded[0]
+    sql(
+        runtime,
+        "UPDATE orders SET quantity = 123456, status = 'cancelled' WHERE order_id = :id",
+        id=first,
+    )
+
+    report = verify_store(runtime.store)
+
+    assert report.findings == (
+        Finding(f"{first}.status", "column_differs", "filled", "cancelled"),
+        Finding(f"{first}.quantity", "column_differs", 100, 123456.0),
+    )
+
+
+def test_verify_store_when_a_stored_record_is_edited_then_its_members_are_named(
+    runtime: Runtime, traded: list[str]
+) -> None:
+    stored = runtime.store.order(traded[1])
+    assert stored is not None
+    edited = {**stored.linked, "order_status": "cancelled"}
+    sql(
+        runtime,
+        "UPDATE orders SET record = :r WHERE order_id = :id",
+        r=json.dumps(edited),
+        id=traded[1],
+    )
+
+    report = verify_store(runtime.store)
+
+    assert report.findings == (
+        Finding(
+            f"{traded[1]}.record",
+            "record_differs",
+            {"order_status": "filled"},
+            {"order_status": "cancelled"},
+        ),
+    )
+
+
+@pytest.mark.usefixtures("traded")
+def test_verify_store_when_a_position_is_moved_then_that_position_is_named(
+    runtime: Runtime,
+) -> None:
+    sql(runtime, "UPDATE positions SET quantity = quantity + 40000")
+
+    report = verify_store(runtime.store)
+
+    assert report.findings == (Finding("default/AAPL", "position_differs", 120.0, 40120.0),)
+
+
+@pytest.mark.usefixtures("traded")
+def test_audit_verify_endpoint_when_a_position_is_moved_then_not_ok_with_the_finding(
+    runtime: Runtime, client: TestClient[Any], auth: dict[str, dict[str, str]]
+) -> None:
+    intact = client.get("/v1/audit/verify", headers=auth["auditor"]).json()
+    sql(runtime, "UPDATE positions SET quantity = quantity + 40000")
+
+    edited = client.get("/v1/audit/verify", headers=auth["auditor"]).json()
+
+    assert intact["ok"] is True
+    assert (intact["head_compared"], intact["rows_compared"]) == (True, True)
+    assert intact["stored_head"] == {"seq": intact["records"], "hash": intact["head"]}
+    assert edited["ok"] is False
+    assert edited["first_break"] is None
+    assert edited["findings"] == [
+        {"subject": "default/AAPL", "code": "position_differs", "want": 120.0, "got": 40120.0}
+    ]
