@@ -255,11 +255,34 @@ class ChainBreakBody(TypedDict):
     reason: str
 
 
-class ChainReportBody(TypedDict):
+class StoredHeadBody(TypedDict):
+    seq: int
+    hash: str
+
+
+class FindingBody(TypedDict):
+    subject: str  # an order's row or column, `account/symbol`, or the chain
+    code: str
+    want: Any
+    got: Any
+
+
+class _ChainReportBody(TypedDict):
     ok: bool
     records: int
     head: str
     first_break: ChainBreakBody | None
+
+
+class ChainReportBody(_ChainReportBody, total=False):
+    """With the store compared (the service's verification): the head and every
+    stored row that differs from what the chain implies."""
+
+    scope: str  # chain | store | export
+    head_compared: bool
+    stored_head: StoredHeadBody | None
+    rows_compared: bool
+    findings: list[FindingBody]
 
 
 class Health(TypedDict):

@@ -131,6 +131,9 @@ class Reads:
         offset: int = 0,
     ) -> list[dict[str, Any]]:
         """Latest records, newest first; `accounts` limits to those accounts."""
+        wanted = (status, symbol, account, client_order_id)
+        if any(v is not None and "\x00" in v for v in wanted):
+            return []  # no column holds a NUL (PostgreSQL would refuse to compare one)
         # the id alone would sort ORD-2026-1000000 before ORD-2026-999999
         query = select(orders.c.record).order_by(
             orders.c.created_at.desc(),

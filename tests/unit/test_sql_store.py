@@ -1182,3 +1182,12 @@ def test_insert_order_when_a_rejected_request_carries_unfit_text_then_column_emp
     assert stored is not None
     assert stored.linked[field] == value
     assert column is None
+
+
+def test_list_orders_when_a_filter_holds_a_nul_then_nothing_matches(store: SqlStore) -> None:
+    with store.writing() as w:
+        add_order(w)
+
+    assert store.list_orders(status="submitted\x00") == []
+    assert store.list_orders(symbol="AA\x00PL") == []
+    assert len(store.list_orders()) == 1
