@@ -94,7 +94,6 @@ from bench._http_probe import in_process, market_order, read_profile, sampled  #
 from bench._http_report import targets, text_report  # noqa: E402
 
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-TOKEN_LINE = re.compile(r"admin token \(shown once\): (\S+)")
 START_TIMEOUT_S = 60.0
 REQUEST_TIMEOUT_S = 30.0  # per request, every client
 QUOTE_MARGIN_S = 1.0  # a pre-built order is sent by (quote age limit - this) after its build
@@ -233,10 +232,10 @@ def running_server(home: Path, database_url: str, policies: Path) -> Iterator[Se
                 if httpx.get(f"{server.url}/healthz", timeout=1.0).status_code == 200:
                     break
             time.sleep(0.1)
-        match = TOKEN_LINE.search(stdout_path.read_text())
-        if match is None:
-            raise SystemExit("the server printed no admin token on a fresh data directory")
-        server.token = match.group(1)
+        token_file = home / "admin-token"
+        if not token_file.exists():
+            raise SystemExit(f"the server wrote no admin token to {token_file} on a fresh start")
+        server.token = token_file.read_text().strip()
         yield server
     finally:
         if process.poll() is None:
