@@ -15,11 +15,12 @@ from pydantic import ValidationError
 
 from engine import EngineState, Evaluator, PolicyError, load_policies, validate_policies
 from engine.clock import parse_utc
-from engine.policy.cases import load_cases, run_cases
+from engine.errors import InvalidArgument, StoreUnavailable
 from engine.policy.decision import Decision
 from engine.policy.evaluator import field_errors
 
 from ._table import table
+from .cli_cases import add_test_parser
 from .cli_service import register
 
 __all__ = ["main"]
@@ -33,7 +34,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "handler"):
         parser.print_help(sys.stderr)
         return USAGE
-    code: int = args.handler(args)
+    try:
+        code: int = args.handler(args)
+    except (StoreUnavailable, InvalidArgument) as exc:
+        # the database is missing, unreachable or named by a bad URL: one line, no traceback
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"apex-oms: {first}", file=sys.stderr)
+        return USAGE
     return code
 
 
@@ -46,12 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     policy_commands = policy.add_subparsers(metavar="ACTION", required=True)
     for name, handler, text in (
         ("validate", _policy_validate, "report every error in a policy directory"),
-        ("test", _policy_test, "run the policy test cases in DIR/tests"),
     ):
         sub = policy_commands.add_parser(name, help=text)
         sub.add_argument("directory", nargs="?", default=default_dir, metavar="DIR")
         sub.add_argument("--json", action="store_true", help="machine-readable output")
         sub.set_defaults(handler=handler)
+    add_test_parser(policy_commands, default_dir)
 
     evaluate = commands.add_parser("evaluate", help="judge one order (dry run, never routed)")
     evaluate.add_argument("order", metavar="ORDER.json")
@@ -95,45 +102,6 @@ def _policy_validate(args: argparse.Namespace) -> int:
         print(f"policy digest:     {loaded.policies.policy_digest}")
         print(f"compliance digest: {loaded.policies.compliance_digest}")
     return USAGE if issues else OK
-
-
-def _policy_test(args: argparse.Namespace) -> int:
-    directory = Path(args.directory)
-    try:
-        evaluator = Evaluator(load_policies(directory))
-        cases = load_cases(directory / "tests")
-    except PolicyError as exc:
-        print(str(exc), file=sys.stderr)
-        return USAGE
-    results = run_cases(evaluator, cases)
-    failed = [r for r in results if not r.passed]
-    if args.json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "name": r.case.name,
-                        "file": r.case.file,
-                        "line": r.case.line,
-                        "passed": r.passed,
-                        "problems": r.problems,
-                    }
-                    for r in results
-                ],
-                indent=2,
-            )
-        )
-    else:
-        for r in results:
-            verdict = "PASS" if r.passed else "FAIL"
-            print(f"{verdict}  {Path(r.case.file).name}:{r.case.line}  {r.case.name}")
-            for problem in r.problems:
-                print(f"      {problem}")
-        print(f"\n{len(results) - len(failed)} passed, {len(failed)} failed")
-    if not results:
-        print("no policy test cases found", file=sys.stderr)
-        return BLOCKED
-    return BLOCKED if failed else OK
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -1,0 +1,99 @@
+"""`apex-oms policy test [DIR | FILE] [-k NAME]`: run the policy test cases.
+
+DIR runs every case file in DIR/tests against the policy set in DIR; FILE runs
+one case file against the set in the folder above its own (DIR/tests/FILE), or
+in `--policies`. Every failure and every invalid case is shown as `file:line`,
+the line of its case. Exit codes: 0 all passed, 1 any failed (or none exist),
+2 the policies or a case file are invalid, or `-k` selected nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from engine import Evaluator, PolicyError, load_policies
+from engine.policy.cases import DEFAULTS_FILE, CaseResult, load_cases, run_cases, select_cases
+
+__all__ = ["add_test_parser", "run_policy_test"]
+
+OK, FAILED, USAGE = 0, 1, 2
+
+
+def add_test_parser(policy_commands: Any, default_dir: str) -> None:
+    sub = policy_commands.add_parser(
+        "test",
+        help="run the policy test cases (DIR/tests, or one case file)",
+        description="Run policy test cases: every case file in DIR/tests, or one FILE. "
+        f"Each folder's {DEFAULTS_FILE} is merged under every case.",
+    )
+    sub.add_argument(
+        "target",
+        nargs="?",
+        default=default_dir,
+        metavar="DIR|FILE",
+        help=f"a policy folder (its tests/ cases) or one case file (default: {default_dir})",
+    )
+    sub.add_argument(
+        "-k",
+        dest="keyword",
+        metavar="NAME",
+        help="run only the cases whose name contains NAME (ignoring case)",
+    )
+    sub.add_argument(
+        "--policies",
+        metavar="DIR",
+        help="the policy set to test (default: DIR, or for a FILE the folder above its own)",
+    )
+    sub.add_argument("--json", action="store_true", help="machine-readable output")
+    sub.set_defaults(handler=run_policy_test)
+
+
+def run_policy_test(args: argparse.Namespace) -> int:
+    target = Path(args.target)
+    if target.is_file():
+        cases_from, policies = target, Path(args.policies or target.parent.parent)
+    else:
+        cases_from, policies = target / "tests", Path(args.policies or target)
+    try:
+        evaluator = Evaluator(load_policies(policies))
+        cases = load_cases(cases_from)
+    except PolicyError as exc:
+        print(str(exc), file=sys.stderr)
+        return USAGE
+    if not cases:
+        print(f"no policy test cases found in {cases_from}", file=sys.stderr)
+        return FAILED
+    selected = select_cases(cases, args.keyword)
+    if args.keyword is not None:
+        # said on stderr under --json, so that stdout stays one JSON document
+        note = f"-k {args.keyword!r}: {len(selected)} of {len(cases)} cases selected"
+        print(note, file=sys.stderr if args.json or not selected else sys.stdout)
+        if not selected:
+            print(f"no case name contains {args.keyword!r}", file=sys.stderr)
+            return USAGE
+    results = run_cases(evaluator, selected)
+    failed = [r for r in results if not r.passed]
+    if args.json:
+        print(json.dumps([_as_json(r) for r in results], indent=2))
+    else:
+        for r in results:
+            verdict = "PASS" if r.passed else "FAIL"
+            print(f"{verdict}  {r.case.file}:{r.case.line}  {r.case.name}")
+            for problem in r.problems:
+                print(f"      {problem}")
+        print(f"\n{len(results) - len(failed)} passed, {len(failed)} failed")
+    return FAILED if failed else OK
+
+
+def _as_json(result: CaseResult) -> dict[str, Any]:
+    return {
+        "name": result.case.name,
+        "file": result.case.file,
+        "line": result.case.line,
+        "passed": result.passed,
+        "problems": result.problems,
+    }
