@@ -2,14 +2,19 @@
 
 Every model is frozen and forbids unknown keys. Strict mode keeps a string
 from silently becoming a number; bounds keep every number finite and small
-enough that no derived value overflows what the rules engine can compare.
+enough that no derived value overflows what the rules engine can compare. The
+bounds are those of `engine.limits`, which also size the store's columns. No
+text may hold a control character (NUL included) or a lone surrogate: such a
+value cannot be stored by every backend, hashed as UTF-8 or shown safely.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -22,6 +27,17 @@ from pydantic import (
 )
 
 from .canonical import sha256_digest
+from .limits import (
+    DIGEST_LENGTH,
+    IDENTIFIER_LENGTH,
+    LABEL_LENGTH,
+    MAX_PRICE,
+    MAX_PROTOCOLS,
+    MAX_QUANTITY,
+    MAX_SIGNAL,
+    REASON_LENGTH,
+    SYMBOL_LENGTH,
+)
 
 __all__ = [
     "MAX_PRICE",
@@ -38,11 +54,19 @@ __all__ = [
     "TradingState",
 ]
 
-MAX_QUANTITY = 1_000_000_000.0
-MAX_PRICE = 10_000_000.0
-MAX_SIGNAL = 1_000_000.0
-
 _Strict = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+# C0 and C1 controls (NUL, newline, escape, ...), DEL, and lone surrogates
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _printable(value: str) -> str:
+    found = _UNPRINTABLE.search(value)
+    if found is not None:
+        code = ord(found.group())
+        raise ValueError(f"control character U+{code:04X} at position {found.start()}")
+    return value
+
 
 Price = Annotated[float, Field(gt=0, le=MAX_PRICE, allow_inf_nan=False)]
 Quantity = Annotated[float, Field(gt=0, le=MAX_QUANTITY, allow_inf_nan=False)]
@@ -51,9 +75,21 @@ Timestamp = Annotated[AwareDatetime, Field(strict=False)]
 Side = Literal["buy", "sell"]
 OrderType = Literal["market", "limit", "stop"]
 TimeInForce = Literal["day", "gtc", "ioc", "fok", "opg", "cls"]
-Symbol = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9.\-/]{0,15}$")]
-Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:\-]+$")]
-Digest = Annotated[str, Field(max_length=100)]
+# the patterns exclude every control character (pydantic's regex engine reads $
+# as the end of the text: no trailing newline slips through)
+Symbol = Annotated[
+    str,
+    Field(max_length=SYMBOL_LENGTH, pattern=rf"^[A-Z][A-Z0-9.\-/]{{0,{SYMBOL_LENGTH - 1}}}$"),
+]
+Identifier = Annotated[
+    str,
+    Field(min_length=1, max_length=IDENTIFIER_LENGTH, pattern=r"^[A-Za-z0-9._:\-]+$"),
+]
+Printable = AfterValidator(_printable)
+Digest = Annotated[str, Field(max_length=DIGEST_LENGTH), Printable]
+Label = Annotated[str, Field(max_length=LABEL_LENGTH), Printable]
+ProtocolName = Annotated[str, Field(min_length=1, max_length=LABEL_LENGTH), Printable]
+Reason = Annotated[str, Field(max_length=REASON_LENGTH), Printable]
 
 
 class Quote(BaseModel):
@@ -72,15 +108,17 @@ class OrderContext(BaseModel):
     model_config = _Strict
 
     quote: Quote | None = None
-    volatility: Annotated[float, Field(ge=0, le=MAX_SIGNAL, allow_inf_nan=False)] | None = None
-    regime: Annotated[str, Field(max_length=32)] | None = None
+    # a negative volatility is out of its domain: volatility_domain_check denies it
+    # with its own reason, as entropy_domain_check does for entropy
+    volatility: Signal | None = None
+    regime: Label | None = None
     entropy: Signal | None = None
     drift: Signal | None = None
     as_of: Timestamp | None = None
     data_hash: Digest | None = None
-    protocols_fired: Annotated[
-        list[Annotated[str, Field(min_length=1, max_length=32)]], Field(max_length=64)
-    ] = Field(default_factory=list)
+    protocols_fired: Annotated[list[ProtocolName], Field(max_length=MAX_PROTOCOLS)] = Field(
+        default_factory=list
+    )
     protocol_hash: Digest | None = None
 
     # The digest of the quote exactly as the client sent it: re-serialising the
@@ -119,7 +157,7 @@ class OrderRequest(BaseModel):
     stop_price: Price | None = Field(default=None, validate_default=True)
     time_in_force: TimeInForce = "day"
     reduce_only: bool = False
-    decision_reason: Annotated[str, Field(max_length=200)] = "unspecified"
+    decision_reason: Reason = "unspecified"
     context: OrderContext = Field(default_factory=OrderContext)
 
     @field_validator("limit_price", "stop_price")

@@ -13,6 +13,7 @@ from typing import Any
 
 from engine.broker import Fill
 from engine.lifecycle import OrderStatus
+from engine.limits import CODE_LENGTH, IDENTIFIER_LENGTH, SYMBOL_LENGTH
 from engine.models import FlowCounts
 from engine.ports import Controls, Snapshot, StoredOrder, TokenRow
 from engine.records import OrderRecord
@@ -132,15 +133,15 @@ def order_values(
     return {
         "order_id": record["order_id"],
         "operation": record.get("operation") or "evaluate",
-        "client_order_id": _fits(record.get("client_order_id"), 64),
-        "account": _fits(record.get("account"), 64),
-        "symbol": _fits(record.get("symbol"), 32),
-        "side": _fits(record.get("side"), 8),
+        "client_order_id": _fits(record.get("client_order_id"), IDENTIFIER_LENGTH),
+        "account": _fits(record.get("account"), IDENTIFIER_LENGTH),
+        "symbol": _fits(record.get("symbol"), SYMBOL_LENGTH),
+        "side": _fits(record.get("side"), CODE_LENGTH),
         "quantity": record.get("quantity"),
-        "order_type": _fits(record.get("order_type"), 8),
+        "order_type": _fits(record.get("order_type"), CODE_LENGTH),
         "limit_price": record.get("limit_price"),
         "stop_price": record.get("stop_price"),
-        "time_in_force": _fits(time_in_force, 8),
+        "time_in_force": _fits(time_in_force, CODE_LENGTH),
         "reduce_only": bool(record.get("reduce_only")),
         "status": str(record["order_status"]),
         "broker": record.get("broker"),

@@ -1,4 +1,8 @@
-"""The store's tables (SQLAlchemy Core). Alembic migrations create them."""
+"""The store's tables (SQLAlchemy Core). Alembic migrations create them.
+
+The columns that hold a client's order fields are sized by `engine.limits`, the
+limits the order model enforces: a value the model accepts always fits.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ from sqlalchemy import (
     Table,
     Text,
 )
+
+from engine.limits import CODE_LENGTH, IDENTIFIER_LENGTH, SYMBOL_LENGTH
 
 __all__ = [
     "api_tokens",
@@ -69,15 +75,15 @@ orders = Table(
     metadata,
     Column("order_id", String(32), primary_key=True),
     Column("operation", String(16), nullable=False),  # evaluate | submit
-    Column("client_order_id", String(64), nullable=True, index=True),
-    Column("account", String(64), nullable=True),
-    Column("symbol", String(32), nullable=True),
-    Column("side", String(8), nullable=True),
+    Column("client_order_id", String(IDENTIFIER_LENGTH), nullable=True, index=True),
+    Column("account", String(IDENTIFIER_LENGTH), nullable=True),
+    Column("symbol", String(SYMBOL_LENGTH), nullable=True),
+    Column("side", String(CODE_LENGTH), nullable=True),
     Column("quantity", Float, nullable=True),
-    Column("order_type", String(8), nullable=True),
+    Column("order_type", String(CODE_LENGTH), nullable=True),
     Column("limit_price", Float, nullable=True),
     Column("stop_price", Float, nullable=True),
-    Column("time_in_force", String(8), nullable=True),
+    Column("time_in_force", String(CODE_LENGTH), nullable=True),
     Column("reduce_only", Boolean, nullable=False, default=False),
     Column("status", String(20), nullable=False),
     Column("broker", String(32), nullable=True),
@@ -101,7 +107,7 @@ orders = Table(
 client_orders = Table(
     "client_orders",
     metadata,
-    Column("client_order_id", String(64), primary_key=True),
+    Column("client_order_id", String(IDENTIFIER_LENGTH), primary_key=True),
     Column("order_id", String(32), nullable=False),
     Column("request_digest", String(80), nullable=False),
 )
@@ -130,8 +136,8 @@ fills = Table(
 positions = Table(
     "positions",
     metadata,
-    Column("account", String(64), primary_key=True),
-    Column("symbol", String(32), primary_key=True),
+    Column("account", String(IDENTIFIER_LENGTH), primary_key=True),
+    Column("symbol", String(SYMBOL_LENGTH), primary_key=True),
     Column("quantity", Float, nullable=False),
 )
 
