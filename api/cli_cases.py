@@ -54,7 +54,8 @@ def add_test_parser(policy_commands: Any, default_dir: str) -> None:
 
 def run_policy_test(args: argparse.Namespace) -> int:
     target = Path(args.target)
-    if target.is_file():
+    # a missing FILE is reported as such, not as a folder without tests/
+    if target.is_file() or (target.suffix in (".yaml", ".yml") and not target.is_dir()):
         cases_from, policies = target, Path(args.policies or target.parent.parent)
     else:
         cases_from, policies = target / "tests", Path(args.policies or target)
