@@ -115,6 +115,7 @@ def _conditions(lim: Limits) -> dict[str, str]:
         ),
         "quote_consistency_check": _guarded("quote_consistent", "!context.quote_consistent"),
         "volatility_check": _guarded("volatility", _gt("volatility", lim.max_volatility)),
+        "volatility_domain_check": (f"context has volatility{_FLOOR} && {_lt('volatility', 0)}"),
         "spread_check": _guarded("spread_bps", _gt("spread_bps", lim.max_spread_bps)),
         "regime_check": _guarded(
             "regime", f"!{_set(lim.allowed_regimes)}.contains(context.regime)"
@@ -134,6 +135,12 @@ def _conditions(lim: Limits) -> dict[str, str]:
         "session_hours_check": _guarded("session_open", "!context.session_open"),
         "max_quantity_check": _guarded("quantity", _gt("quantity", lim.max_order_quantity)),
         "min_quantity_check": _guarded("quantity", _lt("quantity", lim.min_order_quantity)),
+        "whole_shares_check": _guarded(
+            "quantity_whole",
+            _guarded(
+                "fractional_allowed", "(!context.quantity_whole && !context.fractional_allowed)"
+            ),
+        ),
         "tick_size_check": _guarded("price_on_tick", "!context.price_on_tick"),
         "max_notional_check": _guarded("notional", _gt("notional", lim.max_order_notional)),
         "price_collar_check": _applies(

@@ -108,6 +108,12 @@ def volatility_check(f: Fact, lim: Limits) -> CheckResult:
     return FAIL if v > lim.max_volatility else PASS
 
 
+def volatility_domain_check(f: Fact, lim: Limits) -> CheckResult:
+    if (v := f.get("volatility")) is None:
+        return PASS  # applies only to a volatility that is there
+    return FAIL if v < 0 else PASS
+
+
 def spread_check(f: Fact, lim: Limits) -> CheckResult:
     if (v := f.get("spread_bps")) is None:
         return ERROR
@@ -172,6 +178,13 @@ def min_quantity_check(f: Fact, lim: Limits) -> CheckResult:
     if (v := f.get("quantity")) is None:
         return ERROR
     return FAIL if v < lim.min_order_quantity else PASS
+
+
+def whole_shares_check(f: Fact, lim: Limits) -> CheckResult:
+    whole, allowed = f.get("quantity_whole"), f.get("fractional_allowed")
+    if whole is None or allowed is None:
+        return ERROR
+    return FAIL if whole is False and allowed is False else PASS
 
 
 def tick_size_check(f: Fact, lim: Limits) -> CheckResult:
@@ -280,6 +293,7 @@ RULES: dict[str, Check] = {
         quote_freshness_check,
         quote_consistency_check,
         volatility_check,
+        volatility_domain_check,
         spread_check,
         regime_check,
         entropy_check,
@@ -291,6 +305,7 @@ RULES: dict[str, Check] = {
         session_hours_check,
         max_quantity_check,
         min_quantity_check,
+        whole_shares_check,
         tick_size_check,
         max_notional_check,
         price_collar_check,

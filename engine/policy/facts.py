@@ -53,6 +53,10 @@ FIELDS: dict[str, FieldSpec] = {
     ),
     "side": _a("string", "buy or sell"),
     "quantity": _a("number", "order quantity (shares)"),
+    "quantity_whole": _a("bool", "the quantity is a whole number of shares"),
+    "fractional_allowed": _a(
+        "bool", "the symbol, exactly as sent, is listed in risk.fractional_symbols"
+    ),
     "order_type": _a("string", "market, limit or stop"),
     "limit_price": _f("number", "limit price (limit orders only)"),
     "stop_price": _f("number", "stop price (stop orders only)"),
@@ -152,6 +156,14 @@ def on_tick(price: float) -> bool:
     return abs(ticks - round(ticks)) < 1e-6
 
 
+def fractional_allowed(config: ComplianceConfig, symbol: str) -> bool:
+    """Fractions of a share only where the configuration lists the symbol itself
+    (not its root: BRK.A and BRK.B are different shares); a missing or malformed
+    list allows none."""
+    listed = config.param("risk.fractional_symbols")
+    return isinstance(listed, list) and symbol in listed
+
+
 def build_fact(
     order: OrderRequest, state: EngineState, config: ComplianceConfig, now: datetime
 ) -> Fact:
@@ -161,6 +173,8 @@ def build_fact(
         "symbol_root": symbol_root(order.symbol),
         "side": order.side,
         "quantity": order.quantity,
+        "quantity_whole": float(order.quantity).is_integer(),
+        "fractional_allowed": fractional_allowed(config, order.symbol),
         "order_type": order.order_type,
         "time_in_force": order.time_in_force,
         "reduce_only": order.reduce_only,
