@@ -1,4 +1,8 @@
-"""Structured JSON logs, one object per line on standard error."""
+"""Structured JSON logs, one object per line on standard error.
+
+A record may carry `extra={"fields": {...}}`: those keys are added to its line
+(the access log's `method`, `path`, `status`, ...; the decision log's
+`order_id`, `triggers`, ...) after the four every line has."""
 
 from __future__ import annotations
 
@@ -18,6 +22,9 @@ class _JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        fields = record.__dict__.get("fields")
+        if fields:
+            entry.update(fields)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)

@@ -10,6 +10,7 @@ on the one core the server's event loop and its threads share.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import queue
 import threading
 from collections.abc import Callable
@@ -19,7 +20,13 @@ from typing import Any, TypeVar
 __all__ = ["GatewayThreads"]
 
 _T = TypeVar("_T")
-_Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
+_Job = tuple[
+    asyncio.AbstractEventLoop,
+    "asyncio.Future[Any]",
+    contextvars.Context,
+    Callable[..., Any],
+    tuple[Any, ...],
+]
 
 
 class GatewayThreads:
@@ -37,7 +44,8 @@ class GatewayThreads:
         client went away), the call still runs to its end: an order it sent is logged."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[_T] = loop.create_future()
-        self._jobs.put((loop, future, call, args))
+        # the call sees the caller's context variables (the request id its records carry)
+        self._jobs.put((loop, future, contextvars.copy_context(), call, args))
         return await future
 
     def close(self) -> None:
@@ -49,9 +57,9 @@ class GatewayThreads:
 
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
-            loop, future, call, args = job
+            loop, future, context, call, args = job
             try:
-                result = call(*args)
+                result = context.run(call, *args)
             except BaseException as exc:  # handed to the awaiting handler, not lost here
                 _answer(loop, future, _fail, exc)
             else:

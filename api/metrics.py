@@ -1,13 +1,20 @@
-"""Prometheus metrics: decisions by outcome and trigger, request latency."""
+"""Prometheus metrics: decisions by outcome and trigger, request latency,
+unauthenticated requests and connections refused over capacity; and the
+decision log, one JSON line per decision (logger `apex.decision`)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
+from engine.records import REQUEST_ID
+
 __all__ = ["Metrics"]
+
+decision_log = logging.getLogger("apex.decision")
 
 
 class Metrics:
@@ -30,16 +37,48 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             registry=self.registry,
         )  # fmt: skip
+        # counted by the access log; never in the chain (anyone could grow it)
+        self.unauthenticated = Counter(
+            "apex_unauthenticated", "Requests answered 401 (no, unknown, revoked or expired token)",
+            registry=self.registry,
+        )  # fmt: skip
+        self.over_capacity = Counter(
+            "apex_connections_over_capacity",
+            "Connections answered 503 over_capacity and closed (api/server.py)",
+            registry=self.registry,
+        )  # fmt: skip
 
     def event(self, what: str, record: Mapping[str, Any]) -> None:
         """The gateway's listener: what it committed beyond decisions."""
         if what == "execution_anomaly":
             self.anomalies.labels(str(record.get("anomaly", "unknown"))).inc()
 
-    def decision(self, operation: str, outcome: str, triggers: list[str]) -> None:
+    def decision(
+        self,
+        operation: str,
+        outcome: str,
+        triggers: list[str],
+        record: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Count a decision and log it: one line, never the order's body."""
         self.decisions.labels(operation, outcome).inc()
         for trigger in triggers:
             self.triggers.labels(trigger).inc()
+        if not decision_log.isEnabledFor(logging.INFO):
+            return
+        record = record or {}
+        fields = {
+            "operation": operation,
+            "outcome": outcome,
+            "order_id": record.get("order_id"),
+            "client_order_id": record.get("client_order_id"),
+            "order_status": record.get("order_status"),
+            "triggers": triggers,
+            "request_id": REQUEST_ID.get(),
+        }
+        decision_log.info(
+            "%s %s %s", operation, outcome, fields["order_id"], extra={"fields": fields}
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

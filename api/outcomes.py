@@ -43,7 +43,8 @@ def answer(operation: str, outcome: Outcome, metrics: Metrics) -> Response[Any]:
     """The HTTP answer to `outcome`; a replay answers as its original did."""
     kind = outcome.replayed_kind or outcome.kind
     record = outcome.record
-    metrics.decision(operation, outcome.kind, list(record.get("fail_closed_triggers") or []))
+    triggers = list(record.get("fail_closed_triggers") or [])
+    metrics.decision(operation, outcome.kind, triggers, record)
     status, code = STATUS[kind]
     status = _BY_OPERATION.get((operation, kind), status)
     if code is None:

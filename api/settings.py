@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["Settings"]
 
@@ -19,6 +21,11 @@ class Settings(BaseModel):
     max_body_bytes: int = 64 * 1024
     sim_seed: int = 0
     sim_slippage_bps: float = 0.0
+    # connection limits (api/server.py, docs/operations.md "Connections")
+    keep_alive_timeout: float = Field(default=5.0, gt=0)
+    header_timeout: float = Field(default=10.0, gt=0)
+    body_timeout: float = Field(default=30.0, gt=0)
+    max_connections: int = Field(default=1000, gt=0)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -31,4 +38,33 @@ class Settings(BaseModel):
             policies=Path(env.get("APEX_POLICIES", "policies")),
             sim_seed=int(env.get("APEX_SIM_SEED", "0")),
             sim_slippage_bps=float(env.get("APEX_SIM_SLIPPAGE_BPS", "0")),
+            **_connection_limits(env),
         )
+
+
+# setting name -> (environment variable, how it is read)
+_LIMITS: dict[str, tuple[str, type[float] | type[int]]] = {
+    "keep_alive_timeout": ("APEX_KEEP_ALIVE_TIMEOUT", float),
+    "header_timeout": ("APEX_HEADER_TIMEOUT", float),
+    "body_timeout": ("APEX_BODY_TIMEOUT", float),
+    "max_connections": ("APEX_MAX_CONNECTIONS", int),
+}
+
+
+def _connection_limits(env: dict[str, str]) -> dict[str, Any]:
+    """The limits the environment sets; a value that is not a positive number is
+    refused naming its variable (unset or empty: the default)."""
+    out: dict[str, Any] = {}
+    for field, (variable, kind) in _LIMITS.items():
+        raw = env.get(variable, "").strip()
+        if not raw:
+            continue
+        try:
+            value = kind(raw)
+        except ValueError:
+            value = 0
+        if not (value > 0 and math.isfinite(value)):
+            kind_name = "an integer" if kind is int else "a number of seconds"
+            raise ValueError(f"{variable}: want {kind_name} > 0, got {raw!r}")
+        out[field] = value
+    return out

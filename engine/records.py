@@ -3,18 +3,34 @@
 `as_dict` gives exactly the record the chain stores (without `prev_hash` and
 `hash`, which linking adds); `from_dict` reads one back. Changes make a new
 record with `evolve`, so no code edits a record in place.
+
+`request_id` names the HTTP request a record was written for (SPEC section 7,
+optional). It comes from a context variable rather than a parameter: the API
+sets it once per request, and every record built while that request is served
+carries it, whichever part of the gateway builds it, while the sweeper's and
+the tools' records carry none. Absent, it is left out of the record, so older
+records and their hashes are unchanged.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 from .lifecycle import OrderStatus
 
-__all__ = ["OrderRecord"]
+__all__ = ["REQUEST_ID", "OrderRecord", "current_request_id"]
+
+# The request being served, in this context (asyncio task or gateway thread);
+# set by the API's access log middleware, None outside a request.
+REQUEST_ID: ContextVar[str | None] = ContextVar("apex_request_id", default=None)
+
+
+def current_request_id() -> str | None:
+    return REQUEST_ID.get()
 
 
 @dataclass(frozen=True)
@@ -48,6 +64,8 @@ class OrderRecord:
     errors: tuple[Mapping[str, str], ...] = ()
     # only present when set: why compliance or an admin acted on the order
     comment: str | None = field(default=None)
+    # only present when set: the HTTP request this record was written for
+    request_id: str | None = field(default=None)
 
     @property
     def approved(self) -> bool:
@@ -57,6 +75,9 @@ class OrderRecord:
         )
 
     def evolve(self, **changes: Any) -> OrderRecord:
+        """A new record, written for the request being served (or for none): an
+        earlier request's id never carries over into it."""
+        changes.setdefault("request_id", REQUEST_ID.get())
         return dataclasses.replace(self, **changes)
 
     def as_dict(self) -> dict[str, Any]:
@@ -91,6 +112,8 @@ class OrderRecord:
         }
         if self.comment is not None:
             out["comment"] = self.comment
+        if self.request_id is not None:
+            out["request_id"] = self.request_id
         return out
 
     @classmethod
@@ -123,4 +146,5 @@ class OrderRecord:
             reasons=tuple(data.get("reasons") or ()),
             errors=tuple(data.get("errors") or ()),
             comment=data.get("comment"),
+            request_id=data.get("request_id"),
         )

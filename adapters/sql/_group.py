@@ -17,6 +17,7 @@ so every piece fails).
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import threading
 from collections import deque
@@ -168,12 +169,15 @@ def _fail_all(batch: list[_Work[Any, Any]], error: Exception) -> None:
 class _Work(Generic[_T, _W]):
     """One queued piece of work and, once its batch is done, its outcome. `wake`
     is held until the waiting thread may go on: its work is done, or it writes next.
-    No work (None): a thread that wants the writer's turn for itself."""
+    No work (None): a thread that wants the writer's turn for itself. The work
+    runs in the context of the thread that queued it (its context variables,
+    such as the request id its records carry), whichever thread leads."""
 
-    __slots__ = ("done", "error", "result", "wake", "work")
+    __slots__ = ("context", "done", "error", "result", "wake", "work")
 
     def __init__(self, work: Callable[[_W], _T] | None) -> None:
         self.work = work
+        self.context = contextvars.copy_context()
         self.done = False
         self.result: Any = None
         self.error: BaseException | None = None
@@ -183,7 +187,7 @@ class _Work(Generic[_T, _W]):
     def run(self, writer: _W) -> _T:
         if self.work is None:
             raise EngineFault("a turn-only entry was put in a write batch")
-        return self.work(writer)
+        return self.context.run(self.work, writer)
 
     def succeed(self, result: Any) -> None:
         self.result, self.done = result, True

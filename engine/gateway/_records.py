@@ -13,7 +13,7 @@ from ..clock import format_utc
 from ..lifecycle import OrderStatus
 from ..models import OrderRequest
 from ..policy.decision import Decision, Reason, sort_triggers
-from ..records import OrderRecord
+from ..records import OrderRecord, current_request_id
 
 __all__ = [
     "broker_order",
@@ -38,6 +38,8 @@ def order_record(
     """The order log record of a decision (SPEC section 7)."""
     data = decision.record(order_id=order_id, mode=mode, broker=broker, actor=actor)
     data["operation"] = operation
+    if (request_id := current_request_id()) is not None:
+        data["request_id"] = request_id
     if status is not None:
         data["order_status"] = status
     return OrderRecord.from_dict(data)
@@ -79,8 +81,12 @@ def no_broker(decision: Decision, mode: str) -> Decision:
 
 
 def event(kind: str, at: datetime, actor: str, **fields: Any) -> dict[str, Any]:
-    """A record that is not about one order (SPEC section 7: each has a `kind`)."""
-    return {"kind": kind, "timestamp": format_utc(at), "actor": actor, **fields}
+    """A record that is not about one order (SPEC section 7: each has a `kind`);
+    one written for an HTTP request names it."""
+    record = {"kind": kind, "timestamp": format_utc(at), "actor": actor, **fields}
+    if (request_id := current_request_id()) is not None:
+        record["request_id"] = request_id
+    return record
 
 
 def broker_order(order_id: str, order: OrderRequest) -> BrokerOrder:
