@@ -21,6 +21,7 @@ from ._logging import configure_logging
 from ._table import table
 from .auth import ROLES, TokenRefused, parse_duration, token_id_of, write_secret
 from .runtime import Runtime
+from .server import add_limit_options, limits_from, serve
 from .settings import Settings
 
 __all__ = ["register"]
@@ -37,6 +38,7 @@ def register(commands: Any) -> None:
     serve = commands.add_parser("serve", help="run the HTTP API (uvicorn)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    add_limit_options(serve)
     serve.set_defaults(handler=_serve)
 
     mode = commands.add_parser("mode", help="show or set the trading mode")
@@ -139,10 +141,6 @@ def _runtime() -> Runtime:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from .app import create_app
-
     configure_logging()
     settings = Settings.from_env()
     try:
@@ -164,9 +162,7 @@ def _serve(args: argparse.Namespace) -> int:
         f"apex-oms: serving {url}  (OpenAPI: {url}/schema, data: {settings.database_url})",
         flush=True,
     )
-    uvicorn.run(
-        create_app(runtime), host=args.host, port=args.port, log_config=None, access_log=False
-    )
+    serve(runtime, args.host, args.port, limits_from(settings, args))
     return OK
 
 
