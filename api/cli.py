@@ -8,6 +8,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -21,68 +22,153 @@ from engine.policy.evaluator import field_errors
 
 from ._table import table
 from .cli_cases import add_test_parser
-from .cli_service import register
+from .cli_service import CliError, register, service_state
+from .policy_source import note_if_packaged, policies_dir, policies_problem
 
 __all__ = ["main"]
 
 OK, BLOCKED, USAGE = 0, 1, 2
+# what a shell reports for a command killed by SIGPIPE (128 + 13)
+BROKEN_PIPE = 141
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
-    if not hasattr(args, "handler"):
-        parser.print_help(sys.stderr)
-        return USAGE
     try:
+        args = parser.parse_args(argv)
+        if not hasattr(args, "handler"):
+            parser.print_help(sys.stderr)
+            return USAGE
+        _check_policies(args)
         code: int = args.handler(args)
+        sys.stdout.flush()  # a reader that has gone is found here, not at exit
+        return code
     except (StoreUnavailable, InvalidArgument) as exc:
         # the database is missing, unreachable or named by a bad URL: one line, no traceback
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"apex-oms: {first}", file=sys.stderr)
         return USAGE
-    return code
+    except CliError as exc:
+        print(f"apex-oms: {exc}", file=sys.stderr)
+        return exc.code
+    except BrokenPipeError:
+        # `apex-oms audit export | head`: the reader has all it wants; no traceback
+        _silence_stdout()
+        return BROKEN_PIPE
+
+
+def _silence_stdout() -> None:
+    """Point standard output at /dev/null so the interpreter's final flush of what
+    is still buffered does not raise a second BrokenPipeError at exit."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (a test's capture): nothing is flushed at exit
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def _check_policies(args: argparse.Namespace) -> None:
+    """A command given a policy directory: say so when it is the packaged default
+    set, and stop with a hint when it does not exist."""
+    directory = getattr(args, "policies", None) or getattr(args, "directory", None)
+    if directory is None and getattr(args, "target", None) is not None:
+        directory = args.target  # `policy test DIR|FILE`
+    if directory is None:
+        return
+    path = Path(directory)
+    if path.is_file():
+        return  # `policy test FILE`: its own command finds the set
+    problem = policies_problem(path)
+    if problem is not None:
+        raise CliError(problem, USAGE)
+    note_if_packaged(path)
+
+
+def _version() -> str:
+    try:
+        return version("apex-oms")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 def _parser() -> argparse.ArgumentParser:
-    default_dir = os.environ.get("APEX_POLICIES", "policies")
-    parser = argparse.ArgumentParser(prog="apex-oms", description="Pre-trade policy gateway.")
-    commands = parser.add_subparsers(metavar="COMMAND")
+    default_dir = str(policies_dir())
+    parser = argparse.ArgumentParser(
+        prog="apex-oms",
+        description="Pre-trade policy gateway. Exit codes: 0 ok or approved, "
+        "1 blocked or verification failed, 2 usage or invalid input.",
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"apex-oms {_version()}",
+        help="print the version and exit",
+    )
+    commands = parser.add_subparsers(metavar="COMMAND", title="commands")
 
-    policy = commands.add_parser("policy", help="validate or test the policy set")
-    policy_commands = policy.add_subparsers(metavar="ACTION", required=True)
+    policy = commands.add_parser(
+        "policy",
+        help="validate or test the policy set",
+        description="Validate or test a policy set.",
+    )
+    policy_commands = policy.add_subparsers(metavar="ACTION", title="actions", required=True)
     for name, handler, text in (
         ("validate", _policy_validate, "report every error in a policy directory"),
     ):
-        sub = policy_commands.add_parser(name, help=text)
-        sub.add_argument("directory", nargs="?", default=default_dir, metavar="DIR")
+        sub = policy_commands.add_parser(name, help=text, description=text[0].upper() + text[1:])
+        sub.add_argument(
+            "directory",
+            nargs="?",
+            default=default_dir,
+            metavar="DIR",
+            help=f"the policy directory (default: {default_dir})",
+        )
         sub.add_argument("--json", action="store_true", help="machine-readable output")
         sub.set_defaults(handler=handler)
     add_test_parser(policy_commands, default_dir)
 
-    evaluate = commands.add_parser("evaluate", help="judge one order (dry run, never routed)")
-    evaluate.add_argument("order", metavar="ORDER.json")
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="judge orders (dry run, never routed, not recorded)",
+        description="Judge each order file as the service would (a dry run: nothing is "
+        "routed or recorded). Exit 0 all approved, 1 any blocked, 2 any invalid.",
+    )
+    evaluate.add_argument(
+        "orders", nargs="+", metavar="ORDER.json", help="order files; `-` reads standard input"
+    )
     evaluate.add_argument(
         "--state",
         metavar="STATE.json",
         help="positions, recent orders, kill switch, operation, mode, trading state, broker, "
-        "the caller's accounts (default: an evaluate in research mode)",
+        "the caller's accounts (default: an evaluate, in the mode stored in the service's "
+        "database, or research when there is none)",
     )
     evaluate.add_argument("--at", metavar="ISO-TIME", help="evaluation time (default: now)")
-    evaluate.add_argument("--policies", default=default_dir, metavar="DIR")
+    evaluate.add_argument(
+        "--policies",
+        default=default_dir,
+        metavar="DIR",
+        help=f"the policy directory (default: {default_dir})",
+    )
     evaluate.add_argument("--json", action="store_true", help="print the order log record as JSON")
     evaluate.set_defaults(handler=_evaluate)
     register(commands)
-    demo = commands.add_parser("demo", help="scripted tour in simulation mode, in-process")
-    demo.add_argument("--json", action="store_true")
-    demo.set_defaults(handler=_demo)
+    demo = commands.add_parser(
+        "demo",
+        help="scripted tour in simulation mode, in-process",
+        description="A scripted tour in simulation mode, in-process, on a throwaway database.",
+    )
+    demo.add_argument("--json", action="store_true", help="machine-readable output")
+    demo.set_defaults(handler=_demo, policies=default_dir)
     return parser
 
 
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(as_json=args.json)
+    return run_demo(as_json=args.json, policies=Path(args.policies))
 
 
 def _policy_validate(args: argparse.Namespace) -> int:
@@ -106,9 +192,17 @@ def _policy_validate(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     try:
-        order = _read_json(args.order)
-        state = EngineState.model_validate(_read_json(args.state)) if args.state else EngineState()
+        raw_state = _read_json(args.state) if args.state else {}
+        if not isinstance(raw_state, dict):
+            raise ValueError(f"{args.state}: a state file is a JSON object")
         now = parse_utc(args.at) if args.at else None
+        # judged as the service would judge it now (its mode, broker, Omega directive
+        # and trading state), except what the state file says
+        source = "the state file"
+        if "mode" not in raw_state:
+            stored, source = service_state()
+            raw_state = {**stored, **raw_state}
+        state = EngineState.model_validate(raw_state)
     except ValidationError as exc:
         for error in field_errors(exc):
             print(f"state: {error.field}: {error.message}", file=sys.stderr)
@@ -121,26 +215,44 @@ def _evaluate(args: argparse.Namespace) -> int:
     except PolicyError as exc:
         print(f"policy set is invalid; nothing can be approved:\n{exc}", file=sys.stderr)
         return USAGE
-    decision = evaluator.evaluate(order, state, now)
-    record = decision.record()
+    codes, judged = [], []
+    for name in args.orders:
+        try:
+            order = _read_json(name)
+        except (OSError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            codes.append(USAGE)
+            judged.append({"file": name, "error": str(exc)})
+            continue
+        decision = evaluator.evaluate(order, state, now)
+        record = decision.record()
+        code = USAGE if decision.status == "rejected" else OK if decision.approved else BLOCKED
+        codes.append(code)
+        judged.append({"file": name, "record": record})
+        if not args.json:
+            if len(args.orders) > 1:
+                print(f"{'' if len(judged) == 1 else chr(10)}== {name} ==")
+            print(_describe(decision, record, f"{state.mode} ({source})"))
     if args.json:
-        print(json.dumps(record, indent=2, ensure_ascii=False))
-    else:
-        print(_describe(decision, record))
-    if decision.status == "rejected":
-        return USAGE
-    return OK if decision.approved else BLOCKED
+        # one file: its record, as ever; several: each with the file it came from
+        whole = judged[0].get("record", judged[0]) if len(judged) == 1 else judged
+        print(json.dumps(whole, indent=2, ensure_ascii=False))
+    return USAGE if USAGE in codes else BLOCKED if BLOCKED in codes else OK
 
 
 def _read_json(path: str) -> Any:
-    with open(path, encoding="utf-8") as handle:
-        try:
-            return json.load(handle)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON: {exc}") from exc
+    if path == "-":
+        text, path = sys.stdin.read(), "standard input"
+    else:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON: {exc}") from exc
 
 
-def _describe(decision: Decision, record: dict[str, Any]) -> str:
+def _describe(decision: Decision, record: dict[str, Any], mode: str) -> str:
     if decision.status == "rejected":
         rows = [[e.field, e.message] for e in decision.errors]
         return "REJECTED: invalid order\n\n" + table(["field", "problem"], rows)
@@ -151,7 +263,7 @@ def _describe(decision: Decision, record: dict[str, Any]) -> str:
     verdict = "APPROVED" if decision.approved else "BLOCKED: " + ", ".join(decision.triggers)
     head = (
         f"{record['client_order_id']}  {record['side']} {record['quantity']} "
-        f"{record['symbol']} {record['order_type']}  at {record['timestamp']}"
+        f"{record['symbol']} {record['order_type']}  at {record['timestamp']}  mode: {mode}"
     )
     return f"{head}\n\n{table(['check', 'result', 'detail'], rows)}\n\n{verdict}"
 

@@ -7,24 +7,33 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
+
+from pydantic import ValidationError
 
 from engine import PolicyError
 from engine.audit import ChainReport
 from engine.audit_replay import verify_export, verify_store
-from engine.clock import format_utc
+from engine.clock import format_utc, system_clock
 from engine.gateway import MODES, Actor, ModeRefused, StateRefused
+from engine.lifecycle import OrderStatus
+from engine.models import MAX_QUANTITY, OrderRequest
+from engine.policy.evaluator import field_errors
 
 from ._logging import configure_logging
 from ._table import table
 from .auth import ROLES, TokenRefused, parse_duration, token_id_of, write_secret
+from .example_order import ORDER_TYPES, SIDES, example_order
+from .policy_source import note_if_packaged, policies_dir, policies_problem
 from .runtime import Runtime
 from .server import add_limit_options, limits_from, serve
 from .settings import Settings
 
-__all__ = ["register"]
+__all__ = ["CliError", "register", "service_state"]
 
 OK, FAILED, USAGE = 0, 1, 2
 ADMIN_TOKEN_FILE = "admin-token"  # in APEX_HOME: the first start's admin token
@@ -32,78 +41,116 @@ log = logging.getLogger("apex.cli")
 # Whoever runs the CLI has the database itself: records name them `cli`.
 CLI_ACTOR = Actor.of("cli", "admin")
 STATES = ("active", "reducing", "halted")
+STATUSES = tuple(status.value for status in OrderStatus)
+MAX_LIMIT = 1000
+
+
+class CliError(Exception):
+    """Stop the command: `main` prints the message on standard error and exits `code`."""
+
+    def __init__(self, message: str, code: int = USAGE) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def register(commands: Any) -> None:
-    serve = commands.add_parser("serve", help="run the HTTP API (uvicorn)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve = commands.add_parser(
+        "serve",
+        help="run the HTTP API (uvicorn); keeps the terminal",
+        description="Run the HTTP API in the foreground until interrupted.",
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--port", type=int, default=8000, help="port to listen on (default: %(default)s)"
+    )
     add_limit_options(serve)
     serve.set_defaults(handler=_serve)
 
-    mode = commands.add_parser("mode", help="show or set the trading mode")
-    mode_sub = mode.add_subparsers(metavar="ACTION", required=True)
-    show = mode_sub.add_parser("show")
-    show.add_argument("--json", action="store_true")
+    mode = _group(commands, "mode", "show or set the trading mode")
+    show = _action(mode, "show", "the mode, the Omega directive, what each mode needs")
+    _json_option(show)
     show.set_defaults(handler=_mode_show)
-    set_ = mode_sub.add_parser("set")
-    set_.add_argument("mode", choices=MODES)
-    set_.add_argument("--reason", default="")
-    set_.add_argument("--json", action="store_true")
+    set_ = _action(mode, "set", "change the mode (recorded in the audit chain)")
+    set_.add_argument("mode", choices=MODES, help="the new mode: " + ", ".join(MODES))
+    set_.add_argument("--reason", default="", help="why (recorded with the change)")
+    _json_option(set_, "print the recorded event as an object")
     set_.set_defaults(handler=_mode_set)
 
-    state = commands.add_parser("state", help="show or set the trading states")
-    state_sub = state.add_subparsers(metavar="ACTION", required=True)
-    state_show = state_sub.add_parser("show")
-    state_show.add_argument("--json", action="store_true")
+    state = _group(commands, "state", "show or set the trading states")
+    state_show = _action(state, "show", "the gateway's trading state and each account's")
+    _json_option(state_show)
     state_show.set_defaults(handler=_state_show)
-    state_set = state_sub.add_parser("set")
-    state_set.add_argument("state", choices=STATES)
-    state_set.add_argument("--reason", required=True)
+    state_set = _action(state, "set", "set the trading state of the gateway or one account")
+    state_set.add_argument("state", choices=STATES, help="the new state: " + ", ".join(STATES))
+    state_set.add_argument("--reason", required=True, help="why (recorded with the change)")
     state_set.add_argument("--account", help="one account (default: the whole gateway)")
-    state_set.add_argument("--json", action="store_true")
+    _json_option(state_set, "print the recorded event as an object")
     state_set.set_defaults(handler=_state_set)
 
-    omega = commands.add_parser("omega", help="invoke or clear the Omega directive (kill switch)")
-    omega_sub = omega.add_subparsers(metavar="ACTION", required=True)
-    invoke = omega_sub.add_parser("invoke")
-    invoke.add_argument("--reason", required=True)
+    omega = _group(commands, "omega", "invoke or clear the Omega directive (kill switch)")
+    invoke = _action(omega, "invoke", "block every new order and replace (cancels still work)")
+    invoke.add_argument("--reason", required=True, help="why (recorded with the directive)")
     invoke.add_argument("--cancel-open", action="store_true", help="also cancel working orders")
     invoke.set_defaults(handler=_omega_invoke)
-    clear = omega_sub.add_parser("clear")
-    clear.add_argument("--reason", required=True)
+    clear = _action(omega, "clear", "lift the Omega directive")
+    clear.add_argument("--reason", required=True, help="why (recorded with the change)")
     clear.set_defaults(handler=_omega_clear)
 
-    orders = commands.add_parser("orders", help="list orders")
-    orders_sub = orders.add_subparsers(metavar="ACTION", required=True)
-    listing = orders_sub.add_parser("list")
-    listing.add_argument("--status")
-    listing.add_argument("--symbol")
-    listing.add_argument("--limit", type=int, default=50)
-    listing.add_argument("--json", action="store_true")
-    listing.set_defaults(handler=_orders_list)
-
-    audit = commands.add_parser("audit", help="verify or export the audit chain")
-    audit_sub = audit.add_subparsers(metavar="ACTION", required=True)
-    verify = audit_sub.add_parser(
-        "verify", help="verify the chain and the stored head, orders and positions against it"
+    orders = _group(commands, "orders", "list orders, or print an example order body")
+    listing = _action(orders, "list", "the newest orders first")
+    listing.add_argument(
+        "--status", type=_status, metavar="STATUS", help="only this status: " + ", ".join(STATUSES)
     )
-    verify.add_argument("--json", action="store_true", help="print the report as an object")
+    listing.add_argument("--symbol", help="only this symbol")
+    listing.add_argument(
+        "--limit",
+        type=_limit,
+        default=50,
+        metavar="N",
+        help=f"at most N orders, 1 to {MAX_LIMIT} (default: %(default)s)",
+    )
+    _json_option(listing, "print a list of objects")
+    listing.set_defaults(handler=_orders_list)
+    example = _action(
+        orders,
+        "example",
+        "print an order body valid now (fresh quote, correct digests) for curl",
+    )
+    example.add_argument("--symbol", default="AAPL", help="the symbol (default: %(default)s)")
+    example.add_argument("--side", choices=SIDES, default="buy", help="buy or sell (default: buy)")
+    example.add_argument(
+        "--type",
+        dest="order_type",
+        choices=ORDER_TYPES,
+        default="limit",
+        help="limit, market or stop (default: limit)",
+    )
+    example.add_argument(
+        "--quantity", type=_quantity, default=100, help="shares (default: %(default)s)"
+    )
+    example.set_defaults(handler=_orders_example)
+
+    audit = _group(commands, "audit", "verify or export the audit chain, or print its public key")
+    verify = _action(
+        audit, "verify", "verify the chain and the stored head, orders and positions against it"
+    )
+    _json_option(verify, "print the report as an object")
     verify.add_argument(
         "--export",
         metavar="FILE",
         help="verify an export file (JSON Lines) instead, with no database: links and hashes",
     )
     verify.set_defaults(handler=_audit_verify)
-    export = audit_sub.add_parser("export")
+    export = _action(audit, "export", "write the chain as JSON Lines, oldest record first")
     export.add_argument("--output", "-o", default="-", help="file (default: standard output)")
     export.set_defaults(handler=_audit_export)
 
-    tokens = commands.add_parser("tokens", help="create, list or revoke API tokens")
-    tokens_sub = tokens.add_subparsers(metavar="ACTION", required=True)
-    create = tokens_sub.add_parser("create", help="create a token (printed once, never stored)")
-    create.add_argument("--role", required=True, choices=ROLES)
-    create.add_argument("--label", default="")
+    tokens = _group(commands, "tokens", "create, list or revoke API tokens")
+    create = _action(tokens, "create", "create a token (printed once, never stored)")
+    create.add_argument("--role", required=True, choices=ROLES, help="one of " + ", ".join(ROLES))
+    create.add_argument("--label", default="", help="a note to recognise the token by")
     create.add_argument(
         "--account",
         action="append",
@@ -117,14 +164,61 @@ def register(commands: Any) -> None:
         metavar="DURATION",
         help="lifetime: a whole number and s, m, h or d, e.g. 30d (default: never expires)",
     )
-    create.add_argument("--json", action="store_true", help="print an object, not the token")
+    _json_option(create, "print an object (token, token_id, role, label, accounts, expires_at)")
     create.set_defaults(handler=_tokens_create)
-    token_list = tokens_sub.add_parser("list", help="every token's id, role and state (no secret)")
-    token_list.add_argument("--json", action="store_true", help="print a list of objects")
+    token_list = _action(tokens, "list", "every token's id, role and state (no secret)")
+    _json_option(token_list, "print a list of objects")
     token_list.set_defaults(handler=_tokens_list)
-    revoke = tokens_sub.add_parser("revoke", help="revoke a token on every replica (within 1 s)")
+    revoke = _action(tokens, "revoke", "revoke a token on every replica (within 1 s)")
     revoke.add_argument("token_id", metavar="TOKEN_ID", help="the id shown by `tokens list`")
     revoke.set_defaults(handler=_tokens_revoke)
+
+
+def _group(commands: Any, name: str, text: str) -> Any:
+    """A command with actions: `--help` lists each action with its one line."""
+    parser = commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+    return parser.add_subparsers(metavar="ACTION", title="actions", required=True)
+
+
+def _action(group: Any, name: str, text: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = group.add_parser(
+        name, help=text, description=text[0].upper() + text[1:] + "."
+    )
+    return parser
+
+
+def _json_option(parser: argparse.ArgumentParser, text: str = "machine-readable output") -> None:
+    parser.add_argument("--json", action="store_true", help=text)
+
+
+def _status(text: str) -> str:
+    if text not in STATUSES:
+        # argparse names the option and exits 2
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an order status (one of: {', '.join(STATUSES)})"
+        )
+    return text
+
+
+def _limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to {MAX_LIMIT}")
+    return value
+
+
+def _quantity(text: str) -> float | int:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= MAX_QUANTITY:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of shares above 0")
+    # 100, not 100.0: the body reads as a person would write it
+    return int(value) if value.is_integer() else value
 
 
 def _duration(text: str) -> timedelta:
@@ -135,9 +229,66 @@ def _duration(text: str) -> timedelta:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _runtime() -> Runtime:
-    # a tool, not the service: reconciling working orders is the service's job
-    return Runtime.start(Settings.from_env(), recover=False)
+def _settings() -> Settings:
+    """The service's settings, with the policy directory a command without
+    `./policies` falls back on (the packaged defaults) when APEX_POLICIES is unset."""
+    settings = Settings.from_env()
+    if not os.environ.get("APEX_POLICIES"):
+        settings = settings.model_copy(update={"policies": policies_dir()})
+    return settings
+
+
+def _runtime(*, note: bool = True) -> Runtime:
+    settings = _settings()
+    problem = policies_problem(settings.policies)
+    if problem is not None:
+        raise CliError(problem)
+    if note:
+        note_if_packaged(settings.policies)
+    try:
+        # a tool, not the service: reconciling working orders is the service's job
+        return Runtime.start(settings, recover=False)
+    except PolicyError as exc:
+        raise CliError(f"policy set is invalid ({settings.policies}):\n{exc}") from None
+
+
+def service_state() -> tuple[dict[str, Any], str]:
+    """What the service judges an evaluate against now, as engine state fields: its
+    mode, that mode's broker, the Omega directive and the gateway's trading state;
+    and where they were read. Empty (research mode, no broker) when the service has
+    no database yet."""
+    url = Settings.from_env().database_url
+    if url.startswith("sqlite"):
+        path = url.partition(":///")[2].partition("?")[0]
+        if not path or not Path(path).exists():
+            return {}, "no service database yet"
+    runtime = _runtime(note=False)
+    try:
+        controls = runtime.store.controls()
+        broker = runtime.gateway.broker_for(controls.mode)
+        facts = None
+        if broker is not None:
+            caps = broker.capabilities
+            facts = {
+                "name": broker.name,
+                "order_types": sorted(caps.order_types),
+                "time_in_force": sorted(caps.time_in_force),
+                "reduce_only": caps.reduce_only,
+                "cancel": caps.cancel,
+                "replace": caps.replace,
+                # readiness lives in the running service, not in the database (this
+                # tool does not reconcile): judged as a service whose broker is up
+                "ready": True,
+            }
+        state = {
+            "mode": controls.mode,
+            "broker": facts,
+            "omega_active": controls.omega_active,
+            "trading_state": controls.state_of("global"),
+        }
+        return state, f"the service's, {runtime.store.shown_url}"
+    finally:
+        runtime.close()
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -263,6 +414,23 @@ def _orders_list(args: argparse.Namespace) -> int:
     return OK
 
 
+def _orders_example(args: argparse.Namespace) -> int:
+    order = example_order(
+        system_clock(),
+        symbol=args.symbol,
+        side=args.side,
+        order_type=args.order_type,
+        quantity=args.quantity,
+    )
+    try:
+        OrderRequest.model_validate(order)
+    except ValidationError as exc:  # a symbol the order model refuses
+        problems = "; ".join(f"{e.field}: {e.message}" for e in field_errors(exc))
+        raise CliError(f"no valid example: {problems}") from None
+    print(json.dumps(order, indent=2))
+    return OK
+
+
 def _audit_verify(args: argparse.Namespace) -> int:
     if args.export is not None:
         try:
@@ -337,8 +505,8 @@ def _tokens_create(args: argparse.Namespace) -> int:
                     "token": token,
                     "token_id": token_id_of(token),
                     "role": args.role,
-                    "accounts": accounts,
                     "label": args.label,
+                    "accounts": accounts,
                     "expires_at": expires,
                 }
             )

@@ -8,6 +8,7 @@ A policy set must hold every required check (`required.py`) as it is pinned ther
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import math
 import re
@@ -44,6 +45,7 @@ from .rules import (
 __all__ = [
     "COMPLIANCE_FILE",
     "LoadedPolicies",
+    "did_you_mean",
     "load_policies",
     "pydantic_issues",
     "validate_policies",
@@ -175,7 +177,30 @@ def _load_config(raw: bytes, file: str) -> tuple[ComplianceConfig | None, list[P
     try:
         return ComplianceConfig.model_validate(data), []
     except ValidationError as exc:
-        return None, pydantic_issues(exc, file, lines)
+        issues = pydantic_issues(exc, file, lines)
+        return None, [_suggest_config_key(issue, exc) for issue in issues]
+
+
+def _suggest_config_key(issue: PolicyIssue, exc: ValidationError) -> PolicyIssue:
+    """An unknown key in compliance.yaml: name the closest key its section allows."""
+    if issue.code != "unknown_key":
+        return issue
+    for err in exc.errors():
+        loc = tuple(str(p) for p in err["loc"])
+        if err["type"] != "extra_forbidden" or not issue.message.startswith(".".join(loc) + ":"):
+            continue
+        model: Any = ComplianceConfig
+        for part in loc[:-1]:
+            annotation = model.model_fields[part].annotation if part in model.model_fields else None
+            model = annotation if isinstance(annotation, type) else None
+            if model is None or not hasattr(model, "model_fields"):
+                return issue
+        hint = did_you_mean(loc[-1], model.model_fields)
+        if hint:
+            return PolicyIssue(
+                issue.code, issue.message + hint, issue.file, issue.line, issue.rule_id
+            )
+    return issue
 
 
 def pydantic_issues(
@@ -223,7 +248,12 @@ def _load_rule_file(
         return [], ctx.issues
     for key in data:
         if key not in ("rules", "description"):
-            ctx.add("unknown_key", f"unknown key {key!r} (allowed: rules, description)", (key,))
+            ctx.add(
+                "unknown_key",
+                f"unknown key {key!r} (allowed: rules, description)"
+                + did_you_mean(key, ("rules", "description")),
+                (key,),
+            )
     items = data.get("rules")
     if not isinstance(items, list) or not items:
         ctx.add(
@@ -252,7 +282,11 @@ def _parse_rule(item: Any, path: tuple[str | int, ...], ctx: _Context) -> Rule |
     before = len(ctx.issues)
     for key in item:
         if key not in _RULE_KEYS:
-            ctx.add("unknown_key", f"unknown key {key!r} in rule", (*path, key))
+            ctx.add(
+                "unknown_key",
+                f"unknown key {key!r} in rule" + did_you_mean(key, _RULE_KEYS),
+                (*path, key),
+            )
     for key in ("id", "description", "trigger", "code", "reason", "deny_when"):
         if key not in item:
             ctx.add("missing_key", f"rule needs {key!r}", path)
@@ -268,7 +302,8 @@ def _parse_rule(item: Any, path: tuple[str | int, ...], ctx: _Context) -> Rule |
     if isinstance(trigger, str) and trigger not in TRIGGERS:
         ctx.add(
             "invalid_value",
-            f"trigger {trigger!r} is not one of {', '.join(TRIGGERS)}",
+            f"trigger {trigger!r} is not one of {', '.join(TRIGGERS)}"
+            + did_you_mean(trigger, TRIGGERS),
             (*path, "trigger"),
         )
     deny = (
@@ -345,7 +380,8 @@ def _comparison(
         if key != "field" and key not in OPERATORS:
             ctx.add(
                 "unknown_key",
-                f"unknown key {key!r} (operators: {', '.join(OPERATORS)})",
+                f"unknown key {key!r} (operators: {', '.join(OPERATORS)})"
+                + did_you_mean(key, ("field", *OPERATORS)),
                 (*path, key),
             )
     if "field" not in node:
@@ -361,7 +397,11 @@ def _comparison(
     name, op = node["field"], ops[0]
     spec = FIELDS.get(name) if isinstance(name, str) else None
     if spec is None:
-        ctx.add("unknown_field", f"unknown fact field {name!r}", (*path, "field"))
+        ctx.add(
+            "unknown_field",
+            f"unknown fact field {name!r}" + did_you_mean(name, FIELDS),
+            (*path, "field"),
+        )
         return None
     if op == "matches" and negated:
         # durable-rules 2.0.28's $nmt never matches: a negated pattern would never deny
@@ -386,8 +426,14 @@ def _operand(value: Any, path: tuple[str | int, ...], ctx: _Context) -> Operand 
             ctx.add("wrong_type", "a parameter reference is {param: group.name}", path)
             return None
         if ctx.config is not None and ctx.config.param(value["param"]) is None:
+            known = [f"risk.{k}" for k in ctx.config.risk] + [
+                f"compliance.{k}" for k in ctx.config.compliance
+            ]
             ctx.add(
-                "unknown_param", f"unknown parameter {value['param']!r} in compliance.yaml", path
+                "unknown_param",
+                f"unknown parameter {value['param']!r} in compliance.yaml"
+                + did_you_mean(value["param"], known),
+                path,
             )
             return None
         return Param(name=value["param"])
@@ -521,14 +567,24 @@ def _type_of(value: Any) -> FieldType | None:
     return None
 
 
+def did_you_mean(word: object, choices: Iterable[str]) -> str:
+    """`; did you mean 'x'?` for the closest choice, or nothing when none is close."""
+    if not isinstance(word, str):
+        return ""
+    close = difflib.get_close_matches(word, sorted(choices), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def _missing_required(
     required: dict[str, RequiredCheck], seen: set[str], directory: str
 ) -> list[PolicyIssue]:
+    # a rule whose id is a near miss of a required one was most likely renamed by a typo
+    others = seen - set(required)
     return [
         PolicyIssue(
             "missing_required_check",
             f"required check {check_id!r} is not in the policy set; it cannot be removed: "
-            "restore it from the shipped policies/controls.yaml",
+            "restore it from the shipped policies/controls.yaml" + _renamed(check_id, others),
             directory,
             None,
             check_id,
@@ -536,6 +592,12 @@ def _missing_required(
         for check_id in required
         if check_id not in seen
     ]
+
+
+def _renamed(check_id: str, others: Iterable[str]) -> str:
+    # ids share their `_check` ending: only a very near miss is a likely typo
+    close = difflib.get_close_matches(check_id, sorted(others), n=1, cutoff=0.9)
+    return f"; rule {close[0]!r} is close: did you mean {check_id!r}?" if close else ""
 
 
 def _duplicate_ids(rules: list[Rule]) -> list[PolicyIssue]:

@@ -837,3 +837,91 @@ def test_required_checks_when_the_shipped_set_loads_then_each_is_present_as_pinn
         rule = rules[check.id]
         shipped = (rule.trigger, rule.code, rule.applies_when, rule.deny_when)
         assert shipped == (check.trigger, check.code, check.applies_when, check.deny_when)
+
+
+# --- did you mean: a near miss names the closest known name ---------------------------
+
+NEAR_MISSES = [
+    pytest.param(
+        deny("field: quantity\ngt: {param: risk.max_order_quantiy}"),
+        "unknown_param",
+        "unknown parameter 'risk.max_order_quantiy' in compliance.yaml; "
+        "did you mean 'risk.max_order_quantity'?",
+        id="parameter",
+    ),
+    pytest.param(
+        deny("field: spred_bps\ngt: 10"),
+        "unknown_field",
+        "unknown fact field 'spred_bps'; did you mean 'spread_bps'?",
+        id="fact_field",
+    ),
+    pytest.param(
+        deny("field: spread_bps\ngtt: 10"),
+        "unknown_key",
+        "did you mean 'gt'?",
+        id="operator",
+    ),
+    pytest.param(
+        VALID.replace("    reason:", "    reasn:"),
+        "unknown_key",
+        "unknown key 'reasn' in rule; did you mean 'reason'?",
+        id="rule_key",
+    ),
+    pytest.param(
+        VALID.replace("trigger: risk_denied", "trigger: risk_denyed"),
+        "invalid_value",
+        "did you mean 'risk_denied'?",
+        id="trigger",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "code", "hint"), NEAR_MISSES)
+def test_validate_when_a_name_is_a_near_miss_then_the_message_says_did_you_mean(
+    policies_dir: Path, text: str, code: str, hint: str
+) -> None:
+    write(policies_dir, {"rules.yaml": text})
+
+    issues = validate(policies_dir)
+
+    # a misspelt key is also a missing one: the near miss is on the unknown name
+    named = [i for i in issues if i.code == code]
+    assert len(named) == 1
+    assert named[0].message.endswith(hint)
+
+
+def test_validate_when_a_name_is_far_from_every_known_one_then_no_suggestion(
+    policies_dir: Path,
+) -> None:
+    write(policies_dir, {"rules.yaml": deny("field: quantity\ngt: {param: risk.zzzzzz}")})
+
+    issues = validate(policies_dir)
+
+    assert [i.code for i in issues] == ["unknown_param"]
+    assert "did you mean" not in issues[0].message
+
+
+def test_validate_when_compliance_yaml_has_a_misspelt_key_then_did_you_mean(
+    policies_dir: Path,
+) -> None:
+    config = policies_dir / "compliance.yaml"
+    config.write_text(
+        config.read_text("utf-8").replace("  rate_window_s:", "  rate_windw_s:"), "utf-8"
+    )
+    write(policies_dir, {"rules.yaml": VALID})
+
+    issues = validate(policies_dir)
+
+    assert [i.code for i in issues] == ["unknown_key"]
+    assert issues[0].message.endswith("; did you mean 'rate_window_s'?")
+
+
+def test_validate_when_a_required_check_id_is_misspelt_then_did_you_mean_names_it(
+    shipped: Path,
+) -> None:
+    edit(shipped / "controls.yaml", "  - id: omega_check\n", "  - id: omega_chek\n")
+
+    issues = validate_policies(shipped)
+
+    assert [(i.code, i.rule_id) for i in issues] == [("missing_required_check", "omega_check")]
+    assert issues[0].message.endswith("; rule 'omega_chek' is close: did you mean 'omega_check'?")
