@@ -9,6 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.errors import InvalidArgument
+
 __all__ = ["Settings"]
 
 
@@ -65,6 +67,6 @@ def _connection_limits(env: dict[str, str]) -> dict[str, Any]:
             value = 0
         if not (value > 0 and math.isfinite(value)):
             kind_name = "an integer" if kind is int else "a number of seconds"
-            raise ValueError(f"{variable}: want {kind_name} > 0, got {raw!r}")
+            raise InvalidArgument(f"{variable}: want {kind_name} > 0, got {raw!r}")
         out[field] = value
     return out
