@@ -54,7 +54,7 @@ def create_app(runtime: Runtime) -> Litestar:
     app = Litestar(
         route_handlers=CONTROLLERS,
         dependencies={"services": provide(services)},
-        state=State({"tokens": runtime.tokens}),
+        state=State({"tokens": runtime.tokens, "intake": intake}),  # intake: guards log refusals
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(
             title="apex-oms",

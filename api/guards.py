@@ -15,6 +15,7 @@ from engine.gateway.outcome import Actor
 
 from .auth import ROLES, TokenBook
 from .errors import ApiError, field_error
+from .intake import OPERATIONS, Intake
 
 __all__ = [
     "ANY_ROLE",
@@ -45,10 +46,17 @@ def _authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Actor:
 def _requires(*roles: str) -> Guard:
     allowed = frozenset((*roles, "admin"))
 
-    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    async def guard(
+        connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+    ) -> None:
         actor = _authenticate(connection)
         if actor.role not in allowed:
-            raise ApiError(403, "forbidden", f"role {actor.role!r} may not do this")
+            detail = f"role {actor.role!r} may not do this"
+            # an authenticated attempt: logged in the chain (a 401 never is)
+            intake: Intake | None = connection.app.state.get("intake")
+            if intake is not None:
+                await intake.refuse_role(connection, handler, actor, detail)
+            raise ApiError(403, "forbidden", detail)
         connection.scope["user"] = actor
 
     guard.__name__ = "requires_" + "_or_".join(sorted(allowed))
@@ -60,7 +68,9 @@ def query(*names: str) -> Guard:
     twice (`?reason=a&reason=b`: which one was meant is a guess): 400."""
     known = frozenset(names)
 
-    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    async def guard(
+        connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+    ) -> None:
         if not connection.scope["query_string"]:
             return
         given = [key for key, _ in connection.query_params.multi_items()]
@@ -70,9 +80,13 @@ def query(*names: str) -> Guard:
         repeated = sorted({k for k in given if k in known and given.count(k) > 1})
         problems += [field_error(k, "given more than once") for k in repeated]
         if problems:
-            raise ApiError(
-                400, "bad_request", "the query has parameters this route refuses", problems
-            )
+            detail = "the query has parameters this route refuses"
+            actor, intake = connection.scope.get("user"), connection.app.state.get("intake")
+            if connection.scope.get("method") != "GET" and isinstance(actor, Actor) and intake:
+                # an attempt to act (DELETE /v1/omega), not a read: logged
+                operation = OPERATIONS.get(handler.handler_name, handler.handler_name[:16])
+                await intake.refuse(operation, actor, 400, "bad_request", detail, problems)
+            raise ApiError(400, "bad_request", detail, problems)
 
     return guard
 

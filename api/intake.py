@@ -6,21 +6,28 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn
 
 from litestar import Request
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
 
 from engine.gateway.outcome import Actor
-from engine.limits import MAX_DEPTH
 
 from ._threads import GatewayThreads
 from .errors import ApiError, field_error
 from .metrics import Metrics
 
-__all__ = ["BodyRefused", "Intake", "parse"]
+__all__ = ["OPERATIONS", "BodyRefused", "Intake", "order_ref", "parse"]
 
 
 class Intake:
+    """Reads request bodies, and logs every authenticated attempt that is refused
+    before the gateway judges anything (a bad body, a body of the wrong shape, a
+    refused role, a refused control change) as a `rejected` record: every
+    authenticated attempt is in the chain (docs/gateway.md, section 8)."""
+
     def __init__(self, gateway: Any, threads: GatewayThreads, metrics: Metrics, limit: int) -> None:
         self._gateway = gateway
         self._threads = threads
@@ -53,10 +60,125 @@ class Intake:
             except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
                 problem = (422, "malformed_json", f"body is not valid JSON: {exc}")
         status, code, detail = problem
-        problems = [(field, detail)]
-        outcome = await self._threads.run(self._gateway.reject, operation, problems, actor)
+        await self.refuse(operation, actor, status, code, detail, [field_error(field, detail)])
+
+    async def object(
+        self,
+        request: Request[Any, Any, Any],
+        operation: str,
+        actor: Actor,
+        *,
+        optional: bool = False,
+        about: str | None = None,
+    ) -> dict[str, Any]:
+        """The body as a JSON object ({} for no body when `optional`); any other
+        JSON value (`[]`, `"x"`, `null`, a number) is refused and logged."""
+        raw = await self.json(request, operation, actor)
+        if raw is None and optional:
+            return {}
+        if isinstance(raw, dict):
+            return raw
+        detail = "the body must be a JSON object"
+        problems = [field_error("(body)", f"must be an object (got {_json_type(raw)})")]
+        await self.refuse(operation, actor, 422, "invalid_request", detail, problems, about=about)
+        raise AssertionError("unreachable")  # refuse always raises
+
+    async def refuse(
+        self,
+        operation: str,
+        actor: Actor,
+        status: int,
+        code: str,
+        detail: str,
+        problems: Sequence[Mapping[str, str]],
+        *,
+        request: Any = None,
+        about: str | None = None,
+        route: str | None = None,
+        reveal: bool = True,
+        **extra: Any,
+    ) -> NoReturn:
+        """Log the refused attempt and raise its answer; 503 `audit_unavailable`
+        when the attempt could not be logged (never an answer for an attempt
+        that is not in the chain). `reveal=False`: logged, but the answer shows
+        neither the record nor the fields (a 404 must not tell that the order
+        exists)."""
+        errors = [(p["field"], p["message"]) for p in problems]
+        outcome = await self._threads.run(
+            lambda: self._gateway.reject(
+                operation, errors, actor, request=request, about=about, route=route
+            )
+        )
         self._metrics.decision(operation, "rejected", [])
-        raise ApiError(status, code, detail, [field_error(field, detail)], record=outcome.record)
+        if outcome.kind == "audit_unavailable":
+            raise ApiError(
+                503,
+                "audit_unavailable",
+                "the audit log could not be written; the request was not acted on",
+                problems,
+                **extra,
+            )
+        if not reveal:
+            raise ApiError(status, code, detail, **extra)
+        raise ApiError(status, code, detail, problems, record=outcome.record, **extra)
+
+    async def refuse_role(
+        self,
+        connection: ASGIConnection[Any, Any, Any, Any],
+        handler: BaseRouteHandler,
+        actor: Actor,
+        detail: str,
+    ) -> NoReturn:
+        """A role the route's guard refuses: 403 `forbidden`, logged with the actor,
+        the operation, the route and the reason."""
+        method = str(connection.scope.get("method", "")).upper()
+        template = str(connection.scope.get("path_template", "") or "")[:200]
+        route = f"{method} {template}".strip()
+        name = handler.handler_name
+        operation = OPERATIONS.get(name, name[:16])
+        about = order_ref(connection.path_params.get("order_id"))
+        problems = [field_error("(role)", f"role {actor.role!r} may not call {route}")]
+        await self.refuse(operation, actor, 403, "forbidden", detail, problems, about=about,
+                          route=route)  # fmt: skip
+
+
+# The `operation` of a refused attempt, by handler (at most 16 characters: the
+# orders table's column); the body-taking routes use the same names.
+OPERATIONS = {
+    "evaluate": "evaluate",
+    "submit": "submit",
+    "cancel": "cancel",
+    "replace": "replace",
+    "list_orders": "list_orders",
+    "get_order": "get_order",
+    "set_mode": "mode",
+    "invoke_omega": "omega",
+    "clear_omega": "omega",
+    "set_trading_state": "state",
+    "reload": "reload",
+    "quote": "quote",
+    "records": "audit",
+    "verify": "audit_verify",
+}
+_ORDER_ID = re.compile(r"^ORD-[0-9]{4}-[0-9]{6,20}$")
+
+
+def order_ref(order_id: Any) -> str | None:
+    """An order id from a path, fit to name in a record (`original_order_id`);
+    None for anything else (a client's path may hold any text, NUL included)."""
+    return order_id if isinstance(order_id, str) and _ORDER_ID.match(order_id) else None
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    return "a number"
 
 
 class BodyRefused(ValueError):
@@ -70,11 +192,9 @@ class BodyRefused(ValueError):
 
 def parse(raw: bytes) -> Any:
     """A JSON body, strictly: UTF-8 without a byte-order mark (json.loads would
-    take UTF-16 and UTF-32 too), nested at most MAX_DEPTH deep (checked before
-    any parser recurses: json.loads, and every reader of the value after it,
-    would otherwise recurse once per level), and no key twice in one object
-    (json.loads keeps the last, so `"symbol":"RSTR",...,"symbol":"AAPL"` would
-    be judged as AAPL while a log or another reader sees RSTR)."""
+    take UTF-16 and UTF-32 too), and no key twice in one object (json.loads
+    keeps the last, so `"symbol":"RSTR",...,"symbol":"AAPL"` would be judged as
+    AAPL while a log or another reader sees RSTR)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -84,7 +204,6 @@ def parse(raw: bytes) -> Any:
         raise BodyRefused(
             "byte_order_mark", "body starts with a byte-order mark; send UTF-8 without"
         )
-    _check_depth(text)
     parsed = json.loads(text or "null", object_pairs_hook=_unique_keys)
     # "\ud800" parses to a lone surrogate, which is not text: no record holding it
     # could be stored or hashed as UTF-8
@@ -105,27 +224,3 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
                 )
             seen.add(key)
     return obj
-
-
-# A string (escapes included; an unterminated one runs to the end) or a bracket.
-_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
-
-
-def _check_depth(text: str) -> None:
-    """Refuse a body whose arrays and objects nest deeper than MAX_DEPTH, counting
-    brackets outside strings only (`"[[["` is text, not nesting)."""
-    if text.count("[") + text.count("{") <= MAX_DEPTH:
-        return  # it cannot nest deeper than it has openers: every order takes this path
-    depth = 0
-    for token in _TOKENS.finditer(text):
-        mark = token.group()
-        if mark in ("[", "{"):
-            depth += 1
-            if depth > MAX_DEPTH:
-                raise BodyRefused(
-                    "nesting_too_deep",
-                    f"body nests arrays and objects deeper than {MAX_DEPTH} levels "
-                    f"(at character {token.start()})",
-                )
-        elif mark in ("]", "}"):
-            depth -= 1

@@ -9,9 +9,9 @@ from litestar import Controller
 from litestar.params import FromQuery
 
 from engine.gateway import MODES
-from engine.gateway.outcome import ModeRefused, StateRefused
+from engine.gateway.outcome import Actor, ModeRefused, StateRefused
 
-from ..deps import Call, ServicesDep
+from ..deps import Call, Services, ServicesDep
 from ..docs import (
     ModeBody,
     ModeChanged,
@@ -25,7 +25,7 @@ from ..docs import (
     body,
     errors,
 )
-from ..errors import ApiError, field_error
+from ..errors import field_error
 from ..guards import ANY_ROLE, COMPLIANCE, query
 from ..routes import delete, get, post
 
@@ -34,16 +34,23 @@ __all__ = ["ControlsController"]
 STATES = ("active", "reducing", "halted")
 
 
-def _reason(raw: Any, required: bool) -> str:
-    reason = raw.get("reason", "") if isinstance(raw, dict) else ""
+async def _reason(
+    services: Services, operation: str, actor: Actor, raw: dict[str, Any], required: bool
+) -> str:
+    """The body's `reason`; a missing (when required) or ill-typed one is refused
+    and logged."""
+    reason = raw.get("reason", "")
     if not isinstance(reason, str) or (required and not reason.strip()):
-        raise ApiError(
+        await services.intake.refuse(
+            operation,
+            actor,
             422,
             "invalid_request",
             "a reason is required" if required else "`reason` must be a string",
             [field_error("reason", "required string" if required else "must be a string")],
+            request=raw,
         )
-    return reason
+    return str(reason)
 
 
 class ControlsController(Controller):
@@ -82,22 +89,34 @@ class ControlsController(Controller):
         ),
     )
     async def set_mode(self, request: Call, services: ServicesDep) -> ModeChanged:
-        actor = request.user
-        raw = await services.intake.json(request, "mode", actor)
-        if not isinstance(raw, dict) or raw.get("mode") not in MODES:
-            raise ApiError(
+        actor, intake = request.user, services.intake
+        raw = await intake.object(request, "mode", actor)
+        if raw.get("mode") not in MODES:
+            await intake.refuse(
+                "mode",
+                actor,
                 422,
                 "invalid_request",
                 f"body needs a `mode`: one of {', '.join(MODES)}",
                 [field_error("mode", f"one of {', '.join(MODES)}")],
+                request=raw,
             )
-        reason = _reason(raw, required=False)
+        reason = await _reason(services, "mode", actor, raw, required=False)
         try:
             event = await services.threads.run(
                 services.gateway.set_mode, raw["mode"], actor, reason
             )
         except ModeRefused as exc:
-            raise ApiError(409, "mode_requirements_not_met", str(exc), missing=exc.missing) from exc
+            await intake.refuse(
+                "mode",
+                actor,
+                409,
+                "mode_requirements_not_met",
+                str(exc),
+                [field_error("mode", missing) for missing in exc.missing],
+                request=raw,
+                missing=exc.missing,
+            )
         return {"mode": raw["mode"], "event": event}
 
     # --- the Omega directive ----------------------------------------------------------
@@ -112,15 +131,18 @@ class ControlsController(Controller):
     )
     async def invoke_omega(self, request: Call, services: ServicesDep) -> OmegaChanged:
         actor, gateway = request.user, services.gateway
-        raw = await services.intake.json(request, "omega", actor)
-        reason = _reason(raw, required=True)
+        raw = await services.intake.object(request, "omega", actor)
+        reason = await _reason(services, "omega", actor, raw, required=True)
         cancel = raw.get("cancel_open_orders", False)
         if not isinstance(cancel, bool):
-            raise ApiError(
+            await services.intake.refuse(
+                "omega",
+                actor,
                 422,
                 "invalid_request",
                 "`cancel_open_orders` must be true or false",
                 [field_error("cancel_open_orders", "must be a boolean")],
+                request=raw,
             )
 
         def invoke() -> OmegaChanged:
@@ -141,7 +163,9 @@ class ControlsController(Controller):
     ) -> OmegaChanged:
         actor, gateway = request.user, services.gateway
         if not reason or not reason.strip():
-            raise ApiError(
+            await services.intake.refuse(
+                "omega",
+                actor,
                 422,
                 "invalid_request",
                 "a reason is required (?reason=...)",
@@ -179,10 +203,11 @@ class ControlsController(Controller):
         responses=errors(401, 403, 413, 422),
     )
     async def set_trading_state(self, request: Call, services: ServicesDep) -> TradingStateChanged:
-        actor, gateway = request.user, services.gateway
-        raw = await services.intake.json(request, "state", actor)
-        reason = _reason(raw, required=True)
-        scope, state = raw.get("scope"), raw.get("state")
+        actor, gateway, intake = request.user, services.gateway, services.intake
+        raw = await intake.object(request, "state", actor)
+        reason = await _reason(services, "state", actor, raw, required=True)
+        scope: Any = raw.get("scope")
+        state: Any = raw.get("state")
         problems = []
         if not isinstance(scope, str) or not scope:
             problems.append(field_error("scope", "`global` or an account id"))
@@ -190,7 +215,9 @@ class ControlsController(Controller):
             problems.append(field_error("state", f"one of {', '.join(STATES)}"))
         if problems:
             fields = ", ".join(p["field"] for p in problems)
-            raise ApiError(422, "invalid_request", f"invalid trading state: {fields}", problems)
+            detail = f"invalid trading state: {fields}"
+            await intake.refuse("state", actor, 422, "invalid_request", detail, problems,
+                                request=raw)  # fmt: skip
 
         def change() -> TradingStateChanged:
             event = gateway.set_trading_state(scope, state, actor, reason)
@@ -200,6 +227,12 @@ class ControlsController(Controller):
         try:
             return await services.threads.run(change)
         except StateRefused as exc:
-            raise ApiError(
-                422, "invalid_trading_state", str(exc), [field_error("scope", str(exc))]
-            ) from exc
+            await intake.refuse(
+                "state",
+                actor,
+                422,
+                "invalid_trading_state",
+                str(exc),
+                [field_error("scope", str(exc))],
+                request=raw,
+            )

@@ -13,9 +13,10 @@ from typing import cast
 from litestar import Controller, Response
 from litestar.params import FromPath, FromQuery
 
+from engine.gateway.outcome import Actor, Outcome
 from engine.models import OrderRequest
 
-from ..deps import Call, ServicesDep
+from ..deps import Call, Services, ServicesDep
 from ..docs import (
     CancelBody,
     OrderPage,
@@ -28,6 +29,7 @@ from ..docs import (
 )
 from ..errors import ApiError, field_error
 from ..guards import CANCELLERS, READERS, TRADER, query
+from ..intake import order_ref
 from ..outcomes import answer
 from ..routes import get, post
 
@@ -167,25 +169,33 @@ class OrdersController(Controller):
     async def cancel(
         self, request: Call, order_id: FromPath[str], services: ServicesDep
     ) -> Response[OrderRecord]:
-        actor = request.user
-        raw = await services.intake.json(request, "cancel", actor)
-        reason = raw.get("reason") if isinstance(raw, dict) else None
-        if raw is not None and (not isinstance(raw, dict) or not isinstance(reason, str | None)):
-            raise ApiError(
+        actor, intake = request.user, services.intake
+        about = order_ref(order_id)
+        raw = await intake.object(request, "cancel", actor, optional=True, about=about)
+        reason = raw.get("reason")
+        if not isinstance(reason, str | None):
+            await intake.refuse(
+                "cancel",
+                actor,
                 422,
                 "invalid_request",
                 "the body, if any, is an object with a `reason` string",
                 [field_error("reason", "must be a string")],
+                about=about,
             )
         reason = (reason or "").strip()
         if actor.oversees and not reason:
-            raise ApiError(
+            await intake.refuse(
+                "cancel",
+                actor,
                 422,
                 "invalid_request",
                 f"a reason is required to cancel as {actor.role}",
                 [field_error("reason", "required string")],
+                about=about,
             )
         outcome = await services.threads.run(services.gateway.cancel, order_id, actor, reason)
+        await _log_unlogged("cancel", order_id, actor, outcome, services)
         return answer("cancel", outcome, services.metrics)
 
     @post(
@@ -207,13 +217,38 @@ class OrdersController(Controller):
         self, request: Call, order_id: FromPath[str], services: ServicesDep
     ) -> Response[OrderRecord]:
         actor = request.user
-        raw = await services.intake.json(request, "replace", actor)
-        if not isinstance(raw, dict):
-            raise ApiError(
-                422,
-                "invalid_order",
-                "the body must be a JSON object",
-                [field_error("(body)", "must be an object")],
-            )
+        raw = await services.intake.object(request, "replace", actor, about=order_ref(order_id))
         outcome = await services.threads.run(services.gateway.replace, order_id, raw, actor)
+        await _log_unlogged("replace", order_id, actor, outcome, services)
         return answer("replace", outcome, services.metrics)
+
+
+async def _log_unlogged(
+    operation: str, order_id: str, actor: Actor, outcome: Outcome, services: Services
+) -> None:
+    """A cancel or replace the gateway refused without a record (no such order
+    for this actor, or not working): logged as a `rejected` attempt naming the
+    order, answered as before; a 404 shows nothing, as if the order did not exist."""
+    intake, about = services.intake, order_ref(order_id)
+    if outcome.kind == "not_found":
+        await intake.refuse(
+            operation,
+            actor,
+            404,
+            "not_found",
+            f"no order {order_id}",
+            [field_error("order_id", "no such order for this token")],
+            about=about,
+            reveal=False,
+        )
+    if outcome.kind == "not_open":
+        status = outcome.record.get("order_status")
+        await intake.refuse(
+            operation,
+            actor,
+            409,
+            "order_not_open",
+            "the order is not working at a broker",
+            [field_error("order_id", f"the order is {status}: not working at a broker")],
+            about=about,
+        )

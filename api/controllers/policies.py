@@ -9,9 +9,9 @@ from engine import PolicyError, load_policies
 from engine.gateway import Gateway
 from engine.policy.evaluator import Evaluator
 
-from ..deps import ServicesDep
+from ..deps import Call, ServicesDep
 from ..docs import PolicyView, errors
-from ..errors import ApiError
+from ..errors import field_error
 from ..guards import ANY_ROLE, COMPLIANCE
 from ..routes import get, post
 
@@ -53,24 +53,43 @@ class PoliciesController(Controller):
         guards=[COMPLIANCE],
         status_code=200,
         summary="Load the policy directory again (a bad set is refused)",
+        description="No body, or an empty object; any other body is refused (422, logged).",
         responses=errors(
-            401, 403, 422, s422="The set is invalid (`policy_invalid`, `issues`); the old stays."
+            401,
+            403,
+            413,
+            422,
+            s422="The set is invalid (`policy_invalid`, `issues`; the old stays), or the body is.",
         ),
     )
-    async def reload(self, services: ServicesDep) -> PolicyView:
+    async def reload(self, request: Call, services: ServicesDep) -> PolicyView:
         gateway, settings, clock = services.gateway, services.settings, services.clock
+        actor, intake = request.user, services.intake
+        raw = await intake.object(request, "reload", actor, optional=True)
+        if raw:  # the route takes no fields: a body that means something is refused
+            problems = [field_error(key[:200], "not a field of this route") for key in sorted(raw)]
+            detail = "a reload takes no body fields"
+            await intake.refuse("reload", actor, 422, "invalid_request", detail, problems)
 
-        def reload() -> PolicyView:
+        def reload() -> PolicyView | PolicyError:
             try:
                 loaded = load_policies(settings.policies)
             except PolicyError as exc:
-                raise ApiError(
-                    422,
-                    "policy_invalid",
-                    "the new policy set is invalid; the loaded one stays",
-                    issues=[vars(i) for i in exc.issues],
-                ) from exc
+                return exc
             gateway.use_evaluator(Evaluator(loaded, clock))
             return _view(gateway)
 
-        return await services.threads.run(reload)
+        result = await services.threads.run(reload)
+        if isinstance(result, PolicyError):  # refused: logged like any other refused attempt
+            issues = [vars(i) for i in result.issues]
+            problems = [field_error(i.file or "(policies)", str(i)) for i in result.issues[:20]]
+            await intake.refuse(
+                "reload",
+                actor,
+                422,
+                "policy_invalid",
+                "the new policy set is invalid; the loaded one stays",
+                problems,
+                issues=issues,
+            )
+        return result

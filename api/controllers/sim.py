@@ -13,7 +13,7 @@ from engine.policy.evaluator import field_errors
 
 from ..deps import Call, ServicesDep
 from ..docs import OrderRecord, QuoteBody, QuoteResult, body, errors
-from ..errors import ApiError
+from ..errors import field_error
 from ..guards import ONLY_ADMIN
 from ..routes import post
 
@@ -36,23 +36,29 @@ class SimController(Controller):
         ),
     )
     async def quote(self, request: Call, services: ServicesDep) -> QuoteResult:
-        actor, gateway = request.user, services.gateway
-        raw = await services.intake.json(request, "quote", actor)
+        actor, gateway, intake = request.user, services.gateway, services.intake
+        raw = await intake.object(request, "quote", actor)
         try:
             given = QuoteBody.model_validate(raw)
         except ValidationError as exc:
             problems = [e.as_dict() for e in field_errors(exc)]
             fields = ", ".join(p["field"] for p in problems)
-            raise ApiError(422, "invalid_quote", f"invalid quote: {fields}", problems) from exc
+            await intake.refuse(
+                "quote", actor, 422, "invalid_quote", f"invalid quote: {fields}", problems
+            )
         symbol = given.symbol
         quote = Quote.model_validate(given.model_dump(exclude={"symbol"}))
 
-        def feed() -> QuoteResult:
+        def feed() -> QuoteResult | str:
             mode = gateway.mode()
             if mode != "simulation":
-                detail = f"quotes are for simulation mode (mode: {mode})"
-                raise ApiError(409, "not_simulation", detail)
+                return mode
             changed = cast(list[OrderRecord], gateway.market_quote(symbol, quote, actor))
             return {"symbol": symbol, "orders_changed": changed}
 
-        return await services.threads.run(feed)
+        fed = await services.threads.run(feed)
+        if isinstance(fed, str):  # refused: logged like any other refused attempt
+            detail = f"quotes are for simulation mode (mode: {fed})"
+            problems = [field_error("(mode)", detail)]
+            await intake.refuse("quote", actor, 409, "not_simulation", detail, problems)
+        return fed

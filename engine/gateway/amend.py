@@ -78,7 +78,7 @@ class Amendments:
         evaluator = self._desk.evaluator
         if not isinstance(changes, dict):
             errors = [("(body)", "the body must be a JSON object")]
-            return self._orders.reject("replace", errors, actor)
+            return self._orders.reject("replace", errors, actor, about=order_id)
         original = stored.request if isinstance(stored.request, dict) else {}
         fixed = [
             FieldError(k, f"cannot change on a replace (want: {original.get(k)!r})")
@@ -86,12 +86,13 @@ class Amendments:
             if k in changes and changes[k] != original.get(k)
         ]
         merged = {**original, **changes}
+        about = {"original_order_id": order_id}  # a rejected replace is not the order's record
         if fixed:
             rejected = evaluator.rejected(merged, now, tuple(fixed))
-            return self._orders._log_rejected(rejected, "replace", actor, now)
+            return self._orders._log_rejected(rejected, "replace", actor, now, about)
         order = _parse(evaluator, merged, now)
         if isinstance(order, Decision):
-            return self._orders._log_rejected(order, "replace", actor, now)
+            return self._orders._log_rejected(order, "replace", actor, now, about)
         broker = self._desk.broker_named(stored.broker)
         if stored.status not in OPEN or broker is None or not stored.broker_order_id:
             return Outcome("not_open", stored.linked or stored.record.as_dict())

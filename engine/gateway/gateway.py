@@ -80,8 +80,20 @@ class Gateway:
     def submit(self, raw: Any, actor: Actor) -> Outcome:
         return self._orders.submit(raw, actor)
 
-    def reject(self, operation: str, errors: list[tuple[str, str]], actor: Actor) -> Outcome:
-        return self._orders.reject(operation, errors, actor)
+    def reject(
+        self,
+        operation: str,
+        errors: list[tuple[str, str]],
+        actor: Actor,
+        *,
+        request: Any = None,
+        about: str | None = None,
+        route: str | None = None,
+    ) -> Outcome:
+        """Log an attempt refused before any order was judged (`Orders.reject`)."""
+        return self._orders.reject(
+            operation, errors, actor, request=request, about=about, route=route
+        )
 
     def cancel(self, order_id: str, actor: Actor, reason: str = "") -> Outcome:
         return self._amend.cancel(order_id, actor, reason)

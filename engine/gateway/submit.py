@@ -46,6 +46,21 @@ class _Claimed:
     digest: str
 
 
+@dataclass(frozen=True)
+class _Retry:
+    """A retry or a conflict, logged: the original's record and the attempt's."""
+
+    original: dict[str, Any]
+    attempt: dict[str, Any]
+    same_body: bool
+
+    def outcome(self) -> Outcome:
+        if not self.same_body:
+            return Outcome("conflict", self.attempt)
+        # SPEC section 8: same id and body answer the original record
+        return Outcome("replayed", self.original, replayed_kind=_kind_of(self.original))
+
+
 class Orders:
     def __init__(self, desk: Desk, executions: Executions) -> None:
         self._desk = desk
@@ -80,16 +95,41 @@ class Orders:
             return Outcome("audit_unavailable", _unlogged(evaluator, order, raw, now, actor))
         return Outcome("evaluated" if not linked["fail_closed_triggers"] else "blocked", linked)
 
-    def reject(self, operation: str, errors: list[tuple[str, str]], actor: Actor) -> Outcome:
-        """Log a request that could not even be read (malformed JSON, oversize body)."""
+    def reject(
+        self,
+        operation: str,
+        errors: list[tuple[str, str]],
+        actor: Actor,
+        *,
+        request: Any = None,
+        about: str | None = None,
+        route: str | None = None,
+    ) -> Outcome:
+        """Log an attempt refused before any order could be judged: a body that
+        could not be read, a body of the wrong shape, a refused role, a control
+        change refused. `request`: the body, when it was an object (its order
+        fields fill the record); `about`: the order it was about
+        (`original_order_id`); `route`: the HTTP route, when refused there."""
         now = self._desk.clock()
         decision = self._desk.evaluator.rejected(
-            {}, now, tuple(FieldError(f, m) for f, m in errors)
+            request if isinstance(request, dict) else {},
+            now,
+            tuple(FieldError(f, m) for f, m in errors),
         )
-        return self._log_rejected(decision, operation, actor, now)
+        extra: dict[str, Any] = {}
+        if about is not None:
+            extra["original_order_id"] = about
+        if route is not None:
+            extra["route"] = route
+        return self._log_rejected(decision, operation, actor, now, extra)
 
     def _log_rejected(
-        self, decision: Decision, operation: str, actor: Actor, now: datetime
+        self,
+        decision: Decision,
+        operation: str,
+        actor: Actor,
+        now: datetime,
+        extra: dict[str, Any] | None = None,
     ) -> Outcome:
         def work(w: Writer) -> dict[str, Any]:
             mode = w.controls().mode
@@ -99,8 +139,8 @@ class Orders:
                 mode=mode,
                 actor=actor.id,
                 order_id=w.next_order_id(now.year),
-            )
-            linked = w.append(record.as_dict(), "order", now)
+            ).as_dict()
+            linked = w.append({**record, **(extra or {})}, "order", now)
             w.insert_order(linked, decision.request, now, None)
             return linked
 
@@ -109,7 +149,7 @@ class Orders:
         except Exception:
             log.exception("audit write failed for a rejected request")
             record = order_record(decision, operation=operation, mode="unknown", actor=actor.id)
-            return Outcome("audit_unavailable", record.as_dict())
+            return Outcome("audit_unavailable", {**record.as_dict(), **(extra or {})})
         return Outcome("rejected", linked)
 
     # --- submit ---------------------------------------------------------------
@@ -122,10 +162,10 @@ class Orders:
             return self._log_rejected(order, "submit", actor, now)
         request_digest = digest(raw)
 
-        def work(w: Writer) -> dict[str, Any] | _Claimed:
+        def work(w: Writer) -> dict[str, Any] | _Retry:
             decision, mode, claim = self._judge_claim(w, order, actor, now)
             if claim is not None:
-                return claim
+                return self._log_retry(w, claim, raw, request_digest, actor, mode, now)
             broker = self._desk.broker_for(mode)
             if decision.approved and broker is None:  # the required broker_check says so
                 decision = no_broker(decision, mode)
@@ -156,8 +196,8 @@ class Orders:
             # here: the claim is read under the chain lock.)
             log.exception("audit write failed; order not sent")
             return Outcome("audit_unavailable", _unlogged(evaluator, order, raw, now, actor))
-        if isinstance(result, _Claimed):
-            return self._answer_replay(result, request_digest)
+        if isinstance(result, _Retry):
+            return result.outcome()
         if result["order_status"] != OrderStatus.SUBMITTED:
             return Outcome("blocked", result)
         broker = self._desk.broker_named(result["broker"])
@@ -313,14 +353,50 @@ class Orders:
 
     # --- retries ---------------------------------------------------------------
 
-    def _answer_replay(self, claim: _Claimed, request_digest: str) -> Outcome:
-        stored = self._desk.store.order(claim.order_id)
-        record = {"order_id": claim.order_id}
+    def _log_retry(
+        self,
+        w: Writer,
+        claim: _Claimed,
+        raw: Any,
+        request_digest: str,
+        actor: Actor,
+        mode: str,
+        now: datetime,
+    ) -> _Retry:
+        """A submit whose client order id is claimed: a retry (same body) or a
+        conflict (another body). Either way the attempt gets a `rejected` record
+        of its own, written under the chain lock with the claim it read, that
+        names the original (`original_order_id`, and `original_hash`: the
+        original's latest record, which a retry is answered with). It is not the
+        original's record, so the original's row, status and flow stay as they
+        were; and as `rejected` it is never flow, never routed, never resolved."""
+        stored = w.order(claim.order_id)
+        original: dict[str, Any] = {"order_id": claim.order_id}
         if stored is not None:
-            record = stored.linked or stored.record.as_dict()
-        if claim.digest != request_digest:
-            return Outcome("conflict", record)
-        return Outcome("replayed", record, replayed_kind=_kind_of(record))
+            original = stored.linked or stored.record.as_dict()
+        same = claim.digest == request_digest
+        if same:
+            message = (
+                f"a retry of {claim.order_id} (same body): answered with its record,"
+                " not judged or sent again"
+            )
+        else:
+            message = f"already used by {claim.order_id} with a different body"
+        decision = self._desk.evaluator.rejected(
+            raw, now, (FieldError("client_order_id", message),)
+        )
+        record = order_record(
+            decision,
+            operation="submit",
+            mode=mode,
+            actor=actor.id,
+            order_id=w.next_order_id(now.year),
+        ).as_dict()
+        record["original_order_id"] = claim.order_id
+        record["original_hash"] = original.get("hash")
+        attempt = w.append(record, "order", now)
+        w.insert_order(attempt, raw, now, None)
+        return _Retry(original, attempt, same)
 
 
 def _parse(evaluator: Evaluator, raw: Any, now: datetime) -> OrderRequest | Decision:

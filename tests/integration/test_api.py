@@ -123,6 +123,14 @@ def fail_transactions(
     return attempts
 
 
+def refused_attempts(api: Api) -> list[tuple[str, list[str]]]:
+    """The chain, each record a refused attempt (`rejected`): its operation and the
+    fields it names; anything else in the chain fails the calling test."""
+    records = api.audit()
+    assert all(r.get("order_status") == "rejected" for r in records), records
+    return [(r["operation"], [e["field"] for e in r["errors"]]) for r in records]
+
+
 def order_rows(api: Api, **params: Any) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = api.get("/v1/orders", params=params).json()["orders"]
     return rows
@@ -419,8 +427,15 @@ def test_submit_when_client_order_id_is_reused_with_another_body_then_409_confli
     assert first.status_code == 201
     assert other.status_code == 409
     assert body["code"] == "client_order_id_conflict"
-    assert body["record"]["order_id"] == first.json()["order_id"]
-    assert len(order_rows(api)) == 1
+    # the conflict is an attempt of its own, rejected, naming the original
+    assert body["record"]["order_status"] == "rejected"
+    assert body["record"]["original_order_id"] == first.json()["order_id"]
+    assert body["record"]["original_hash"] == first.json()["hash"]
+    assert body["record"] == api.audit()[-1]
+    assert [r["order_status"] for r in order_rows(api)] == [
+        "rejected",
+        first.json()["order_status"],
+    ]
     api.assert_chain_ok()
 
 
@@ -450,7 +465,9 @@ def test_submit_when_one_client_order_id_races_on_threads_then_one_order_the_res
     assert kinds == ["replayed"] * (racers - 1) + ["routed"]
     assert len({o.record["order_id"] for o in outcomes}) == 1
     assert [b.order_id for b in broker_calls] == [outcomes[0].record["order_id"]]
-    assert len(order_rows(api, client_order_id="race-1")) == 1
+    rows = order_rows(api, client_order_id="race-1")  # each retry: a rejected attempt
+    original = [r["order_id"] for r in rows if r["order_status"] != "rejected"]
+    assert (len(rows), original) == (racers, [outcomes[0].record["order_id"]])
     api.assert_chain_ok()
 
 
@@ -638,7 +655,9 @@ def test_omega_when_reason_is_missing_or_role_is_trader_then_refused(api: Api) -
     )
     assert (trader.status_code, trader.json()["code"]) == (403, "forbidden")
     assert api.get("/v1/mode").json()["omega"]["active"] is False
-    assert api.audit() == []
+    # three refused attempts, each a rejected record; no Omega record
+    attempts = [(r["order_status"], r["operation"]) for r in api.audit()]
+    assert attempts == [("rejected", "omega")] * 3
 
 
 # --- mode -------------------------------------------------------------------------------
@@ -675,7 +694,7 @@ def test_mode_when_live_is_requested_then_409_mode_requirements_not_met(api: Api
     assert body["code"] == "mode_requirements_not_met"
     assert body["missing"] != []
     assert api.get("/v1/mode").json()["mode"] == "research"
-    assert api.audit() == []
+    assert refused_attempts(api) == [("mode", ["mode"] * len(body["missing"]))]
 
 
 # --- auth ---------------------------------------------------------------------------------
@@ -1242,11 +1261,10 @@ def test_sim_quotes_when_not_admin_then_403_and_outside_simulation_then_409(
 
     assert (trader.status_code, trader.json()["code"]) == (403, "forbidden")
     assert research.status_code == 409
-    assert research.json() == {
-        "code": "not_simulation",
-        "detail": "quotes are for simulation mode (mode: research)",
-        "errors": [],
-    }
+    assert research.json()["code"] == "not_simulation"
+    assert research.json()["detail"] == "quotes are for simulation mode (mode: research)"
+    refused = [(r["operation"], r["errors"][0]["field"]) for r in api.audit()[:2]]
+    assert refused == [("quote", "(role)"), ("quote", "(mode)")]
     assert simulation.status_code == 200
     assert simulation.json() == {"symbol": "AAPL", "orders_changed": []}
 
@@ -1322,7 +1340,7 @@ BAD_STATE_CHANGES: list[tuple[dict[str, Any], list[str]]] = [
 
 
 @pytest.mark.parametrize(("body", "fields"), BAD_STATE_CHANGES)
-def test_trading_state_when_the_change_is_invalid_then_422_naming_the_fields_and_nothing_logged(
+def test_trading_state_when_the_change_is_invalid_then_422_naming_the_fields_only_attempt_logged(
     api: Api, body: dict[str, Any], fields: list[str]
 ) -> None:
     response = api.post("/v1/trading-state", "compliance", json=body)
@@ -1330,7 +1348,7 @@ def test_trading_state_when_the_change_is_invalid_then_422_naming_the_fields_and
     assert response.status_code == 422
     assert response.json()["code"] == "invalid_request"
     assert [e["field"] for e in response.json()["errors"]] == fields
-    assert api.audit() == []
+    assert refused_attempts(api) == [("state", fields)]  # no state change
 
 
 def test_trading_state_when_the_scope_is_not_an_account_id_then_422_refused_by_the_gateway(
@@ -1344,7 +1362,7 @@ def test_trading_state_when_the_scope_is_not_an_account_id_then_422_refused_by_t
 
     assert response.status_code == 422
     assert response.json()["code"] == "invalid_trading_state"
-    assert api.audit() == []
+    assert refused_attempts(api) == [("state", ["scope"])]  # no state change
 
 
 # --- readiness --------------------------------------------------------------------------------
