@@ -225,7 +225,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             judged.append({"file": name, "error": str(exc)})
             continue
         decision = evaluator.evaluate(order, state, now)
-        record = decision.record()
+        record = decision.record(mode=state.mode)
         code = USAGE if decision.status == "rejected" else OK if decision.approved else BLOCKED
         codes.append(code)
         judged.append({"file": name, "record": record})
