@@ -76,7 +76,10 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
 
 
 def _store_unavailable(_: Request[Any, Any, Any], exc: StoreUnavailable) -> Response[Any]:
-    log.error("store unavailable: %s", exc, exc_info=exc)
+    # one line: in an outage every request lands here, and the message already
+    # names what was being done and the driver's error; the traceback at debug
+    log.error("store unavailable: %s", exc)
+    log.debug("store unavailable", exc_info=exc)
     detail = "the store could not be read or written; try again"
     return Response({"code": exc.code, "detail": detail, "errors": []}, status_code=503)
 

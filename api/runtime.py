@@ -13,6 +13,7 @@ from adapters.sql import SqlStore
 from engine import Evaluator, load_policies
 from engine.broker import BrokerAdapter
 from engine.clock import Clock, system_clock
+from engine.errors import StoreUnavailable
 from engine.gateway import Gateway
 
 from .auth import TokenBook
@@ -91,11 +92,20 @@ class Runtime:
             while not self._stop.wait(every_s):
                 try:
                     self.gateway.recover(stale_after_s=STALE_AFTER_S)
+                except StoreUnavailable as exc:
+                    # the database is down: one line per pass, not a traceback; the
+                    # pool reconnects on its own once it answers again
+                    log.warning("the recovery sweep cannot reach the store (%s); retrying", exc)
                 except Exception:
                     log.exception("the recovery sweep failed; it runs again")
 
         self._sweeper = threading.Thread(target=sweep, name="apex-sweep", daemon=True)
         self._sweeper.start()
+
+    @property
+    def sweeping(self) -> bool:
+        """Whether the background sweep is running (it outlives a database outage)."""
+        return self._sweeper is not None and self._sweeper.is_alive()
 
     def close(self, *_: Any) -> None:
         self._stop.set()

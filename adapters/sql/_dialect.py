@@ -5,6 +5,7 @@ Everything else (`_statements.py`) is shared SQL rendered through these.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -13,16 +14,27 @@ from typing import Any, ClassVar
 import psycopg
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from engine.errors import InvalidArgument
 
 from ._errors import Errors
 from ._statements import Statements
 
-__all__ = ["Counter", "Dialect", "Head", "PostgresDialect", "SqliteDialect", "dialect_for"]
+__all__ = [
+    "POSTGRES_SCHEMES",
+    "SQLITE_SCHEMES",
+    "Counter",
+    "Dialect",
+    "Head",
+    "PostgresDialect",
+    "SqliteDialect",
+    "dialect_for",
+    "mask_url",
+]
 
 _POOL = 12  # SQLAlchemy's pool: the readers, the writer, and the other reads
+_CONNECT_TIMEOUT_S = 5  # PostgreSQL: how long connecting may take
 _PG_MIGRATION_LOCK = 7_262_001  # advisory lock id: replicas starting together migrate once
 
 
@@ -212,7 +224,21 @@ class PostgresDialect(Dialect):
         )
 
     def engine(self, url: URL) -> Engine:
-        return create_engine(url, pool_size=_POOL, max_overflow=_POOL, pool_pre_ping=True)
+        # A connection that died with the server (a restart, a failover) is found by
+        # the pre-ping and replaced, and a disconnect seen mid-statement invalidates
+        # the pool: the store recovers when the database does, with no restart.
+        # Connecting waits at most `_CONNECT_TIMEOUT_S` (unless the URL says
+        # otherwise): an unreachable host answers 503 soon, not after minutes.
+        connect_args = (
+            {} if "connect_timeout" in url.query else {"connect_timeout": _CONNECT_TIMEOUT_S}
+        )
+        return create_engine(
+            url,
+            pool_size=_POOL,
+            max_overflow=_POOL,
+            pool_pre_ping=True,
+            connect_args=connect_args,
+        )
 
     def when(self, moment: datetime) -> Any:
         return moment
@@ -258,15 +284,35 @@ class PostgresDialect(Dialect):
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
 
 
+# The schemes a database URL may use; PostgreSQL's are all read with psycopg 3,
+# the driver installed (SQLAlchemy would look for psycopg2 behind a bare
+# "postgresql://", and knows no "postgres://", the form many hosts hand out).
+SQLITE_SCHEMES = ("sqlite", "sqlite+pysqlite")
+POSTGRES_SCHEMES = ("postgres", "postgresql", "postgresql+psycopg")
+
+
 def dialect_for(url: str) -> tuple[Dialect, URL]:
-    """The dialect of a database URL, and the URL with its driver made explicit."""
-    parsed = make_url(url)
-    if parsed.drivername in ("sqlite", "sqlite+pysqlite"):
+    """The dialect of a database URL, and the URL with its driver made explicit:
+    `postgres://` and `postgresql://` become `postgresql+psycopg://`."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise InvalidArgument(f"not a database URL: {mask_url(url)!r} ({exc})") from exc
+    if parsed.drivername in SQLITE_SCHEMES:
         return SqliteDialect(), parsed
-    if parsed.drivername in ("postgresql", "postgresql+psycopg"):
-        # psycopg 3 is the driver installed; a bare "postgresql://" would ask for psycopg2
+    if parsed.drivername in POSTGRES_SCHEMES:
         return PostgresDialect(), parsed.set(drivername="postgresql+psycopg")
     raise InvalidArgument(
         f"unsupported database URL scheme {parsed.drivername!r}"
-        " (want: sqlite or postgresql+psycopg)"
+        " (want: sqlite:///PATH, or postgresql://, postgres:// or postgresql+psycopg://"
+        " USER@HOST:PORT/DB; PostgreSQL is read with psycopg 3)"
     )
+
+
+def mask_url(url: str) -> str:
+    """A database URL as it may be shown: as given, with any password as `***`."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        # not parseable: hide whatever sits between "user:" and "@"
+        return re.sub(r"(//[^/:@]*:)[^@/]*@", r"\1***@", url)

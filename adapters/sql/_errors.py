@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 from engine.errors import StoreUnavailable
 
-__all__ = ["CommitUnknown", "Errors", "StoreUnavailable", "describe", "unavailable"]
+__all__ = ["CommitUnknown", "Errors", "StoreUnavailable", "describe", "reason", "unavailable"]
 
 Errors = tuple[type[BaseException], ...]
 
@@ -21,6 +21,15 @@ class CommitUnknown(StoreUnavailable):
 
 def describe(error: BaseException) -> str:
     return f"{type(error).__module__}.{type(error).__qualname__}: {error}"
+
+
+def reason(error: BaseException) -> str:
+    """The driver's own words for a failure, on one line: the innermost cause's
+    first line (SQLAlchemy wraps the driver's error, and we wrap SQLAlchemy's)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
 
 
 @contextmanager

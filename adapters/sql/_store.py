@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, TypeVar
 from alembic import command
 from alembic.config import Config
 
-from ._dialect import dialect_for
-from ._errors import StoreUnavailable, unavailable
+from ._dialect import dialect_for, mask_url
+from ._errors import StoreUnavailable, reason, unavailable
 from ._group import GroupCommit
 from ._reads import DriverPool, Reads
 from ._transactions import SqlTransactions
@@ -45,20 +45,30 @@ _T = TypeVar("_T")
 
 
 class SqlStore(Reads):
-    """The store on one database URL: `sqlite:///path` or
-    `postgresql+psycopg://user@host/db`. Call `migrate()` before use."""
+    """The store on one database URL: `sqlite:///path`, or for PostgreSQL
+    `postgresql://user@host/db` (`postgres://` and `postgresql+psycopg://` too:
+    all are read with psycopg 3). Call `migrate()` before use."""
 
     def __init__(self, url: str) -> None:
         dialect, parsed = dialect_for(url)
         engine = dialect.engine(parsed)
         super().__init__(engine, dialect, DriverPool(engine, dialect))
         self.url = url
+        self.shown_url = mask_url(url)  # for messages: the password hidden
         self.dialect = dialect.name
         self._transactions = SqlTransactions(engine, dialect)
         self._group = GroupCommit(self._transactions)
 
     def migrate(self) -> None:
-        """Bring the schema to the newest Alembic revision."""
+        """Bring the schema to the newest Alembic revision. The first contact with
+        the database: when it does not answer, the error says where it was sought."""
+        try:
+            self.ping()
+        except StoreUnavailable as exc:
+            # the driver's error stays the cause, as for every StoreUnavailable
+            raise StoreUnavailable(
+                f"cannot reach the database at {self.shown_url}: {reason(exc)}"
+            ) from exc.__cause__
         config = Config()
         config.set_main_option("script_location", str(_MIGRATIONS))
         with unavailable(self._db.errors, "migrating"), self.engine.connect() as raw:
