@@ -310,7 +310,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"apex-oms: {where}", flush=True)
         log.info(where)
     print(
-        f"apex-oms: serving {url}  (OpenAPI: {url}/schema, data: {settings.database_url})",
+        f"apex-oms: serving {url}  (OpenAPI: {url}/schema, data: {runtime.store.shown_url})",
         flush=True,
     )
     serve(runtime, args.host, args.port, limits_from(settings, args))
