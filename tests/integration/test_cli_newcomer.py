@@ -501,7 +501,11 @@ def test_orders_example_over_http_inside_hours_then_approved(
         answer = client.post(
             "/v1/orders/evaluate",
             content=json.dumps(body, indent=2),
-            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            # what `curl -d` sends: its default content type, not JSON's
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Content-Type": "application/x-www-form-urlencoded",
+            },
         )
 
     assert answer.status_code == 200, answer.text
