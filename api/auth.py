@@ -96,7 +96,10 @@ class TokenBook:
         return token
 
     def check(self, token: str) -> Actor | None:
-        """The actor a live token (known, not revoked, not expired) stands for, or None."""
+        """The actor a live token (known, not revoked, not expired) stands for, or None.
+        When the store cannot be asked this raises `StoreUnavailable` (a 503): a
+        database that is down says nothing about the token, so it is never a None
+        (a 401), and a failed read is not cached."""
         digest = _hash(token)
         now = time.monotonic()
         with self._lock:
