@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,7 +27,7 @@ from ._logging import configure_logging
 from ._table import table
 from .auth import ROLES, TokenRefused, parse_duration, token_id_of, write_secret
 from .example_order import ORDER_TYPES, SIDES, example_order
-from .policy_source import note_if_packaged, policies_dir, policies_problem
+from .policy_source import note_if_packaged, policies_problem
 from .runtime import Runtime
 from .server import add_limit_options, limits_from, serve
 from .settings import Settings
@@ -132,7 +131,7 @@ def register(commands: Any) -> None:
     )
     example.set_defaults(handler=_orders_example)
 
-    audit = _group(commands, "audit", "verify or export the audit chain, or print its public key")
+    audit = _group(commands, "audit", "verify or export the audit chain")
     verify = _action(
         audit, "verify", "verify the chain and the stored head, orders and positions against it"
     )
@@ -229,17 +228,8 @@ def _duration(text: str) -> timedelta:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _settings() -> Settings:
-    """The service's settings, with the policy directory a command without
-    `./policies` falls back on (the packaged defaults) when APEX_POLICIES is unset."""
-    settings = Settings.from_env()
-    if not os.environ.get("APEX_POLICIES"):
-        settings = settings.model_copy(update={"policies": policies_dir()})
-    return settings
-
-
 def _runtime(*, note: bool = True) -> Runtime:
-    settings = _settings()
+    settings = Settings.from_env()
     problem = policies_problem(settings.policies)
     if problem is not None:
         raise CliError(problem)

@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.errors import InvalidArgument
 
+from .policy_source import policies_dir
+
 __all__ = ["Settings"]
 
 
@@ -37,7 +39,8 @@ class Settings(BaseModel):
         return cls(
             home=home,
             database_url=url,
-            policies=Path(env.get("APEX_POLICIES", "policies")),
+            # APEX_POLICIES, else ./policies, else the packaged defaults
+            policies=policies_dir(env),
             sim_seed=int(env.get("APEX_SIM_SEED", "0")),
             sim_slippage_bps=float(env.get("APEX_SIM_SLIPPAGE_BPS", "0")),
             **_connection_limits(env),

@@ -380,6 +380,13 @@ def test_when_apex_policies_names_a_missing_directory_then_exit_2_with_a_hint(
         )
 
 
+def test_settings_outside_the_repository_then_serve_uses_the_packaged_policies(
+    elsewhere: Path,
+) -> None:
+    assert Settings.from_env({"APEX_HOME": str(elsewhere)}).policies == PACKAGED
+    assert Settings.from_env({"APEX_POLICIES": "mine"}).policies == Path("mine")
+
+
 def test_packaged_policies_are_the_repository_policies_not_a_copy() -> None:
     assert PACKAGED.is_symlink()
     assert PACKAGED.resolve() == POLICIES.resolve()
