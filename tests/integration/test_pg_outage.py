@@ -92,7 +92,18 @@ class Cluster:
         if os.geteuid() == 0:
             _ensure_user()
             shutil.chown(self.root, PG_USER)
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8")
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        )
         self.start()
         with psycopg.connect(
             f"postgresql://postgres@127.0.0.1:{self.port}/postgres", autocommit=True
@@ -231,7 +242,7 @@ def test_postgres_stops_mid_traffic_then_every_answer_is_normal_or_503_and_servi
             cluster.stop()
             down_from = traffic.count()
             time.sleep(OUTAGE_S)  # the outage lasts; the clients keep asking
-            ready = client.get("/readyz")
+            ready, alive = client.get("/readyz"), client.get("/healthz")
             down_to = traffic.count()
             cluster.start()
             back_from = traffic.count()
@@ -241,8 +252,9 @@ def test_postgres_stops_mid_traffic_then_every_answer_is_normal_or_503_and_servi
                 RECOVERY_BOUND_S,
                 "every kind of request answered normally after the restart",
             )
-        healthz = client.get("/healthz")
-        ready_after = client.get("/readyz")
+        # ready again (the database answers, every broker reconciled), polled: a
+        # broker the outage left unreconciled is the sweep's to settle
+        _wait_for(lambda: client.get("/readyz").status_code == 200, RECOVERY_BOUND_S, "ready again")
         report = client.get(
             "/v1/audit/verify", headers={"Authorization": f"Bearer {auth['auditor']}"}
         ).json()
@@ -259,10 +271,9 @@ def test_postgres_stops_mid_traffic_then_every_answer_is_normal_or_503_and_servi
     assert any(status == 503 for _, status, _ in during), "the outage was never seen"
     assert ready.status_code == 503
     assert ready.json()["database"] is False and ready.json()["reasons"]
-    assert healthz.status_code == 200
+    assert alive.status_code == 200  # liveness: the process is fine, do not restart it
     assert runtime.sweeping
     assert any("sweep cannot reach the store" in r.getMessage() for r in caplog.records)
-    assert ready_after.status_code == 200, ready_after.text
     assert report["ok"] is True, report
     in_chain = {r["hash"] for r in chain}
     for name, status, body in answers:
