@@ -92,18 +92,8 @@ class Cluster:
         if os.geteuid() == 0:
             _ensure_user()
             shutil.chown(self.root, PG_USER)
-        self._run(
-            "initdb",
-            "-D",
-            str(self.data),
-            "-U",
-            "postgres",
-            "-A",
-            "trust",
-            "-E",
-            "UTF8",
-            "--no-sync",
-        )
+        flags = ("-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
+        self._run("initdb", "-D", str(self.data), *flags)
         self.start()
         with psycopg.connect(
             f"postgresql://postgres@127.0.0.1:{self.port}/postgres", autocommit=True
