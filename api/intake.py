@@ -14,6 +14,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
 from engine.gateway.outcome import Actor
+from engine.limits import MAX_DEPTH
 
 from ._threads import GatewayThreads
 from .errors import ApiError, field_error
@@ -192,9 +193,15 @@ class BodyRefused(ValueError):
 
 def parse(raw: bytes) -> Any:
     """A JSON body, strictly: UTF-8 without a byte-order mark (json.loads would
-    take UTF-16 and UTF-32 too), and no key twice in one object (json.loads
-    keeps the last, so `"symbol":"RSTR",...,"symbol":"AAPL"` would be judged as
-    AAPL while a log or another reader sees RSTR)."""
+    take UTF-16 and UTF-32 too), nested at most MAX_DEPTH deep (checked before
+    any parser recurses: json.loads, and every reader of the value after it,
+    would otherwise recurse once per level), and no key twice in one object
+    (json.loads keeps the last, so `"symbol":"RSTR",...,"symbol":"AAPL"` would
+    be judged as AAPL while a log or another reader sees RSTR)."""
+    if b"\x00" in raw[:2]:
+        # JSON text starts with ASCII, so UTF-16 and UTF-32 put a NUL among the
+        # first two bytes (RFC 4627, section 3); their ASCII decodes as UTF-8
+        raise BodyRefused("not_utf8", "body is UTF-16 or UTF-32 (a NUL byte at its start)")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -204,6 +211,7 @@ def parse(raw: bytes) -> Any:
         raise BodyRefused(
             "byte_order_mark", "body starts with a byte-order mark; send UTF-8 without"
         )
+    _check_depth(text)
     parsed = json.loads(text or "null", object_pairs_hook=_unique_keys)
     # "\ud800" parses to a lone surrogate, which is not text: no record holding it
     # could be stored or hashed as UTF-8
@@ -224,3 +232,27 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
                 )
             seen.add(key)
     return obj
+
+
+# A string (escapes included; an unterminated one runs to the end) or a bracket.
+_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
+
+
+def _check_depth(text: str) -> None:
+    """Refuse a body whose arrays and objects nest deeper than MAX_DEPTH, counting
+    brackets outside strings only (`"[[["` is text, not nesting)."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return  # it cannot nest deeper than it has openers: every order takes this path
+    depth = 0
+    for token in _TOKENS.finditer(text):
+        mark = token.group()
+        if mark in ("[", "{"):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise BodyRefused(
+                    "nesting_too_deep",
+                    f"body nests arrays and objects deeper than {MAX_DEPTH} levels "
+                    f"(at character {token.start()})",
+                )
+        elif mark in ("]", "}"):
+            depth -= 1
