@@ -296,8 +296,13 @@ def dialect_for(url: str) -> tuple[Dialect, URL]:
     `postgres://` and `postgresql://` become `postgresql+psycopg://`."""
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
-        raise InvalidArgument(f"not a database URL: {mask_url(url)!r} ({exc})") from exc
+    except ArgumentError:
+        # neither SQLAlchemy's message nor the text: a password in a URL that does
+        # not parse cannot be told apart, so none of it is quoted
+        raise InvalidArgument(
+            "the database URL does not parse"
+            " (want: sqlite:///PATH, or postgresql://USER@HOST:PORT/DB)"
+        ) from None
     if parsed.drivername in SQLITE_SCHEMES:
         return SqliteDialect(), parsed
     if parsed.drivername in POSTGRES_SCHEMES:
