@@ -2,22 +2,39 @@
 
 A record may carry `extra={"fields": {...}}`: those keys are added to its line
 (the access log's `method`, `path`, `status`, ...; the decision log's
-`order_id`, `triggers`, ...) after the four every line has."""
+`order_id`, `triggers`, ...) after the four every line has.
+
+`log_fields` writes such a line for the per-request logs (access, decision).
+When the process logs through `configure_logging`'s handler alone, it writes
+the very line that handler would, without building a `LogRecord` and passing it
+through the handler chain: in a loaded microbenchmark that is about five times
+cheaper, and the access log runs on every request. Otherwise (a test's capture,
+another handler) it goes through `logging` as usual.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
+import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
-__all__ = ["configure_logging"]
+__all__ = ["configure_logging", "log_fields"]
+
+_handler: logging.StreamHandler[Any] | None = None
+
+
+def _timestamp(created: float) -> str:
+    return datetime.fromtimestamp(created, UTC).isoformat().replace("+00:00", "Z")
 
 
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat().replace("+00:00", "Z"),
+            "ts": _timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -31,9 +48,60 @@ class _JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: int = logging.INFO) -> None:
+    global _handler
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    _handler = handler
+    # Our lines name no source line, thread or process: not collecting them saves
+    # about a third of each log call (the logging HOWTO, "Optimization").
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration step
+
+
+def log_fields(logger: logging.Logger, message: str, fields: Mapping[str, Any]) -> None:
+    """One INFO line from `logger` carrying `fields` (module docstring)."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    handler = _handler
+    if handler is None or not _only_through(logger, handler):
+        logger.info("%s", message, extra={"fields": fields})
+        return
+    entry = {"ts": _timestamp(time.time()), "level": "info", "logger": logger.name}
+    entry["message"] = message
+    entry.update(fields)
+    line = json.dumps(entry, ensure_ascii=False) + handler.terminator
+    with handler.lock or _NO_LOCK:
+        try:
+            handler.stream.write(line)
+            handler.flush()
+        except Exception:
+            handler.handleError(logging.makeLogRecord({"msg": message}))
+
+
+def _only_through(logger: logging.Logger, handler: logging.Handler) -> bool:
+    """Whether `handler` (on the root) is the only one `logger`'s lines reach,
+    with no filter on the way."""
+    current: logging.Logger | None = logger
+    while current is not None and current.parent is not None:  # up to the root
+        if current.handlers or current.filters or not current.propagate:
+            return False
+        current = current.parent
+    root = logging.getLogger()
+    return root.handlers == [handler] and not root.filters and not handler.filters
+
+
+class _NoLock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+
+_NO_LOCK = _NoLock()

@@ -12,6 +12,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 
 from engine.records import REQUEST_ID
 
+from ._logging import log_fields
+
 __all__ = ["Metrics"]
 
 decision_log = logging.getLogger("apex.decision")
@@ -76,9 +78,7 @@ class Metrics:
             "triggers": triggers,
             "request_id": REQUEST_ID.get(),
         }
-        decision_log.info(
-            "%s %s %s", operation, outcome, fields["order_id"], extra={"fields": fields}
-        )
+        log_fields(decision_log, f"{operation} {outcome} {fields['order_id']}", fields)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
