@@ -20,6 +20,7 @@ from engine.clock import format_utc
 from engine.policy.decision import TRIGGER_ORDER, Decision
 
 EXAMPLES = settings(max_examples=300, deadline=None, derandomize=True)
+FEWER = settings(max_examples=120, deadline=None, derandomize=True)
 STATUSES = {"evaluated", "blocked", "rejected"}
 
 
@@ -50,6 +51,8 @@ quantities = st.one_of(
     st.sampled_from([100, 10000, 10001, 1e9]),
 )
 signals = st.floats(min_value=-1e6, max_value=1e6)
+# text the model takes: no control character and no lone surrogate (issue 8)
+printable = st.characters(blacklist_categories=("Cc", "Cs"))
 symbols = st.sampled_from(["AAPL", "MSFT", "RSTR", "HALTD", "BRK.B", "X", "A1-B/C"])
 identifiers = st.one_of(
     st.sampled_from(["strat7-000042", "a", "x" * 64]),
@@ -57,10 +60,10 @@ identifiers = st.one_of(
 )
 regimes = st.one_of(
     st.sampled_from(["trending", "mean_reverting", "ranging", "calm", "panic", ""]),
-    st.text(max_size=32),
+    st.text(printable, max_size=32),
 )
 protocols = st.lists(
-    st.one_of(st.sampled_from(["T01", "T07", "T99"]), st.text(min_size=1, max_size=32)),
+    st.one_of(st.sampled_from(["T01", "T07", "T99"]), st.text(printable, min_size=1, max_size=32)),
     max_size=6,
 )
 junk = st.recursive(
@@ -138,7 +141,9 @@ def valid_orders(draw: st.DrawFn, now: datetime) -> dict[str, Any]:
             "day", st.sampled_from(["day", "gtc", "ioc", "fok", "opg", "cls"])
         ),
         "reduce_only": usually(False, st.booleans()),
-        "decision_reason": usually("manual_trigger", st.just("x" * 200) | st.text(max_size=40)),
+        "decision_reason": usually(
+            "manual_trigger", st.just("x" * 200) | st.text(printable, max_size=40)
+        ),
         "context": context,
     }
     if order_type != "market":
@@ -308,3 +313,148 @@ def test_evaluate_when_body_is_pure_junk_then_rejected(
 
     assert decision.status == "rejected"
     assert_consistent(decision)
+
+
+# --- issue 8: every reproduction, as a property ---------------------------------------
+
+# (the value, the field the rejection names) for text the model must refuse
+_TEXT_PATHS = {
+    "client_order_id": 64,
+    "account": 64,
+    "symbol": 16,
+    "decision_reason": 200,
+    "context.regime": 32,
+    "context.data_hash": 100,
+    "context.protocol_hash": 100,
+}
+_SCALARS = [
+    "client_order_id", "account", "symbol", "side", "quantity", "order_type", "time_in_force",
+    "reduce_only", "decision_reason", "context.volatility", "context.regime",
+    "context.entropy", "context.drift", "context.data_hash", "context.protocol_hash",
+]  # fmt: skip
+controls = st.sampled_from(["\x00", "\x01", "\t", "\n", "\r", "\x1b", "\x7f", "\x85", "\x9f"])
+
+
+def put(order: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    *parents, last = path.split(".")
+    target = order
+    for part in parents:
+        target = target.setdefault(part, {})
+    target[last] = value
+    return order
+
+
+@st.composite
+def unreadable(draw: st.DrawFn, now: datetime) -> tuple[dict[str, Any], str]:
+    """A valid order with one value the model must refuse, and the field it must name:
+    text past its limit (`"side":"xxxxxxxxx"`, a 33-character symbol, 65-character
+    ids), a control character or NUL, a container where a scalar belongs, a word
+    outside a closed vocabulary."""
+    order = draw(valid_orders(now))
+    kind = draw(st.sampled_from(["too_long", "control", "container", "vocabulary"]))
+    value: Any
+    if kind == "too_long":
+        path = draw(st.sampled_from(sorted(_TEXT_PATHS)))
+        extra = draw(st.integers(1, 40))
+        value = "A" * (_TEXT_PATHS[path] + extra)
+    elif kind == "control":
+        path = draw(st.sampled_from(sorted(_TEXT_PATHS)))
+        head = draw(st.sampled_from(["AAPL", "strat7", "T", ""]))
+        value = head + draw(controls) + draw(st.sampled_from(["", "X", "trending"]))
+    elif kind == "container":
+        path = draw(st.sampled_from(_SCALARS))
+        value = draw(st.sampled_from([{}, [], [1], {"$ne": None}, ["buy"]]))
+    else:
+        path = draw(st.sampled_from(["side", "order_type", "time_in_force"]))
+        value = draw(st.sampled_from(["xxxxxxxxx", "stop_limit", "zzzzzzzzz", "BUY", "day "]))
+    return put(order, path, value), path
+
+
+@FEWER
+@given(scenario=scenarios(unreadable))
+def test_evaluate_when_a_value_breaks_the_models_limits_then_rejected_naming_it(
+    shared_evaluator: Evaluator, scenario: tuple[Any, EngineState, datetime]
+) -> None:
+    (order, path), state, now = scenario
+
+    decision = shared_evaluator.evaluate(order, state, now=now)
+
+    assert_consistent(decision)
+    assert decision.status == "rejected"
+    assert path in {e.field for e in decision.errors}, [str(e) for e in decision.errors]
+
+
+restricted_roots = st.sampled_from(["RSTR", "HALTD"])
+suffixes = st.sampled_from([".", "-", "/", ".B", "/A", "-W", ".PR", "/WS", "-A.B"])
+off_tick_prices = st.one_of(
+    # $1 or more: whole cents plus a fraction of a cent
+    st.builds(lambda c, m: c / 100 + m / 1000, st.integers(100, 10**6), st.integers(1, 9)),
+    # below $1: four decimals plus a fraction of the hundredth of a cent
+    st.builds(lambda n, m: n / 10_000 + m / 100_000, st.integers(1, 9_998), st.integers(1, 9)),
+)
+
+
+@st.composite
+def must_block(draw: st.DrawFn, now: datetime) -> tuple[dict[str, Any], str]:
+    """A valid order carrying one value that must never be approved, and the check
+    that must not pass: a dust or fractional quantity, a signal out of its domain,
+    a restricted issuer in another notation, a sub-penny price."""
+    order = draw(valid_orders(now))
+    kind = draw(
+        st.sampled_from(
+            ["dust", "fraction", "entropy", "volatility", "restricted", "tick_limit", "tick_stop"]
+        )
+    )
+    if kind == "dust":
+        order["quantity"] = draw(st.sampled_from([1e-7, 5e-324, 0.5, 0.999999]))
+        return order, "min_quantity_check"
+    if kind == "fraction":
+        whole = draw(st.integers(1, 9_999))
+        order["quantity"] = whole + draw(st.sampled_from([0.5, 0.25, 1e-6, 0.999]))
+        return order, "whole_shares_check"
+    if kind == "entropy":
+        value = draw(st.floats(min_value=-1e6, max_value=-1e-300) | st.floats(1.0001, 1e6))
+        put(order, "context.entropy", value)
+        return order, "entropy_domain_check"
+    if kind == "volatility":
+        put(order, "context.volatility", draw(st.floats(min_value=-1e6, max_value=-5e-324)))
+        return order, "volatility_domain_check"
+    if kind == "restricted":
+        order["symbol"] = draw(restricted_roots) + draw(suffixes)
+        return order, "restricted_symbol_check"
+    price = draw(off_tick_prices)
+    for name in ("limit_price", "stop_price"):
+        order.pop(name, None)
+    order["order_type"] = "limit" if kind == "tick_limit" else "stop"
+    order[f"{order['order_type']}_price"] = price
+    return order, "tick_size_check"
+
+
+@FEWER
+@given(scenario=scenarios(must_block))
+def test_evaluate_when_order_carries_a_value_that_must_block_then_never_approved(
+    shared_evaluator: Evaluator, scenario: tuple[Any, EngineState, datetime]
+) -> None:
+    (order, check), state, now = scenario
+
+    decision = shared_evaluator.evaluate(order, state, now=now)
+
+    assert_consistent(decision)
+    assert decision.status == "blocked", decision.status
+    assert decision.results[check] == "fail", (check, decision.results[check])
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(depth=st.integers(33, 980), container=st.sampled_from(["dict", "list"]))
+def test_evaluate_when_an_extra_field_is_nested_deep_then_rejected_without_recursing_away(
+    shared_evaluator: Evaluator, approved_order: Any, depth: int, container: str
+) -> None:
+    nested: Any = 1
+    for _ in range(depth):
+        nested = {"a": nested} if container == "dict" else [nested]
+    order = approved_order(x=nested)
+
+    decision = shared_evaluator.evaluate(order, now=datetime(2026, 11, 30, 15, tzinfo=UTC))
+
+    assert decision.status == "rejected"
+    assert [e.field for e in decision.errors] == ["x"]
