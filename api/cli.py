@@ -233,10 +233,12 @@ def _evaluate(args: argparse.Namespace) -> int:
             if len(args.orders) > 1:
                 print(f"{'' if len(judged) == 1 else chr(10)}== {name} ==")
             print(_describe(decision, record, f"{state.mode} ({source})"))
-    if args.json:
-        # one file: its record, as ever; several: each with the file it came from
-        whole = judged[0].get("record", judged[0]) if len(judged) == 1 else judged
-        print(json.dumps(whole, indent=2, ensure_ascii=False))
+    if args.json and len(judged) > 1:
+        # several files: each record with the file it came from
+        print(json.dumps(judged, indent=2, ensure_ascii=False))
+    elif args.json and "record" in judged[0]:
+        # one file: its record, as ever (an unreadable file: the error on stderr alone)
+        print(json.dumps(judged[0]["record"], indent=2, ensure_ascii=False))
     return USAGE if USAGE in codes else BLOCKED if BLOCKED in codes else OK
 
 

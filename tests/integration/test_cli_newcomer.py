@@ -558,3 +558,15 @@ def test_example_order_digests_are_those_the_engine_recomputes() -> None:
     assert context["data_hash"] == sha256_digest(context["quote"])
     assert context["protocol_hash"] == sha256_digest(sorted(context["protocols_fired"]))
     assert context["quote"]["timestamp"] == "2026-11-30T15:00:00Z"
+
+
+def test_evaluate_one_unreadable_file_then_exit_2_and_the_error_on_stderr_alone(
+    cli: Callable[..., Run], tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json", "utf-8")
+
+    run = cli("evaluate", str(broken), "--json")
+
+    assert (run.code, run.out) == (2, "")
+    assert f"{broken}: not valid JSON" in run.err
