@@ -1,10 +1,11 @@
 """`apex-oms policy test [DIR | FILE] [-k NAME]`: run the policy test cases.
 
-DIR runs every case file in DIR/tests against the policy set in DIR; FILE runs
-one case file against the set in the folder above its own (DIR/tests/FILE), or
-in `--policies`. Every failure and every invalid case is shown as `file:line`,
-the line of its case. Exit codes: 0 all passed, 1 any failed (or none exist),
-2 the policies or a case file are invalid, or `-k` selected nothing.
+DIR runs every case file in DIR/tests against the policy set in DIR (DIR/tests
+itself works too); FILE runs one case file against the set in the folder above
+its own (DIR/tests/FILE), or in `--policies`. Every failure and every invalid
+case is shown as `file:line`, the line of its case. Exit codes: 0 all passed,
+1 any failed (or none exist), 2 the policies or a case file are invalid, or
+`-k` selected nothing.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ def run_policy_test(args: argparse.Namespace) -> int:
     # a missing FILE is reported as such, not as a folder without tests/
     if target.is_file() or (target.suffix in (".yaml", ".yml") and not target.is_dir()):
         cases_from, policies = target, Path(args.policies or target.parent.parent)
+    elif not (target / "tests").is_dir() and (target.parent / "compliance.yaml").is_file():
+        # the tests folder itself (DIR/tests): its cases, DIR's policies
+        cases_from, policies = target, Path(args.policies or target.parent)
     else:
         cases_from, policies = target / "tests", Path(args.policies or target)
     try:

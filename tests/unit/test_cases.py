@@ -107,6 +107,21 @@ def test_policy_test_when_given_the_policy_folder_then_runs_every_case_file_but_
     assert len(results) == sum(p.read_text("utf-8").count("\n  - name: ") for p in case_files)
 
 
+def test_policy_test_when_given_the_tests_folder_itself_then_runs_its_cases_against_the_set_above(
+    policies: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = write(policies, "mine.yaml", CASES)
+
+    code, results = run_json(capsys, str(policies / "tests"))
+
+    assert code == FAILED
+    assert [(r["file"], r["passed"]) for r in results] == [
+        (str(file), True),
+        (str(file), True),
+        (str(file), False),
+    ]
+
+
 def test_policy_test_when_given_a_file_then_the_policy_set_is_the_folder_above_its_own(
     policies: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
