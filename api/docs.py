@@ -91,6 +91,11 @@ class OrderRecord(_Record, total=False):
     reasons: list[dict[str, str]]
     errors: list[FieldProblem]
     comment: str | None
+    # a refused attempt about another order (a retry, a conflict, a refused cancel
+    # or replace): that order's id, and the hash of its record a retry answered with
+    original_order_id: str
+    original_hash: str | None
+    route: str  # a refused role: the route, "POST /v1/mode"
 
 
 class PolicyIssueBody(TypedDict):
@@ -301,11 +306,12 @@ class Readiness(TypedDict):
 _ERROR_TEXT = {
     400: "A query or path parameter is not valid.",
     401: "No bearer token, or an unknown, revoked or expired one (`unauthorized`).",
-    403: "This role may not call this route (`forbidden`).",
+    403: "This role may not call this route (`forbidden`); the attempt is logged (`record`).",
     404: "No such order, or not one this token may see (`not_found`).",
     409: "The request conflicts with the current state.",
     413: "The body is over the size limit (`body_too_large`); logged as a rejected attempt.",
-    422: "The body or a parameter is invalid; the fields at fault are in `errors`.",
+    422: "The body or a parameter is invalid; the fields at fault are in `errors`; "
+    "a refused write is logged as a rejected attempt (`record`).",
     502: "The broker failed or refused.",
     503: "The store could not be read or written (`store_unavailable`), or the attempt "
     "could not be logged (`audit_unavailable`).",

@@ -21,6 +21,13 @@ its status) are logged without moving it, and such a failure after a
 the pending one. The terms columns follow the current record except while it
 is a `pending_replace`: a replace's terms reach the row when it is confirmed.
 
+A refused attempt about another order (a retry, a conflict, a refused cancel
+or replace, a refused role: `rejected`, naming that order in
+`original_order_id`) has an order id and a row of its own. It is replayed as
+an order of its own, keyed by its own id, never as a record of the order it
+names: it cannot move that order's row, status, terms or position, and its own
+row is checked like any other (`rejected`, never filled).
+
 Every stored position change is a fill of an order booked with its record;
 nothing writes a position without one today (`Writer.set_position` has no
 caller), so a position sync must come with a chain record of its own before

@@ -425,6 +425,26 @@ def test_verify_export_when_a_line_is_not_a_json_object_then_broken_there() -> N
     assert (report.first_break.position, report.first_break.reason) == (2, "not a JSON object")
 
 
+def test_verify_state_when_attempts_name_an_original_then_each_is_its_own_row() -> None:
+    original = {**order_record(1), "operation": "submit"}
+    retry = {**original, "order_id": "ORD-2026-000002", "order_status": "rejected"}
+    conflict = {**retry, "order_id": "ORD-2026-000003", "quantity": 7}
+    records = linked_chain(
+        [original, *(amend(a, original_order_id=original["order_id"]) for a in (retry, conflict))]
+    )
+    # the original's row made to show the retry's record instead of its own
+    swapped = {**records[1], "order_id": original["order_id"]}
+
+    honest = verify_state(state_of(records, records))
+    edited = verify_state(state_of(records, [swapped, *records[1:]]))
+
+    assert honest.ok, honest.findings
+    assert [(f.subject, f.code) for f in edited.findings] == [
+        ("ORD-2026-000001.record", "record_differs"),
+        ("ORD-2026-000001.status", "column_differs"),
+    ]
+
+
 # --- verify_store: real orders and fills on each backend, then the database edited -------
 
 TRADER = Actor("t", "trader")
@@ -586,3 +606,43 @@ def test_audit_verify_endpoint_when_a_position_is_moved_then_not_ok_with_the_fin
     assert edited["findings"] == [
         {"subject": "default/AAPL", "code": "position_differs", "want": 120.0, "got": 40120.0}
     ]
+
+
+@pytest.fixture
+def retried(runtime: Runtime, traded: list[str], make_order: Callable[..., dict[str, Any]]) -> str:
+    """The traded orders, then a retry and a conflict of a new order: its order id."""
+    order = make_order(client_order_id="retried-1", limit_price=141.0)
+    first = runtime.gateway.submit(order, TRADER)
+    replay = runtime.gateway.submit(order, TRADER)
+    conflict = runtime.gateway.submit({**order, "quantity": 3}, TRADER)
+    assert (replay.kind, conflict.kind) == ("replayed", "conflict")
+    return str(first.record["order_id"])
+
+
+def test_verify_store_when_retries_and_conflicts_are_logged_then_ok(
+    runtime: Runtime, retried: str
+) -> None:
+    report = verify_store(runtime.store)
+
+    attempts = [r for r in runtime.store.audit_records() if r.get("original_order_id")]
+    assert report.ok, report.findings
+    assert [(r["order_status"], r["original_order_id"]) for r in attempts] == [
+        ("rejected", retried),
+        ("rejected", retried),
+    ]
+
+
+def test_verify_store_when_an_attempts_row_is_edited_or_deleted_then_named(
+    runtime: Runtime, retried: str
+) -> None:
+    attempts = [r for r in runtime.store.audit_records() if r.get("original_order_id")]
+    replay, conflict = (r["order_id"] for r in attempts)
+    sql(runtime, "UPDATE orders SET status = 'submitted' WHERE order_id = :id", id=replay)
+    sql(runtime, "DELETE FROM orders WHERE order_id = :id", id=conflict)
+
+    report = verify_store(runtime.store)
+
+    assert report.findings == (
+        Finding(f"{replay}.status", "column_differs", "rejected", "submitted"),
+        Finding(conflict, "order_row_missing", "rejected", None),
+    )
