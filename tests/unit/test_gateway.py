@@ -601,3 +601,86 @@ def test_submit_by_a_role_that_does_not_trade_then_blocked_account_not_permitted
 
     assert outcome.kind == "blocked"
     assert [r["code"] for r in outcome.record["reasons"]] == ["ACCOUNT_NOT_PERMITTED"]
+
+
+# --- every attempt is in the chain ------------------------------------------------------
+
+
+def test_submit_when_retried_with_the_same_body_then_the_original_answered_and_the_retry_logged(
+    make_gateway: GatewayMaker, make_order: OrderBuilder
+) -> None:
+    gateway = make_gateway()
+    order = make_order(limit_price=150.0)
+    first = gateway.submit(order, TRADER)
+
+    retry = gateway.submit(order, TRADER)
+
+    attempt = records(gateway)[-1]
+    assert (retry.kind, retry.replayed_kind, retry.record) == ("replayed", "routed", first.record)
+    assert attempt["order_status"] == "rejected"
+    assert attempt["order_id"] != first.record["order_id"]
+    assert (attempt["original_order_id"], attempt["original_hash"]) == (
+        first.record["order_id"],
+        first.record["hash"],
+    )
+    assert attempt["errors"][0]["field"] == "client_order_id"
+    stored = gateway.store.order(first.record["order_id"])
+    assert stored is not None and stored.linked == first.record  # untouched
+    assert gateway.store.orders_in({OrderStatus.REJECTED})[0].order_id == attempt["order_id"]
+
+
+def test_submit_when_the_client_order_id_is_reused_then_conflict_logged_and_never_flow(
+    make_gateway: GatewayMaker, make_order: OrderBuilder
+) -> None:
+    gateway = make_gateway()
+    order = make_order(limit_price=150.0)
+    first = gateway.submit(order, TRADER)
+
+    conflict = gateway.submit({**order, "quantity": 5}, TRADER)
+    # the conflict's terms, under a new id: not a duplicate of the rejected conflict
+    fresh = gateway.submit({**order, "client_order_id": "fresh-1", "quantity": 5}, TRADER)
+
+    assert conflict.kind == "conflict"
+    assert conflict.record == records(gateway)[-3]
+    assert (conflict.record["order_status"], conflict.record["quantity"]) == ("rejected", 5)
+    assert conflict.record["original_order_id"] == first.record["order_id"]
+    assert "different body" in conflict.record["errors"][0]["message"]
+    assert fresh.kind == "routed", fresh.record["fail_closed_triggers"]
+
+
+def test_reject_when_about_an_order_and_a_route_then_the_record_names_both(
+    make_gateway: GatewayMaker,
+) -> None:
+    gateway = make_gateway()
+
+    outcome = gateway.reject(
+        "mode",
+        [("(role)", "role 'trader' may not call POST /v1/mode")],
+        TRADER,
+        about="ORD-2026-000001",
+        route="POST /v1/mode",
+    )
+
+    assert outcome.kind == "rejected"
+    assert outcome.record == records(gateway)[-1]
+    assert (outcome.record["operation"], outcome.record["actor"]) == ("mode", TRADER.id)
+    assert outcome.record["original_order_id"] == "ORD-2026-000001"
+    assert outcome.record["route"] == "POST /v1/mode"
+    assert verify_chain(records(gateway)).ok
+
+
+def test_replace_when_rejected_then_the_attempt_names_the_order_and_leaves_it(
+    make_gateway: GatewayMaker, make_order: OrderBuilder
+) -> None:
+    gateway = make_gateway()
+    resting = gateway.submit(make_order(limit_price=150.0), TRADER)
+    order_id = resting.record["order_id"]
+
+    bad_terms = gateway.replace(order_id, {"symbol": "MSFT"}, TRADER)
+    not_object = gateway.replace(order_id, ["quantity", 5], TRADER)
+
+    for outcome in (bad_terms, not_object):
+        assert outcome.kind == "rejected"
+        assert outcome.record["original_order_id"] == order_id
+        assert outcome.record["order_id"] != order_id
+    assert gateway.order(order_id, TRADER) == resting.record
