@@ -110,7 +110,7 @@ class Intake:
                 operation, errors, actor, request=request, about=about, route=route
             )
         )
-        self._metrics.decision(operation, "rejected", [])
+        self._metrics.decision(operation, outcome.kind, [], outcome.record)
         if outcome.kind == "audit_unavailable":
             raise ApiError(
                 503,
