@@ -1,5 +1,7 @@
 """New orders: evaluate (a dry run), submit (judge, log, route), and the record of
-a request that could not even be read.
+every attempt refused before an order is judged: a request that could not even
+be read, a refused role or control change (`reject`), and a submit reusing a
+claimed client order id, a retry or a conflict (`_log_retry`).
 
 Race-free: an order is judged inside the write transaction that logs it, which
 holds the chain lock. Everything the decision depends on (mode, trading states,
