@@ -36,13 +36,12 @@ import logging
 import math
 import resource
 import time
-import uuid
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from .access_log import AccessLog
+from .access_log import AccessLog, new_request_id
 from .metrics import Metrics
 from .runtime import Runtime
 from .settings import Settings
@@ -180,7 +179,7 @@ def _over_capacity() -> bytes:
         "over_capacity",
         "the server has as many connections open as it may; try again shortly",
         "retry-after: 1",
-        f"x-request-id: {uuid.uuid4().hex}",  # no request was read: a new id
+        f"x-request-id: {new_request_id()}",  # no request was read: a new id
     )
 
 
