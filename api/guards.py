@@ -50,6 +50,7 @@ def _requires(*roles: str) -> Guard:
         connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
     ) -> None:
         actor = _authenticate(connection)
+        connection.scope["user"] = actor  # the access log names it, a refused role's too
         if actor.role not in allowed:
             detail = f"role {actor.role!r} may not do this"
             # an authenticated attempt: logged in the chain (a 401 never is)
@@ -57,7 +58,6 @@ def _requires(*roles: str) -> Guard:
             if intake is not None:
                 await intake.refuse_role(connection, handler, actor, detail)
             raise ApiError(403, "forbidden", detail)
-        connection.scope["user"] = actor
 
     guard.__name__ = "requires_" + "_or_".join(sorted(allowed))
     return guard

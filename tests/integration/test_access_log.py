@@ -34,6 +34,9 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 def run(service: Served) -> dict[str, httpx.Response]:
     """One run of requests, each named; every answer kept."""
     answers: dict[str, httpx.Response] = {}
+    created = service.cli("tokens", "create", "--role", "auditor")
+    assert created.returncode == 0, created.stderr
+    auditor = re.findall(r"apx_[A-Za-z0-9_-]+", created.stdout)[0]
     with httpx.Client(base_url=service.url, timeout=30) as client:
 
         def call(name: str, method: str, path: str, **kwargs: object) -> None:
@@ -57,6 +60,13 @@ def run(service: Served) -> dict[str, httpx.Response]:
         call("bad_id_quote", "GET", "/healthz", headers={"X-Request-ID": 'x"}{'})
         call("longest_id", "GET", "/healthz", headers={"X-Request-ID": "b" * 128})
         call("not_found", "GET", "/nowhere", headers={"X-Request-ID": "nowhere-1"})
+        call(
+            "refused_role",
+            "POST",
+            "/v1/omega",
+            json={"reason": "not an auditor's to do"},
+            headers={"Authorization": f"Bearer {auditor}", "X-Request-ID": "refused-1"},
+        )
         call("metrics", "GET", "/metrics")
     return answers
 
@@ -95,6 +105,11 @@ def test_access_log_when_requests_are_served_then_each_gets_exactly_one_line_wit
     # the token's public id, never the token
     assert by_name["evaluate"]["principal"] == token_id_of(service.token)
     assert by_name["order"]["principal"] == token_id_of(service.token)
+    refused = run["refused_role"]
+    assert refused.status_code == 403
+    assert by_name["refused_role"]["principal"] == token_id_of(
+        refused.request.headers["authorization"].split()[1]
+    )
     for unauthenticated in ("health", "no_token", "bad_token", "query_token", "not_found"):
         assert by_name[unauthenticated]["principal"] is None
 
@@ -107,6 +122,7 @@ def test_access_log_when_tokens_are_sent_then_no_token_appears_in_any_log(
     text = service.log_text()
     assert service.token not in text
     assert BAD_TOKEN not in text
+    assert run["refused_role"].request.headers["authorization"].split()[1] not in text
     assert "access_token" not in text  # the query string is never logged
     metrics = run["metrics"].text
     assert "apex_unauthenticated_total 3.0" in metrics
