@@ -95,6 +95,14 @@ class TokenBook:
             w.add_token(token_id, _hash(token), role, label, bound, now, expires_at)
         return token
 
+    def cached(self, token: str) -> bool:
+        """Whether `check` would answer from the cache, without the database: the
+        guard asks a thread to `check` otherwise, so that a database host that
+        stops answering never holds the event loop (and `/healthz`) for its
+        connect timeout."""
+        hit = self._cache.get(_hash(token))
+        return hit is not None and hit[0] > time.monotonic()
+
     def check(self, token: str) -> Actor | None:
         """The actor a live token (known, not revoked, not expired) stands for, or None.
         When the store cannot be asked this raises `StoreUnavailable` (a 503): a

@@ -41,10 +41,34 @@ class Settings(BaseModel):
             database_url=url,
             # APEX_POLICIES, else ./policies, else the packaged defaults
             policies=policies_dir(env),
-            sim_seed=int(env.get("APEX_SIM_SEED", "0")),
-            sim_slippage_bps=float(env.get("APEX_SIM_SLIPPAGE_BPS", "0")),
+            **_simulation(env),
             **_connection_limits(env),
         )
+
+
+def _simulation(env: dict[str, str]) -> dict[str, Any]:
+    """The simulated broker's seed (any integer) and slippage (basis points, a
+    finite number >= 0); a bad value is refused naming its variable, not a
+    traceback at start-up."""
+    out: dict[str, Any] = {}
+    seed = env.get("APEX_SIM_SEED", "").strip()
+    if seed:
+        try:
+            out["sim_seed"] = int(seed)
+        except ValueError:
+            raise InvalidArgument(f"APEX_SIM_SEED: want an integer, got {seed[:40]!r}") from None
+    slippage = env.get("APEX_SIM_SLIPPAGE_BPS", "").strip()
+    if slippage:
+        try:
+            bps = float(slippage)
+        except ValueError:
+            bps = -1.0
+        if not (bps >= 0 and math.isfinite(bps)):
+            raise InvalidArgument(
+                f"APEX_SIM_SLIPPAGE_BPS: want basis points >= 0, got {slippage[:40]!r}"
+            )
+        out["sim_slippage_bps"] = bps
+    return out
 
 
 # setting name -> (environment variable, how it is read)

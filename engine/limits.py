@@ -13,6 +13,7 @@ from __future__ import annotations
 
 __all__ = [
     "CODE_LENGTH",
+    "COMMENT_LENGTH",
     "DIGEST_LENGTH",
     "IDENTIFIER_LENGTH",
     "LABEL_LENGTH",
@@ -35,6 +36,8 @@ SYMBOL_LENGTH = 16
 CODE_LENGTH = 8
 # free text kept only inside the request and the record (no column of its own)
 REASON_LENGTH = 200  # decision_reason
+# the reason given for a control change or a cancel (records only)
+COMMENT_LENGTH = 500
 LABEL_LENGTH = 32  # context.regime, one entry of context.protocols_fired
 DIGEST_LENGTH = 100  # context.data_hash, context.protocol_hash
 MAX_PROTOCOLS = 64  # entries of context.protocols_fired

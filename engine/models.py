@@ -28,6 +28,7 @@ from pydantic import (
 
 from .canonical import sha256_digest
 from .limits import (
+    COMMENT_LENGTH,
     DIGEST_LENGTH,
     IDENTIFIER_LENGTH,
     LABEL_LENGTH,
@@ -52,6 +53,7 @@ __all__ = [
     "Quote",
     "RecentOrder",
     "TradingState",
+    "comment_problem",
 ]
 
 _Strict = ConfigDict(frozen=True, extra="forbid", strict=True)
@@ -66,6 +68,18 @@ def _printable(value: str) -> str:
         code = ord(found.group())
         raise ValueError(f"control character U+{code:04X} at position {found.start()}")
     return value
+
+
+def comment_problem(text: str) -> str | None:
+    """Why a free-text reason (a control change's, a cancel's) cannot be kept, or
+    None: the same printable rule as an order's text, and `COMMENT_LENGTH`."""
+    if len(text) > COMMENT_LENGTH:
+        return f"at most {COMMENT_LENGTH} characters (got {len(text)})"
+    try:
+        _printable(text)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 Price = Annotated[float, Field(gt=0, le=MAX_PRICE, allow_inf_nan=False)]

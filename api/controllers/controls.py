@@ -10,6 +10,7 @@ from litestar.params import FromQuery
 
 from engine.gateway import MODES
 from engine.gateway.outcome import Actor, ModeRefused, StateRefused
+from engine.models import comment_problem
 
 from ..deps import Call, Services, ServicesDep
 from ..docs import (
@@ -50,7 +51,25 @@ async def _reason(
             [field_error("reason", "required string" if required else "must be a string")],
             request=raw,
         )
+    await _printable_reason(services, operation, actor, str(reason), raw)
     return str(reason)
+
+
+async def _printable_reason(
+    services: Services, operation: str, actor: Actor, reason: str, raw: dict[str, Any] | None
+) -> None:
+    """A reason the record can keep as text anyone can read: printable, bounded."""
+    problem = comment_problem(reason)
+    if problem is not None:
+        await services.intake.refuse(
+            operation,
+            actor,
+            422,
+            "invalid_request",
+            f"`reason`: {problem}",
+            [field_error("reason", problem)],
+            request=raw,
+        )
 
 
 class ControlsController(Controller):
@@ -171,6 +190,7 @@ class ControlsController(Controller):
                 "a reason is required (?reason=...)",
                 [field_error("reason", "required query parameter")],
             )
+        await _printable_reason(services, "omega", actor, reason or "", None)
 
         def clear() -> OmegaChanged:
             event = gateway.clear_omega(actor, reason)

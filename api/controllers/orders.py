@@ -14,7 +14,7 @@ from litestar import Controller, Response
 from litestar.params import FromPath, FromQuery
 
 from engine.gateway.outcome import Actor, Outcome
-from engine.models import OrderRequest
+from engine.models import OrderRequest, comment_problem
 
 from ..deps import Call, Services, ServicesDep
 from ..docs import (
@@ -184,6 +184,17 @@ class OrdersController(Controller):
                 about=about,
             )
         reason = (reason or "").strip()
+        problem = comment_problem(reason)
+        if problem is not None:
+            await intake.refuse(
+                "cancel",
+                actor,
+                422,
+                "invalid_request",
+                f"`reason`: {problem}",
+                [field_error("reason", problem)],
+                about=about,
+            )
         if actor.oversees and not reason:
             await intake.refuse(
                 "cancel",

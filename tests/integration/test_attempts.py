@@ -175,6 +175,18 @@ def test_attempts_when_a_quote_or_a_control_change_is_refused_then_one_record_ea
         ("compliance", "POST", "/v1/trading-state", '{"scope":"","state":"x"}', 422),
         ("compliance", "POST", "/v1/policies/reload", '{"force":true}', 422),
         ("compliance", "POST", f"/v1/orders/{order_id}/cancel", None, 422),  # no reason
+        # a reason is text a record keeps for a reader: no NUL or control, bounded
+        ("compliance", "POST", "/v1/mode", '{"mode":"simulation","reason":"a\\u0000b"}', 422),
+        ("compliance", "POST", "/v1/omega", '{"reason":"stop\\u001b[2J"}', 422),
+        ("compliance", "DELETE", "/v1/omega?reason=a%00b", None, 422),
+        ("compliance", "POST", "/v1/trading-state", '{"state":"halted","reason":"x\\u0085"}', 422),
+        (
+            "compliance",
+            "POST",
+            f"/v1/orders/{order_id}/cancel",
+            '{"reason":"' + "r" * 501 + '"}',
+            422,
+        ),
         ("trader", "POST", f"/v1/orders/{order_id}/cancel", '{"reason":5}', 422),
         ("trader", "POST", f"/v1/orders/{order_id}/replace", '{"symbol":"MSFT"}', 422),
         ("trader", "POST", "/v1/orders/ORD-2026-999999/cancel", None, 404),
