@@ -133,7 +133,15 @@ def order_values(
     return {
         "order_id": record["order_id"],
         "operation": record.get("operation") or "evaluate",
-        "client_order_id": _fits(record.get("client_order_id"), IDENTIFIER_LENGTH),
+        # a refused attempt about another order (a retry, a conflict: it names
+        # `original_order_id`) keeps the client order id in its record only, so
+        # that looking an order up by its client order id finds the order, not
+        # a `rejected` retry listed before it
+        "client_order_id": (
+            None
+            if record.get("original_order_id")
+            else _fits(record.get("client_order_id"), IDENTIFIER_LENGTH)
+        ),
         "account": _fits(record.get("account"), IDENTIFIER_LENGTH),
         "symbol": _fits(record.get("symbol"), SYMBOL_LENGTH),
         "side": _fits(record.get("side"), CODE_LENGTH),

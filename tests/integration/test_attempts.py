@@ -133,6 +133,9 @@ def test_attempts_when_a_client_order_id_is_reused_then_one_record_each_naming_t
     assert [r["order_id"] for r in listed if r["order_status"] != "rejected"] == [
         resting["order_id"]
     ]
+    # looked up by its client order id, the order is found alone, not a retry of it
+    found = desk.call("trader", "GET", "/v1/orders?client_order_id=rest-1").json()["orders"]
+    assert found == [resting]
     # neither counts as flow: the next new order is not a duplicate of them
     fresh = desk.call(
         "trader", "POST", "/v1/orders", json.dumps(make_order(client_order_id="new-1", quantity=9))
