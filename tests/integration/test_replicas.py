@@ -31,8 +31,7 @@ import httpx
 import psycopg
 import pytest
 
-from engine.canonical import sha256_digest
-from engine.clock import format_utc
+from api.example_order import example_order
 
 ROOT = Path(__file__).resolve().parents[2]
 APEX = Path(sys.executable).with_name("apex-oms")
@@ -197,35 +196,15 @@ def cluster(tmp_path: Path, database_url: str, policy_dir: Path) -> Iterator[Clu
 
 
 def market_order(client_order_id: str, quantity: float, side: str) -> dict[str, Any]:
-    """A market order like SPEC section 6, with a fresh quote and correct digests."""
-    quote = {
-        "bid": 150.20,
-        "ask": 150.30,
-        "last": 150.25,
-        "timestamp": format_utc(datetime.now(UTC)),
-    }
-    protocols = ["T01", "T07"]
-    return {
-        "client_order_id": client_order_id,
-        "account": "default",
-        "symbol": "AAPL",
-        "side": side,
-        "quantity": quantity,
-        "order_type": "market",
-        "time_in_force": "day",
-        "reduce_only": False,
-        "decision_reason": "replica_test",
-        "context": {
-            "quote": quote,
-            "volatility": 0.23,
-            "regime": "trending",
-            "entropy": 0.41,
-            "drift": 0.12,
-            "data_hash": sha256_digest(quote),
-            "protocols_fired": protocols,
-            "protocol_hash": sha256_digest(sorted(protocols)),
-        },
-    }
+    """A market order, quoted now with correct digests (as `apex-oms orders example`)."""
+    order = example_order(
+        datetime.now(UTC),
+        side=side,
+        order_type="market",
+        quantity=quantity,
+        client_order_id=client_order_id,
+    )
+    return {**order, "decision_reason": "replica_test"}
 
 
 def audit_records(client: httpx.Client) -> list[dict[str, Any]]:
