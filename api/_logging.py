@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Mapping
@@ -72,16 +73,68 @@ def log_fields(logger: logging.Logger, message: str, fields: Mapping[str, Any]) 
     if handler is None or not _only_through(logger, handler):
         logger.info("%s", message, extra={"fields": fields})
         return
-    entry = {"ts": _timestamp(time.time()), "level": "info", "logger": logger.name}
-    entry["message"] = message
-    entry.update(fields)
-    line = json.dumps(entry, ensure_ascii=False) + handler.terminator
+    line = _info_line(logger.name, message, fields) + handler.terminator
     with handler.lock or _NO_LOCK:
         try:
             handler.stream.write(line)
             handler.flush()
         except Exception:
             handler.handleError(logging.makeLogRecord({"msg": message}))
+
+
+# json.dumps(str, ensure_ascii=False) is this C function's answer, wrapped in more
+# Python than the access log can afford on every request
+_string = json.encoder.encode_basestring
+# the last whole second seen and its ISO text (one tuple, read and replaced whole,
+# so threads never pair one second's text with another's fraction)
+_second: tuple[int, str] = (-1, "")
+
+
+def _fast_timestamp(now: float) -> str:
+    """`_timestamp(now)` with the date and time formatted once per second."""
+    global _second
+    whole, text = _second
+    if int(now) != whole:
+        whole = int(now)
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        _second = (whole, text)
+    return f"{text}.{int((now - whole) * 1e6):06d}Z"
+
+
+def _value(value: Any) -> str:
+    kind = type(value)
+    if kind is str:
+        return str(_string(value))
+    if value is None:
+        return "null"
+    if kind is int:
+        return int.__repr__(value)
+    if kind is float and math.isfinite(value):
+        return float.__repr__(value)  # what json.dumps writes for a finite float
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _info_line(name: str, message: str, fields: Mapping[str, Any]) -> str:
+    """The line `_JsonFormatter` writes for an INFO record carrying `fields`: the
+    same keys in the same order, the same JSON, built without a `LogRecord`, a
+    dict copy and a general encoder (tests/unit/test_logging.py pins the
+    sameness)."""
+    if not _BASE_KEYS.isdisjoint(fields):  # a field that replaces a base key: rare
+        entry = {"ts": _fast_timestamp(time.time()), "level": "info", "logger": name}
+        entry["message"] = message
+        entry.update(fields)
+        return json.dumps(entry, ensure_ascii=False)
+    parts = [
+        f'{{"ts": "{_fast_timestamp(time.time())}", "level": "info", "logger": {_string(name)}, '
+        f'"message": {_string(message)}'
+    ]
+    for key, value in fields.items():
+        parts.append(f", {_string(key)}: {_value(value)}")
+    parts.append("}")
+    return "".join(parts)
+
+
+_BASE_KEYS = frozenset(("ts", "level", "logger", "message"))
 
 
 def _only_through(logger: logging.Logger, handler: logging.Handler) -> bool:
