@@ -11,7 +11,6 @@ import sqlite3
 import stat
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,44 +20,24 @@ from litestar.testing import TestClient
 
 from api.app import create_app
 from api.auth import CACHE_SECONDS, token_id_of
-from api.cli import main
 from api.runtime import Runtime
 from api.settings import Settings
 from engine.clock import parse_utc
 from engine.gateway import Actor
+from tests.integration.cli_support import Run, run_main, use_home
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@dataclass(frozen=True)
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """`tokens create` and `demo` silence logging for the whole process."""
-    yield
-    logging.disable(logging.NOTSET)
-
-
 @pytest.fixture
 def database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    monkeypatch.setenv("APEX_HOME", str(home))
-    monkeypatch.setenv("APEX_DATABASE_URL", f"sqlite:///{home / 'apex.db'}")
-    monkeypatch.setenv("APEX_POLICIES", str(ROOT / "policies"))
-    return home / "apex.db"
+    return use_home(tmp_path, monkeypatch, ROOT / "policies") / "apex.db"
 
 
 @pytest.fixture
 def cli(database: Path, capsys: pytest.CaptureFixture[str]) -> Callable[..., Run]:
     def run(*argv: str) -> Run:
-        code = main(list(argv))
-        captured = capsys.readouterr()
-        return Run(code, captured.out, captured.err)
+        return run_main(capsys, argv)
 
     return run
 
@@ -156,14 +135,11 @@ def test_tokens_create_when_accounts_cannot_be_bound_then_usage_error_and_no_tok
     assert service.store.token_count() == 0
 
 
-def test_tokens_create_when_role_is_unknown_then_usage_error(
-    cli: Callable[..., Run], capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.raises(SystemExit) as exit_:
-        cli("tokens", "create", "--role", "king")
+def test_tokens_create_when_role_is_unknown_then_usage_error(cli: Callable[..., Run]) -> None:
+    run = cli("tokens", "create", "--role", "king")
 
-    assert exit_.value.code == 2
-    assert "invalid choice: 'king'" in capsys.readouterr().err
+    assert run.code == 2
+    assert "invalid choice: 'king'" in run.err
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -270,14 +246,11 @@ def test_tokens_revoke_when_no_such_live_token_then_exit_1(
     assert (unknown.code, unknown.out) == (1, "")
 
 
-def test_tokens_revoke_when_no_id_given_then_usage_error(
-    cli: Callable[..., Run], capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.raises(SystemExit) as exit_:
-        cli("tokens", "revoke")
+def test_tokens_revoke_when_no_id_given_then_usage_error(cli: Callable[..., Run]) -> None:
+    run = cli("tokens", "revoke")
 
-    assert exit_.value.code == 2
-    assert "TOKEN_ID" in capsys.readouterr().err
+    assert run.code == 2
+    assert "TOKEN_ID" in run.err
 
 
 def test_tokens_create_when_expires_in_then_the_api_refuses_it_from_that_moment(
@@ -302,13 +275,12 @@ def test_tokens_create_when_expires_in_then_the_api_refuses_it_from_that_moment(
 
 @pytest.mark.parametrize("value", ["30", "30y", "-5m", "0d", "1.5h", "d", "99999999d"])
 def test_tokens_create_when_expires_in_is_bad_then_usage_error_naming_the_option(
-    cli: Callable[..., Run], service: Runtime, capsys: pytest.CaptureFixture[str], value: str
+    cli: Callable[..., Run], service: Runtime, value: str
 ) -> None:
-    with pytest.raises(SystemExit) as exit_:
-        cli("tokens", "create", "--role", "auditor", f"--expires-in={value}")
+    run = cli("tokens", "create", "--role", "auditor", f"--expires-in={value}")
 
-    assert exit_.value.code == 2
-    assert "argument --expires-in: " in capsys.readouterr().err
+    assert run.code == 2
+    assert "argument --expires-in: " in run.err
     assert service.store.token_count() == 0
 
 
@@ -473,10 +445,9 @@ def test_state_set_when_no_account_is_named_then_the_whole_gateway_is_halted(
 def test_state_set_when_state_or_reason_is_wrong_then_usage_error(
     cli: Callable[..., Run], argv: list[str]
 ) -> None:
-    with pytest.raises(SystemExit) as exit_:
-        cli("state", "set", *argv)
+    run = cli("state", "set", *argv)
 
-    assert exit_.value.code == 2
+    assert run.code == 2
 
 
 def test_state_set_when_the_account_is_not_an_account_id_then_refused_exit_2(
@@ -490,10 +461,9 @@ def test_state_set_when_the_account_is_not_an_account_id_then_refused_exit_2(
 
 
 def test_omega_invoke_when_reason_is_missing_then_usage_error(cli: Callable[..., Run]) -> None:
-    with pytest.raises(SystemExit) as exit_:
-        cli("omega", "invoke")
+    run = cli("omega", "invoke")
 
-    assert exit_.value.code == 2
+    assert run.code == 2
 
 
 # --- orders and the audit log ---------------------------------------------------------------

@@ -9,12 +9,10 @@ import argparse
 import fnmatch
 import io
 import json
-import logging
 import subprocess
 import sys
 import tomllib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -33,6 +31,7 @@ from api.settings import Settings
 from engine import EngineState, Evaluator, load_policies
 from engine.gateway import Actor
 from engine.lifecycle import OrderStatus
+from tests.integration.cli_support import Run, run_main, use_home
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICIES = ROOT / "policies"
@@ -46,38 +45,15 @@ OUTSIDE = [
 ]
 
 
-@dataclass(frozen=True)
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """`tokens create` silences logging for the whole process."""
-    yield
-    logging.disable(logging.NOTSET)
-
-
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    monkeypatch.setenv("APEX_HOME", str(home))
-    monkeypatch.setenv("APEX_DATABASE_URL", f"sqlite:///{home / 'apex.db'}")
-    monkeypatch.setenv("APEX_POLICIES", str(POLICIES))
-    return home
+    return use_home(tmp_path, monkeypatch, POLICIES)
 
 
 @pytest.fixture
 def cli(home: Path, capsys: pytest.CaptureFixture[str]) -> Callable[..., Run]:
     def run(*argv: str) -> Run:
-        try:
-            code = main(list(argv))
-        except SystemExit as exit_:  # argparse: --version, --help, a usage error
-            code = int(exit_.code or 0)
-        captured = capsys.readouterr()
-        return Run(code, captured.out, captured.err)
+        return run_main(capsys, argv)
 
     return run
 
