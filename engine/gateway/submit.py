@@ -134,17 +134,7 @@ class Orders:
         extra: dict[str, Any] | None = None,
     ) -> Outcome:
         def work(w: Writer) -> dict[str, Any]:
-            mode = w.controls().mode
-            record = order_record(
-                decision,
-                operation=operation,
-                mode=mode,
-                actor=actor.id,
-                order_id=w.next_order_id(now.year),
-            ).as_dict()
-            linked = w.append({**record, **(extra or {})}, "order", now)
-            w.insert_order(linked, decision.request, now, None)
-            return linked
+            return _append_rejected(w, decision, operation, actor, w.controls().mode, now, extra)
 
         try:
             linked = self._desk.store.transact(work)
@@ -387,18 +377,28 @@ class Orders:
         decision = self._desk.evaluator.rejected(
             raw, now, (FieldError("client_order_id", message),)
         )
-        record = order_record(
-            decision,
-            operation="submit",
-            mode=mode,
-            actor=actor.id,
-            order_id=w.next_order_id(now.year),
-        ).as_dict()
-        record["original_order_id"] = claim.order_id
-        record["original_hash"] = original.get("hash")
-        attempt = w.append(record, "order", now)
-        w.insert_order(attempt, raw, now, None)
+        names = {"original_order_id": claim.order_id, "original_hash": original.get("hash")}
+        attempt = _append_rejected(w, decision, "submit", actor, mode, now, names)
         return _Retry(original, attempt, same)
+
+
+def _append_rejected(
+    w: Writer,
+    decision: Decision,
+    operation: str,
+    actor: Actor,
+    mode: str,
+    now: datetime,
+    extra: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Append a rejected attempt's record (with `extra` fields, such as the order
+    it names) and its orders row, in the caller's transaction."""
+    record = order_record(
+        decision, operation=operation, mode=mode, actor=actor.id, order_id=w.next_order_id(now.year)
+    ).as_dict()
+    linked = w.append({**record, **(extra or {})}, "order", now)
+    w.insert_order(linked, decision.request, now, None)
+    return linked
 
 
 def _parse(evaluator: Evaluator, raw: Any, now: datetime) -> OrderRequest | Decision:
