@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from ..models import Mode
+
 __all__ = [
     "ComplianceConfig",
     "FlowSettings",
@@ -56,6 +58,13 @@ class ComplianceConfig(BaseModel):
 
     version: Annotated[int, Field(ge=1)]
     expires: AwareDatetime
+    # The digest of the rule files this configuration approves (`compliance pin`
+    # writes it). Optional so that an edited, unpinned set still loads: the rules
+    # are judged on their own; whether the configuration is in force is the
+    # signature check's question, not the loader's.
+    policy_digest: Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")] | None = None
+    # The modes this configuration allows; absent means it does not restrict them.
+    modes: Annotated[list[Mode], Field(min_length=1)] | None = None
     risk: ParamGroup = Field(default_factory=dict)
     compliance: ParamGroup = Field(default_factory=dict)
     flow: FlowSettings = Field(default_factory=FlowSettings)
