@@ -12,7 +12,16 @@ from .keys import (
     parse_public_pem,
     public_pem,
 )
-from .trust import Signer, Status, Trust, TrustFileError, load_trust, save_trust, trust_path
+from .trust import (
+    Signer,
+    Status,
+    Trust,
+    TrustFileError,
+    load_trust,
+    locked,
+    save_trust,
+    trust_path,
+)
 
 __all__ = [
     "KeyFileError",
@@ -25,6 +34,7 @@ __all__ = [
     "load_private_pem",
     "load_public_pem",
     "load_trust",
+    "locked",
     "parse_public_pem",
     "public_pem",
     "save_trust",

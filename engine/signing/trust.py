@@ -21,8 +21,10 @@ maintenance commands read it with `check_threshold=False` to allow that.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -51,6 +53,7 @@ __all__ = [
     "Trust",
     "TrustFileError",
     "load_trust",
+    "locked",
     "save_trust",
     "trust_path",
 ]
@@ -120,6 +123,20 @@ class Trust(BaseModel):
     def trusted(self) -> tuple[Signer, ...]:
         """The signers whose keys are not revoked."""
         return tuple(s for s in self.signers if s.keyid not in self.revoked)
+
+    def with_signer(self, signer: Signer) -> Trust:
+        """A copy with one more signer (checked when loaded back)."""
+        return Trust(
+            threshold=self.threshold, signers=(*self.signers, signer), revoked=self.revoked
+        )
+
+    def with_threshold(self, threshold: int) -> Trust:
+        return Trust(threshold=threshold, signers=self.signers, revoked=self.revoked)
+
+    def with_revoked(self, keyid: str) -> Trust:
+        """A copy with `keyid` revoked (once)."""
+        revoked = self.revoked if keyid in self.revoked else (*self.revoked, keyid)
+        return Trust(threshold=self.threshold, signers=self.signers, revoked=revoked)
 
     def threshold_problem(self) -> str | None:
         """Why no set of trusted signers can meet the threshold, or None."""
@@ -200,6 +217,21 @@ def save_trust(keys_dir: Path, trust: Trust) -> Path:
             os.unlink(temp)
         raise
     return path
+
+
+@contextlib.contextmanager
+def locked(keys_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the keys directory while a trust file is read,
+    changed and written, so two officers' concurrent `keys` commands do not lose
+    one another's change. The directory itself is locked: no lock file is left
+    in it."""
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(keys_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def _read(path: Path) -> str | None:
