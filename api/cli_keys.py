@@ -93,8 +93,8 @@ def _generate(args: argparse.Namespace) -> int:
         trust = load_trust(directory, check_threshold=False)
         if any(s.name == args.name for s in trust.signers):
             raise CliError(
-                f"{trust_path(directory)}: a signer named {args.name!r} is already in the trust file (trusted or revoked); "
-                f"choose another name",
+                f"{trust_path(directory)}: a signer named {args.name!r} is already listed "
+                f"(trusted or revoked); choose another name",
                 USAGE,
             )
         keyid, private_path, public_path = generate(args.name, private, directory, passphrase)
