@@ -22,6 +22,7 @@ from engine.policy.evaluator import field_errors
 
 from ._table import table
 from .cli_cases import add_test_parser
+from .cli_compliance import add_compliance_parser
 from .cli_keys import add_keys_parser
 from .cli_service import CliError, register, service_state
 from .policy_source import note_if_packaged, policies_dir, policies_problem
@@ -156,6 +157,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print the order log record as JSON")
     evaluate.set_defaults(handler=_evaluate)
     register(commands)
+    add_compliance_parser(commands, default_dir)
     add_keys_parser(commands)
     demo = commands.add_parser(
         "demo",

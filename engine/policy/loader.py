@@ -48,6 +48,7 @@ __all__ = [
     "did_you_mean",
     "load_policies",
     "pydantic_issues",
+    "rules_digest",
     "validate_policies",
 ]
 
@@ -117,6 +118,20 @@ def rule_files(directory: Path) -> list[Path]:
     )  # fmt: skip
 
 
+def rules_digest(directory: Path) -> str:
+    """The policy digest of the rule files in `directory`, as `load_policies` computes
+    it, whether or not they are valid: what `compliance pin` writes and verification
+    compares against."""
+    digest = hashlib.sha256()
+    for path in rule_files(directory):
+        digest.update(_digest_entry(path.name, path.read_bytes()))
+    return "sha256:" + digest.hexdigest()
+
+
+def _digest_entry(name: str, raw: bytes) -> bytes:
+    return f"{name}\n{sha256_hex(raw)}\n".encode()
+
+
 def _load(
     directory: Path, require: Iterable[RequiredCheck]
 ) -> tuple[LoadedPolicies | None, list[PolicyIssue]]:
@@ -144,7 +159,7 @@ def _load(
     digest = hashlib.sha256()
     for path in files:
         raw = path.read_bytes()
-        digest.update(f"{path.name}\n{sha256_hex(raw)}\n".encode())
+        digest.update(_digest_entry(path.name, raw))
         file_rules, file_issues = _load_rule_file(raw, str(path), config, required, seen)
         rules.extend(file_rules)
         issues.extend(file_issues)

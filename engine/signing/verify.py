@@ -56,6 +56,7 @@ __all__ = [
     "VerifyReport",
     "dump_sig_file",
     "payload_of",
+    "pinned_digest",
     "sign",
     "verify",
 ]
@@ -195,6 +196,14 @@ def payload_of(yaml_bytes: bytes) -> dict[str, Any]:
     """The payload that signs these exact bytes of compliance.yaml; `PayloadError` when
     the YAML has no usable `version` or `expires`."""
     return _read_config(yaml_bytes).payload
+
+
+def pinned_digest(yaml_bytes: bytes) -> str | None:
+    """The `policy_digest` compliance.yaml pins, None when none (or no usable YAML)."""
+    try:
+        return _read_config(yaml_bytes).policy_digest
+    except PayloadError:
+        return None
 
 
 def _read_config(yaml_bytes: bytes) -> _Config:
