@@ -101,15 +101,7 @@ def load_public_pem(path: Path) -> Ed25519PublicKey:
 def load_private_pem(path: Path, passphrase: bytes | None) -> Ed25519PrivateKey:
     """The Ed25519 private key in a PKCS#8 PEM file that only its owner can read.
     A passphrase given for an unencrypted key is not needed and is ignored."""
-    info = _stat(path)
-    if info.st_mode & 0o077:
-        raise KeyFileError(
-            "key_file_permissions",
-            path,
-            f"mode {stat.S_IMODE(info.st_mode):04o} lets group or others read it; "
-            f"want 0600 (chmod 600 {path}), and treat the key as exposed if it was shared",
-        )
-    data = _read(path)
+    data = _read(path, private=True)
     encrypted = b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in data
     if encrypted and not passphrase:
         raise KeyFileError("key_passphrase", path, "the key is encrypted; give its passphrase")
@@ -195,31 +187,38 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
     os.close(fd)
 
 
-def _stat(path: Path) -> os.stat_result:
+def _read(path: Path, private: bool = False) -> bytes:
+    """The bytes of a key file. The checks (a regular file, its size, and for a
+    private key its mode) are made on the open descriptor, so the file checked is
+    the file read."""
     try:
-        info = path.stat()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise KeyFileError("key_file_missing", path, "no such file") from None
     except OSError as exc:
-        raise KeyFileError("key_file_missing", path, f"cannot read: {exc}") from None
+        raise KeyFileError("key_file_missing", path, f"cannot read: {exc.strerror}") from None
+    info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
         raise KeyFileError("key_file_malformed", path, "not a regular file")
-    return info
-
-
-def _read(path: Path) -> bytes:
-    info = _stat(path)
-    if info.st_size > MAX_KEY_FILE_BYTES:
-        raise KeyFileError(
-            "key_file_malformed",
-            path,
-            f"{info.st_size} bytes; a key file is at most {MAX_KEY_FILE_BYTES} bytes",
-        )
-    try:
-        with open(path, "rb") as handle:
+    with os.fdopen(fd, "rb") as handle:
+        if private and info.st_mode & 0o077:
+            raise KeyFileError(
+                "key_file_permissions",
+                path,
+                f"mode {stat.S_IMODE(info.st_mode):04o} lets group or others read it; want "
+                f"0600 (chmod 600 {path}), and treat the key as exposed if it was shared",
+            )
+        if info.st_size > MAX_KEY_FILE_BYTES:
+            raise KeyFileError(
+                "key_file_malformed",
+                path,
+                f"{info.st_size} bytes; a key file is at most {MAX_KEY_FILE_BYTES} bytes",
+            )
+        try:
             return handle.read(MAX_KEY_FILE_BYTES + 1)
-    except OSError as exc:
-        raise KeyFileError("key_file_missing", path, f"cannot read: {exc}") from None
+        except OSError as exc:
+            raise KeyFileError("key_file_missing", path, f"cannot read: {exc.strerror}") from None
 
 
 def _kind(key: object) -> str:

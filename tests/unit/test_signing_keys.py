@@ -131,11 +131,15 @@ def test_load_public_pem_of_a_missing_file_is_key_file_missing(tmp_path: Path) -
     assert caught.value.code == "key_file_missing"
 
 
-def test_load_public_pem_refuses_a_directory(tmp_path: Path) -> None:
-    (tmp_path / "dir.pem").mkdir()
-    with pytest.raises(KeyFileError) as caught:
-        load_public_pem(tmp_path / "dir.pem")
-    assert caught.value.code == "key_file_malformed"
+@pytest.mark.parametrize("make", [Path.mkdir, os.mkfifo], ids=["directory", "fifo"])
+def test_a_key_path_that_is_not_a_regular_file_is_refused_without_blocking(
+    tmp_path: Path, make: Callable[[Path], object]
+) -> None:
+    make(tmp_path / "odd.pem")
+    for load in (load_public_pem, lambda path: load_private_pem(path, None)):
+        with pytest.raises(KeyFileError) as caught:
+            load(tmp_path / "odd.pem")
+        assert caught.value.code == "key_file_malformed"
 
 
 # ---- private keys --------------------------------------------------------------
