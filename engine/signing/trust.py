@@ -93,7 +93,9 @@ class Signer(BaseModel):
 
 class Trust(BaseModel):
     """The parsed trust file. `public_key` answers only for a Trust returned by
-    `load_trust`, which has read and checked every signer's PEM."""
+    `load_trust`, which has read and checked every signer's PEM (a Trust built
+    in memory holds no keys: save it and load it back). Equality includes the
+    loaded keys; compare `model_dump()` to compare what the files say."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
