@@ -4,7 +4,10 @@ APEX_HOME and APEX_KEYS directories (never the repository's keys/)."""
 from __future__ import annotations
 
 import json
+import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -250,3 +253,33 @@ def test_apex_keys_defaults_to_keys_in_the_working_directory(
     assert run.code == OK, run.err
     assert (tmp_path / "keys" / "alice.pem").is_file()
     assert (tmp_path / "keys" / "trust.yaml").is_file()
+
+
+def test_concurrent_generates_each_land_in_the_trust_file(tmp_path: Path) -> None:
+    # separate processes, as two officers' shells are: the lock on the keys
+    # directory keeps every signer, whatever the interleaving
+    env = {
+        **os.environ,
+        "APEX_HOME": str(tmp_path / "home"),
+        "APEX_KEYS": str(tmp_path / "keys"),
+        "APEX_DATABASE_URL": f"sqlite:///{tmp_path / 'home' / 'apex.db'}",
+    }
+    names = [f"officer-{i}" for i in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "keys", "generate", "--name", name],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in names
+    ]
+    printed: dict[str, str] = {}
+    for name, proc in zip(names, procs, strict=True):
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == OK, err
+        printed[name] = out.strip()
+    trust = load_trust(tmp_path / "keys")
+    assert {s.name: s.keyid for s in trust.signers} == printed
