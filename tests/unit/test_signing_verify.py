@@ -60,7 +60,9 @@ KEYS = {
 KEYID = {name: key_id(key.public_key()) for name, key in KEYS.items()}
 
 
-def write_trust(keys_dir: Path, threshold: int, names: tuple[str, ...], revoked=()) -> Trust:  # type: ignore[no-untyped-def]
+def write_trust(
+    keys_dir: Path, threshold: int, names: tuple[str, ...], revoked: tuple[str, ...] = ()
+) -> Trust:
     keys_dir.mkdir(parents=True, exist_ok=True)
     signers = []
     for name in names:
