@@ -135,6 +135,15 @@ def kinds(gateway: Gateway) -> list[str]:
     return [r.get("kind") or f"order:{r['order_status']}" for r in records(gateway)]
 
 
+def _die_on_next_submit(broker: ScriptedBroker) -> None:
+    """The process dies between the order's record and the broker's answer."""
+
+    def crash(order: BrokerOrder) -> BrokerAck:
+        raise KeyboardInterrupt
+
+    broker.submits.append(crash)
+
+
 # --- submit and the lifecycle ---------------------------------------------------------
 
 
@@ -350,11 +359,7 @@ def test_recover_when_submitted_order_never_reached_broker_then_blocked_not_at_b
     make_gateway: GatewayMaker, make_order: OrderBuilder, clock: FixedClock
 ) -> None:
     broker = ScriptedBroker(clock)
-
-    def crash(order: BrokerOrder) -> BrokerAck:
-        raise KeyboardInterrupt  # the process dies between the record and the call
-
-    broker.submits.append(crash)
+    _die_on_next_submit(broker)
     gateway = make_gateway(broker)
     with pytest.raises(KeyboardInterrupt):
         gateway.submit(make_order(), TRADER)
@@ -398,11 +403,7 @@ def test_recover_when_broker_unreachable_then_new_orders_blocked_until_resolved(
     make_gateway: GatewayMaker, make_order: OrderBuilder, clock: FixedClock
 ) -> None:
     broker = ScriptedBroker(clock)
-
-    def crash(order: BrokerOrder) -> BrokerAck:
-        raise KeyboardInterrupt
-
-    broker.submits.append(crash)
+    _die_on_next_submit(broker)
     gateway = make_gateway(broker)
     with pytest.raises(KeyboardInterrupt):
         gateway.submit(make_order(), TRADER)
@@ -522,11 +523,7 @@ def test_retry_of_an_order_whose_outcome_is_unresolved_then_pending_and_not_sent
     make_gateway: GatewayMaker, make_order: OrderBuilder, clock: FixedClock
 ) -> None:
     broker = ScriptedBroker(clock)
-
-    def crash(order: BrokerOrder) -> BrokerAck:
-        raise KeyboardInterrupt
-
-    broker.submits.append(crash)
+    _die_on_next_submit(broker)
     gateway = make_gateway(broker)
     order = make_order()
     with pytest.raises(KeyboardInterrupt):
