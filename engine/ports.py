@@ -22,6 +22,7 @@ from .models import FlowCounts, OrderRequest
 from .records import OrderRecord
 
 __all__ = [
+    "CHECKPOINT_SETTING",
     "UNREAD",
     "AuditState",
     "Claim",
@@ -40,6 +41,10 @@ _T = TypeVar("_T")
 # UNREAD if it could not be read.
 Claim = tuple[str, str] | None
 UNREAD: Claim = ("", "")
+
+# The setting that keeps the latest checkpoint record (engine/checkpoints.py),
+# written in the transaction that appends it.
+CHECKPOINT_SETTING = "checkpoint"
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,9 @@ class AuditState:
     orders: list[OrderRow]
     positions: dict[tuple[str, str], float]  # (account, symbol): signed quantity
     records: Iterator[dict[str, Any]]  # the chain in order, streamed from the snapshot
+    # the latest checkpoint record as kept outside the chain rows (the `checkpoint`
+    # setting, written with it): a deleted tail shows against it
+    checkpoint: Any = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +153,11 @@ class Writer(Protocol):
     def controls(self) -> Controls: ...
 
     def next_order_id(self, year: int) -> str: ...
+
+    def head(self) -> tuple[int, str]:
+        """The chain head as this transaction sees it: the last record's 1-based
+        position and hash ((0, GENESIS) for an empty chain)."""
+        ...
 
     def append(self, record: dict[str, Any], kind: str, at: datetime) -> dict[str, Any]:
         """Link `record` to the chain and append it; the record with its hashes.
@@ -259,6 +272,10 @@ class Store(Protocol):
     ) -> Iterator[dict[str, Any]]: ...
 
     def audit_count(self) -> int: ...
+
+    def chain_head(self) -> tuple[int, str] | None:
+        """The stored head (the last record's position and hash), in one small read."""
+        ...
 
     def audit_state(self) -> AbstractContextManager[AuditState]:
         """The chain head, every orders row, every position and the chain, in one

@@ -13,13 +13,21 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, func, select, text
 
 from engine.lifecycle import OrderStatus
-from engine.ports import AuditState, Claim, Controls, OrderRow, StoredOrder, TokenRow
+from engine.ports import (
+    CHECKPOINT_SETTING,
+    AuditState,
+    Claim,
+    Controls,
+    OrderRow,
+    StoredOrder,
+    TokenRow,
+)
 
 from . import _rows
 from ._dialect import Dialect
 from ._errors import StoreUnavailable, describe, unavailable
 from ._transactions import discard
-from .schema import api_tokens, audit_log, chain_head, orders, positions
+from .schema import api_tokens, audit_log, chain_head, orders, positions, settings
 
 __all__ = ["DriverPool", "Reads", "every", "first", "nothing"]
 
@@ -216,15 +224,25 @@ class Reads:
                 columns = ("order_id", "status", "quantity", "limit_price", "stop_price")
                 rows = conn.execute(select(*(orders.c[n] for n in (*columns, "record")))).all()
                 held = conn.execute(select(positions)).all()
+                kept = conn.execute(
+                    select(settings.c.value).where(settings.c.key == CHECKPOINT_SETTING)
+                ).scalar()
                 yield AuditState(
                     head=(int(head.seq), str(head.hash)) if head is not None else None,
                     orders=[_order_row(row) for row in rows],
                     positions={(r.account, r.symbol): float(r.quantity) for r in held},
                     records=_chain(conn),
+                    checkpoint=_parsed(kept) if kept is not None else None,
                 )
 
     def audit_count(self) -> int:
         return self._count(audit_log, "counting the audit log")
+
+    def chain_head(self) -> tuple[int, str] | None:
+        query = select(chain_head.c.seq, chain_head.c.hash).where(chain_head.c.id == 1)
+        with unavailable(self._db.errors, "reading the chain head"), self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return (int(row.seq), str(row.hash)) if row is not None else None
 
     def token(self, token_hash: str) -> TokenRow | None:
         """A live (not revoked) token with this hash."""

@@ -171,6 +171,9 @@ class SqlWriter:
         counter.value += 1
         return f"ORD-{year}-{counter.value:06d}"
 
+    def head(self) -> tuple[int, str]:
+        return self._head.seq, self._head.hash
+
     def append(self, record: dict[str, Any], kind: str, at: datetime) -> dict[str, Any]:
         """Link `record` to the chain and append it: the record with its hashes."""
         linked, text = link_text(record, self._head.hash)
