@@ -12,12 +12,17 @@ from adapters.simulated import SimulatedBroker
 from adapters.sql import SqlStore
 from engine import Evaluator, load_policies
 from engine.broker import BrokerAdapter
+from engine.checkpoints import Cadence
 from engine.clock import Clock, system_clock
 from engine.errors import StoreUnavailable
 from engine.gateway import Gateway
+from engine.gateway.compliance import ComplianceSource
+from engine.signing.standing import DevelopmentRoot
 
 from .auth import TokenBook
+from .checkpointing import Checkpointer
 from .metrics import Metrics
+from .service_key import service_key
 from .settings import Settings
 
 __all__ = ["Runtime"]
@@ -41,6 +46,7 @@ class Runtime:
     clock: Clock
     _stop: threading.Event = field(default_factory=threading.Event)
     _sweeper: threading.Thread | None = None
+    checkpointer: Checkpointer | None = None
 
     @classmethod
     def start(
@@ -50,6 +56,7 @@ class Runtime:
         brokers: Mapping[str, BrokerAdapter] | None = None,
         *,
         recover: bool = True,
+        verify: bool | None = None,
     ) -> Runtime:
         """Open (and migrate) the store, load the policies, wire the brokers, and
         (`recover`) reconcile every working order with its broker before anything
@@ -58,10 +65,15 @@ class Runtime:
         Raises `PolicyError` when the policy set is invalid: nothing can be
         approved without it, so the service does not start. Tools that only read
         or change controls pass `recover=False`: the running service owns recovery.
+
+        `verify` (default: as `recover`): verify the compliance configuration now
+        and record it in the chain; until then, or when it fails, no order passes
+        the compliance checks that need it (a tool that judges nothing skips it).
         """
         if settings.database_url.startswith("sqlite"):
             settings.home.mkdir(parents=True, exist_ok=True)
-        evaluator = Evaluator(load_policies(settings.policies), clock)
+        loaded = load_policies(settings.policies)
+        evaluator = Evaluator(loaded, clock)
         store = SqlStore(settings.database_url)
         store.migrate()
         metrics = Metrics()
@@ -74,7 +86,18 @@ class Runtime:
                     journal=store.journal("simulated"),
                 )
             }
-        gateway = Gateway(store, evaluator, brokers, clock, listener=metrics.event)
+        source = ComplianceSource(
+            settings.policies, settings.keys, DevelopmentRoot.open(settings.home)
+        )
+        gateway = Gateway(
+            store, evaluator, brokers, clock, listener=metrics.event, compliance=source,
+            loaded=loaded,
+        )  # fmt: skip
+        if recover if verify is None else verify:
+            try:
+                gateway.verify_on_start()
+            except StoreUnavailable as exc:
+                log.warning("could not verify the compliance configuration (%s)", exc)
         if recover:
             try:
                 gateway.recover()
@@ -102,6 +125,15 @@ class Runtime:
         self._sweeper = threading.Thread(target=sweep, name="apex-sweep", daemon=True)
         self._sweeper.start()
 
+    def start_checkpointing(self) -> None:
+        """Sign the chain head in the background with the service key, and on
+        `close` (the service only: api/checkpointing.py)."""
+        if self.checkpointer is None:
+            cadence = Cadence(self.settings.checkpoint_records, self.settings.checkpoint_seconds)
+            key = service_key(self.settings.home)
+            self.checkpointer = Checkpointer(self.store, key, self.clock, cadence)
+            self.checkpointer.start()
+
     @property
     def sweeping(self) -> bool:
         """Whether the background sweep is running (it outlives a database outage)."""
@@ -111,4 +143,6 @@ class Runtime:
         self._stop.set()
         if self._sweeper is not None:
             self._sweeper.join(timeout=5)
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
         self.store.close()

@@ -22,6 +22,8 @@ class Settings(BaseModel):
     home: Path
     database_url: str
     policies: Path
+    # the trusted public keys and trust.yaml: APEX_KEYS, else ./keys
+    keys: Path = Path("keys")
     max_body_bytes: int = 64 * 1024
     sim_seed: int = 0
     sim_slippage_bps: float = 0.0
@@ -30,6 +32,9 @@ class Settings(BaseModel):
     header_timeout: float = Field(default=10.0, gt=0)
     body_timeout: float = Field(default=30.0, gt=0)
     max_connections: int = Field(default=1000, gt=0)
+    # signed audit checkpoints (engine/checkpoints.py, docs/audit.md)
+    checkpoint_records: int = Field(default=1000, gt=0)
+    checkpoint_seconds: float = Field(default=60.0, gt=0)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -41,6 +46,7 @@ class Settings(BaseModel):
             database_url=url,
             # APEX_POLICIES, else ./policies, else the packaged defaults
             policies=policies_dir(env),
+            keys=Path(env.get("APEX_KEYS", "").strip() or "keys").expanduser(),
             **_simulation(env),
             **_connection_limits(env),
         )
@@ -77,6 +83,8 @@ _LIMITS: dict[str, tuple[str, type[float] | type[int]]] = {
     "header_timeout": ("APEX_HEADER_TIMEOUT", float),
     "body_timeout": ("APEX_BODY_TIMEOUT", float),
     "max_connections": ("APEX_MAX_CONNECTIONS", int),
+    "checkpoint_records": ("APEX_CHECKPOINT_RECORDS", int),
+    "checkpoint_seconds": ("APEX_CHECKPOINT_SECONDS", float),
 }
 
 
