@@ -1,13 +1,16 @@
 """Verification that the database alone cannot fool (issue 8, item 4), as pure
 functions over what the store read in one snapshot (`ports.AuditState`).
 
-Three checks, after the chain's own links and hashes (`audit.verify_chain`):
+Four checks, after the chain's own links and hashes (`audit.verify_chain`):
 - the head: the chain must end exactly at the stored `chain_head` (its seq is
   the number of records, its hash the last record's), so a deleted tail or a
   forged record appended with a recomputed hash shows;
 - the orders rows: each row's record must be the order's current record in
   the chain, and its `status`, `quantity`, `limit_price` and `stop_price`
   columns that record's; every order in the chain must have its row;
+- the checkpoints (engine/checkpoints.py): each one's signature and the record
+  it names, and the latest one as the store keeps it outside the chain rows
+  (and one obtained separately, when given), which the chain must reach;
 - the positions: each order's filled quantity (its records' largest
   `broker_response.filled_quantity`: fills only grow, and a record that
   reports none, such as a refused attempt, leaves it), signed by side and
@@ -38,14 +41,19 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeAlias
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .audit import ChainBreak, ChainReport, Finding, verify_chain
+from .checkpoints import CheckpointWatch, kept_sequence
 from .ports import AuditState, OrderRow, Store
 
-__all__ = ["TOLERANCE", "verify_export", "verify_state", "verify_store"]
+__all__ = ["TOLERANCE", "ServiceKeys", "verify_export", "verify_state", "verify_store"]
+
+ServiceKeys: TypeAlias = Mapping[str, Ed25519PublicKey]  # by key id
 
 TOLERANCE = 1e-9  # positions and prices are floats: sums of fills drift below this
 _PENDING = ("pending_cancel", "pending_replace")
@@ -53,33 +61,48 @@ _AMENDS = ("cancel", "replace")
 _TERMS = ("quantity", "limit_price", "stop_price")
 
 
-def verify_store(store: Store) -> ChainReport:
+def verify_store(
+    store: Store, keys: ServiceKeys | None = None, checkpoint: Any = None
+) -> ChainReport:
     """Read the store in one snapshot and verify it."""
     with store.audit_state() as state:
-        return verify_state(state)
+        return verify_state(state, keys, checkpoint)
 
 
-def verify_state(state: AuditState) -> ChainReport:
-    """The chain's check, then the head and the rows compared with the chain.
-    A broken chain is reported alone: what it would derive is not evidence."""
+def verify_state(
+    state: AuditState, keys: ServiceKeys | None = None, checkpoint: Any = None
+) -> ChainReport:
+    """The chain's check, then the head, the checkpoints and the rows compared
+    with the chain. A broken chain is reported alone: what it would derive is not
+    evidence. `keys`: the service keys by key id that checkpoints must be signed
+    with (None: their signatures are not checked); `checkpoint`: one obtained
+    separately, which the chain must reach and agree with."""
     replay = _Replay()
-    report = verify_chain(replay.watch(state.records))
+    watch = _watch(keys, state.checkpoint, checkpoint)
+    report = verify_chain(watch.watch(replay.watch(state.records)))
     report = replace(report, scope="store", stored_head=state.head)
     if not report.ok:
         return report
     findings = [
         *_head_findings(report, state.head),
+        *watch.findings,
+        *watch.kept_findings(state.checkpoint, report.records),
+        *_given_findings(watch, checkpoint, report.records),
         *replay.order_findings(state.orders),
         *replay.position_findings(state.positions),
     ]
     return replace(report, head_compared=True, rows_compared=True, findings=tuple(findings))
 
 
-def verify_export(lines: Iterable[str]) -> ChainReport:
-    """An export (one record per line, in chain order) by its links and hashes
-    alone; an export carries no head, so a deleted tail cannot be seen in it.
-    A line that is not a JSON object breaks the chain there."""
+def verify_export(
+    lines: Iterable[str], keys: ServiceKeys | None = None, checkpoint: Any = None
+) -> ChainReport:
+    """An export (one record per line, in chain order) by its links and hashes,
+    and its checkpoints (`keys` as for `verify_state`); an export carries no
+    head, so a deleted tail shows only against a `checkpoint` obtained
+    separately. A line that is not a JSON object breaks the chain there."""
     unreadable: list[int] = []
+    watch = _watch(keys, None, checkpoint)
 
     def records() -> Iterator[dict[str, Any]]:
         for number, line in enumerate((ln for ln in lines if ln.strip()), start=1):
@@ -92,12 +115,24 @@ def verify_export(lines: Iterable[str]) -> ChainReport:
                 return
             yield record
 
-    report = replace(verify_chain(records()), scope="export")
+    report = replace(verify_chain(watch.watch(records())), scope="export")
     if unreadable and report.first_break is None:
         position = unreadable[0]
         broken = ChainBreak(position, None, "not a JSON object")
         return replace(report, records=position, first_break=broken)
-    return report
+    if not report.ok:
+        return report
+    findings = (*watch.findings, *_given_findings(watch, checkpoint, report.records))
+    return replace(report, findings=findings)
+
+
+def _watch(keys: ServiceKeys | None, *kept: Any) -> CheckpointWatch:
+    expect = {seq for seq in map(kept_sequence, kept) if seq is not None}
+    return CheckpointWatch(keys, expect)
+
+
+def _given_findings(watch: CheckpointWatch, checkpoint: Any, records: int) -> list[Finding]:
+    return [] if checkpoint is None else watch.against(checkpoint, "given", records)
 
 
 def _head_findings(report: ChainReport, head: tuple[int, str] | None) -> list[Finding]:

@@ -126,10 +126,11 @@ def due_by_time(
 
 
 def checkpoint_problems(
-    record: Mapping[str, Any], keys: Mapping[str, Ed25519PublicKey]
+    record: Mapping[str, Any], keys: Mapping[str, Ed25519PublicKey] | None
 ) -> list[tuple[str, str]]:
     """What is wrong with one checkpoint on its own: its fields, its key (among
-    `keys`, by key id) and its signature, as (code, message) pairs."""
+    `keys`, by key id) and its signature, as (code, message) pairs. `keys` None:
+    no service key is known, and the fields alone are checked."""
     missing = [name for name in _FIELDS if name not in record]
     if missing:
         return [("checkpoint_malformed", "missing " + ", ".join(missing))]
@@ -140,6 +141,8 @@ def checkpoint_problems(
         isinstance(record[name], str) for name in ("head_hash", "keyid", "sig", "timestamp")
     ):
         return [("checkpoint_malformed", "head_hash, keyid, sig and timestamp must be strings")]
+    if keys is None:
+        return []
     public = keys.get(record["keyid"])
     if public is None:
         return [("checkpoint_key_unknown", f"key {record['keyid']} is not the service key")]
@@ -160,7 +163,7 @@ class CheckpointWatch:
     hash at each position a checkpoint kept elsewhere names (`expect`), so one
     pass over the chain answers both."""
 
-    keys: Mapping[str, Ed25519PublicKey]
+    keys: Mapping[str, Ed25519PublicKey] | None
     expect: set[int] = field(default_factory=set)
     findings: list[Finding] = field(default_factory=list)
     seen: dict[int, str] = field(default_factory=dict)
@@ -191,6 +194,23 @@ class CheckpointWatch:
         got = {"sequence": record["sequence"], "hash": record["head_hash"]}
         if got != want:
             self.findings.append(Finding(subject, "checkpoint_head_mismatch", want, got))
+
+    def kept_findings(self, kept: Any, records: int) -> list[Finding]:
+        """The store's kept checkpoint (its `checkpoint` setting) against the chain:
+        it must be the chain's last checkpoint, and the chain must reach it."""
+        if kept is None:
+            if self.last is None:
+                return []
+            want = {"sequence": self.last.get("sequence"), "hash": self.last.get("hash")}
+            return [Finding("kept checkpoint", "checkpoint_not_kept", want, None)]
+        findings = self.against(kept, "kept", records)
+        last = self.last or {}
+        if not findings and kept.get("hash") != last.get("hash"):
+            want = {"sequence": last.get("sequence"), "hash": last.get("hash")}
+            got = {"sequence": kept.get("sequence"), "hash": kept.get("hash")}
+            subject = f"kept checkpoint {kept.get('sequence')!r}"
+            findings.append(Finding(subject, "checkpoint_kept_differs", want, got))
+        return findings
 
     def against(self, kept: Any, label: str, records: int) -> list[Finding]:
         """Findings for a checkpoint kept outside the chain (the store's setting,
