@@ -15,17 +15,17 @@ from typing import Any
 from pydantic import ValidationError
 
 from engine import PolicyError
-from engine.audit import ChainReport
-from engine.audit_replay import verify_export, verify_store
 from engine.clock import format_utc, system_clock
 from engine.gateway import MODES, Actor, ModeRefused, StateRefused
 from engine.lifecycle import OrderStatus
 from engine.models import MAX_QUANTITY, OrderRequest
 from engine.policy.evaluator import field_errors
+from engine.signing.keys import KeyFileError
 
 from ._logging import configure_logging
 from ._table import table
 from .auth import ROLES, TokenRefused, parse_duration, token_id_of, write_secret
+from .cli_audit import add_audit_actions
 from .example_order import ORDER_TYPES, SIDES, example_order
 from .policy_source import note_if_packaged, policies_problem
 from .runtime import Runtime
@@ -131,20 +131,8 @@ def register(commands: Any) -> None:
     )
     example.set_defaults(handler=_orders_example)
 
-    audit = _group(commands, "audit", "verify or export the audit chain")
-    verify = _action(
-        audit, "verify", "verify the chain and the stored head, orders and positions against it"
-    )
-    _json_option(verify, "print the report as an object")
-    verify.add_argument(
-        "--export",
-        metavar="FILE",
-        help="verify an export file (JSON Lines) instead, with no database: links and hashes",
-    )
-    verify.set_defaults(handler=_audit_verify)
-    export = _action(audit, "export", "write the chain as JSON Lines, oldest record first")
-    export.add_argument("--output", "-o", default="-", help="file (default: standard output)")
-    export.set_defaults(handler=_audit_export)
+    audit = _group(commands, "audit", "verify or export the audit chain, or show its checkpoints")
+    add_audit_actions(audit, _runtime)
 
     tokens = _group(commands, "tokens", "create, list or revoke API tokens")
     create = _action(tokens, "create", "create a token (printed once, never stored)")
@@ -290,6 +278,12 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"policy set is invalid; not starting:\n{exc}", file=sys.stderr)
         return USAGE
     runtime.start_sweeping()
+    try:
+        runtime.start_checkpointing()
+    except KeyFileError as exc:
+        runtime.close()
+        print(f"apex-oms: service key: {exc}; not starting", file=sys.stderr)
+        return USAGE
     url = f"http://{args.host}:{args.port}"
     if runtime.store.token_count() == 0:
         # the token itself goes to a file only its owner can read, never to a log
@@ -303,7 +297,10 @@ def _serve(args: argparse.Namespace) -> int:
         f"apex-oms: serving {url}  (OpenAPI: {url}/schema, data: {runtime.store.shown_url})",
         flush=True,
     )
-    serve(runtime, args.host, args.port, limits_from(settings, args))
+    try:
+        serve(runtime, args.host, args.port, limits_from(settings, args))
+    finally:
+        runtime.close()  # the last checkpoint is signed here
     return OK
 
 
@@ -418,62 +415,6 @@ def _orders_example(args: argparse.Namespace) -> int:
         problems = "; ".join(f"{e.field}: {e.message}" for e in field_errors(exc))
         raise CliError(f"no valid example: {problems}") from None
     print(json.dumps(order, indent=2))
-    return OK
-
-
-def _audit_verify(args: argparse.Namespace) -> int:
-    if args.export is not None:
-        try:
-            with open(args.export, encoding="utf-8") as lines:
-                report = verify_export(lines)
-        except (OSError, UnicodeDecodeError) as exc:
-            print(f"apex-oms: cannot read the export {args.export}: {exc}", file=sys.stderr)
-            return USAGE
-    else:
-        report = verify_store(_runtime().store)
-    if args.json:
-        print(json.dumps(report.as_dict(), indent=2))
-    else:
-        _print_report(report, exported=args.export is not None)
-    return OK if report.ok else FAILED
-
-
-def _print_report(report: ChainReport, *, exported: bool) -> None:
-    broken = report.first_break
-    if broken is not None:
-        print(
-            f"audit chain BROKEN at record {broken.position} "
-            f"(order {broken.order_id or '-'}): {broken.reason}"
-        )
-    elif report.findings:
-        print(f"audit chain DIFFERS from the store: {len(report.findings)} findings")
-        for finding in report.findings:
-            print(f"  {finding.describe()}")
-    else:
-        print(f"audit chain OK: {report.records} records, head {report.head}")
-    if exported:
-        print("links and hashes only: an export has no stored head, so a deleted tail cannot show")
-    elif report.ok:
-        print("the stored head, orders and positions match the chain")
-    elif not report.rows_compared:
-        print("the stored head, orders and positions not compared: the chain is broken")
-
-
-def _audit_export(args: argparse.Namespace) -> int:
-    runtime = _runtime()
-    out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")  # noqa: SIM115
-    count = 0
-    try:
-        for record in runtime.store.audit_records():
-            out.write(
-                json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n"
-            )
-            count += 1
-    finally:
-        if out is not sys.stdout:
-            out.close()
-    if args.output != "-":
-        print(f"exported {count} records to {args.output}", file=sys.stderr)
     return OK
 
 

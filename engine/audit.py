@@ -98,6 +98,8 @@ class ChainReport:
     stored_head: tuple[int, str] | None = None  # chain_head's seq and hash
     rows_compared: bool = False
     findings: tuple[Finding, ...] = ()
+    checkpoints: int = 0  # signed checkpoints in the chain (engine/checkpoints.py)
+    notes: tuple[str, ...] = ()  # what was not checked, and why (never a failure)
 
     @property
     def ok(self) -> bool:
@@ -120,7 +122,7 @@ class ChainReport:
         }
         if self.scope == "chain":
             return body
-        return {
+        body = {
             **body,
             "scope": self.scope,
             "head_compared": self.head_compared,
@@ -128,6 +130,9 @@ class ChainReport:
             "rows_compared": self.rows_compared,
             "findings": [f.as_dict() for f in self.findings],
         }
+        if self.checkpoints or self.notes:  # a chain with checkpoints says how many
+            body.update(checkpoints=self.checkpoints, notes=list(self.notes))
+        return body
 
 
 def verify_chain(records: Iterable[dict[str, Any]]) -> ChainReport:

@@ -91,7 +91,8 @@ def verify_state(
         *replay.order_findings(state.orders),
         *replay.position_findings(state.positions),
     ]
-    return replace(report, head_compared=True, rows_compared=True, findings=tuple(findings))
+    report = replace(report, head_compared=True, rows_compared=True, findings=tuple(findings))
+    return _counted(report, watch)
 
 
 def verify_export(
@@ -123,7 +124,14 @@ def verify_export(
     if not report.ok:
         return report
     findings = (*watch.findings, *_given_findings(watch, checkpoint, report.records))
-    return replace(report, findings=findings)
+    return _counted(replace(report, findings=findings), watch)
+
+
+def _counted(report: ChainReport, watch: CheckpointWatch) -> ChainReport:
+    notes: tuple[str, ...] = ()
+    if watch.keys is None and watch.count:
+        notes = (f"{watch.count} checkpoint signatures not checked: no service key given",)
+    return replace(report, checkpoints=watch.count, notes=notes)
 
 
 def _watch(keys: ServiceKeys | None, *kept: Any) -> CheckpointWatch:
