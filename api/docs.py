@@ -24,6 +24,7 @@ __all__ = [
     "AuditPage",
     "CancelBody",
     "ChainReportBody",
+    "CheckpointBody",
     "Error",
     "Health",
     "ModeBody",
@@ -288,6 +289,24 @@ class ChainReportBody(_ChainReportBody, total=False):
     stored_head: StoredHeadBody | None
     rows_compared: bool
     findings: list[FindingBody]
+    checkpoints: int  # present when the chain holds signed checkpoints
+    notes: list[str]  # what was not checked, and why
+
+
+class CheckpointBody(TypedDict):
+    """The latest signed checkpoint, a chain record (docs/audit.md): the service
+    key `keyid` signed the canonical JSON of {"hash": head_hash, "sequence":
+    sequence, "time": timestamp}; `sig` is that Ed25519 signature in base64."""
+
+    kind: str  # checkpoint
+    timestamp: str
+    actor: str  # system
+    sequence: int  # the 1-based position of the signed record
+    head_hash: str  # that record's hash
+    keyid: str  # hex sha256 of the service's raw public key
+    sig: str
+    prev_hash: str
+    hash: str
 
 
 class Health(TypedDict):

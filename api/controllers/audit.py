@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from litestar import Controller
 from litestar.params import FromQuery
 
-from engine.audit_replay import verify_store
+from engine.audit_replay import ServiceKeys, verify_store
+from engine.ports import CHECKPOINT_SETTING
+from engine.signing.keys import KeyFileError, key_id
 
 from ..deps import ServicesDep
-from ..docs import AuditPage, ChainReportBody, errors
+from ..docs import AuditPage, ChainReportBody, CheckpointBody, errors
 from ..errors import ApiError
 from ..guards import AUDITOR, query
 from ..routes import get
+from ..service_key import load_service_key
 
 __all__ = ["AuditController"]
 
@@ -49,7 +54,38 @@ class AuditController(Controller):
         responses=errors(401, 403),
     )
     async def verify(self, services: ServicesDep) -> ChainReportBody:
-        store = services.store
-        report = await services.threads.run(lambda: verify_store(store))
+        store, home = services.store, services.settings.home
+        report = await services.threads.run(lambda: verify_store(store, _service_keys(home)))
         body: ChainReportBody = report.as_dict()  # type: ignore[assignment]
         return body
+
+    @get(
+        "/checkpoint",
+        guards=[AUDITOR],
+        summary=(
+            "The latest signed checkpoint of the chain head, to keep apart from any export"
+            " (`tools/verify_audit.py --checkpoint`)"
+        ),
+        responses=errors(401, 403, 404, s404="No checkpoint yet (`no_checkpoint`)."),
+    )
+    async def checkpoint(self, services: ServicesDep) -> CheckpointBody:
+        store = services.store
+        latest = await services.threads.run(lambda: store.setting(CHECKPOINT_SETTING))
+        if not isinstance(latest, dict):
+            raise ApiError(
+                404,
+                "no_checkpoint",
+                "no checkpoint yet: the service signs one once records are appended",
+            )
+        body: CheckpointBody = latest  # type: ignore[assignment]
+        return body
+
+
+def _service_keys(home: Path) -> ServiceKeys:
+    """The service's own key; none (every checkpoint then a finding) when it is
+    missing or unusable: a verification must not pass on a key it cannot read."""
+    try:
+        key = load_service_key(home)
+    except KeyFileError:
+        return {}
+    return {} if key is None else {key_id(key): key}
