@@ -4,7 +4,6 @@ signer's private key in `$APEX_HOME/private`, outside any repository."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -15,9 +14,7 @@ __all__ = ["keys_dir", "private_dir"]
 
 def keys_dir(env: Mapping[str, str] | None = None) -> Path:
     """The keys directory: `APEX_KEYS` when set, else `./keys`."""
-    env = os.environ if env is None else env
-    configured = env.get("APEX_KEYS", "").strip()
-    return Path(configured).expanduser() if configured else Path("keys")
+    return Settings.from_env(None if env is None else dict(env)).keys
 
 
 def private_dir(env: Mapping[str, str] | None = None) -> Path:

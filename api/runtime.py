@@ -114,6 +114,13 @@ class Runtime:
         def sweep() -> None:
             while not self._stop.wait(every_s):
                 try:
+                    # expiry, or a newer version accepted by another replica
+                    self.gateway.recheck_compliance()
+                except StoreUnavailable as exc:
+                    log.warning("the compliance recheck cannot reach the store (%s)", exc)
+                except Exception:
+                    log.exception("the compliance recheck failed; it runs again")
+                try:
                     self.gateway.recover(stale_after_s=STALE_AFTER_S)
                 except StoreUnavailable as exc:
                     # the database is down: one line per pass, not a traceback; the

@@ -44,6 +44,7 @@ __all__ = [
     "MAX_PRICE",
     "MAX_QUANTITY",
     "BrokerFacts",
+    "ComplianceFacts",
     "EngineState",
     "FlowCounts",
     "Mode",
@@ -53,6 +54,7 @@ __all__ = [
     "Quote",
     "RecentOrder",
     "TradingState",
+    "Trust",
     "comment_problem",
 ]
 
@@ -237,6 +239,37 @@ class BrokerFacts(BaseModel):
     ready: bool = True
 
 
+Trust = Literal["signed", "development", "none"]
+
+
+class ComplianceFacts(BaseModel):
+    """The compliance configuration in force, as its last verification left it, and
+    the live unlock: the facts of the compliance checks (SPEC section 3). Each
+    `*_note` says why its condition fails, for the record's reason (want/got,
+    `2 of 3 needed, 1 valid`). The defaults describe a verified configuration, so
+    that `policy test` and a dry run judge the rules, not the signatures."""
+
+    model_config = _Strict
+
+    # signatures meet the threshold of trusted keys (or the development root's)
+    verified: bool = True
+    verified_note: Annotated[str, Field(max_length=COMMENT_LENGTH)] = ""
+    # the configuration's policy_digest pins the rules being judged
+    digest_ok: bool = True
+    digest_note: Annotated[str, Field(max_length=COMMENT_LENGTH)] = ""
+    # `expires` of the configuration in force (None: judged elsewhere, never expires here)
+    expires: AwareDatetime | None = None
+    # who vouches for it: threshold signatures, the development root, or nobody
+    trust: Trust = "signed"
+    # the modes it allows (None: every mode)
+    modes: list[Mode] | None = None
+    # the live unlock was walked and every live requirement still holds
+    live_unlocked: bool = False
+    live_note: Annotated[str, Field(max_length=COMMENT_LENGTH)] = (
+        "the live unlock has not been walked"
+    )
+
+
 class EngineState(BaseModel):
     """What the engine knows beyond the order: positions, recent flow, the mode,
     the trading states and the kill switch, the broker, and who is asking. The
@@ -259,6 +292,8 @@ class EngineState(BaseModel):
     broker: BrokerFacts | None = None
     # the accounts the actor is bound to; None: no binding beyond allowed_accounts
     actor_accounts: list[Identifier] | None = None
+    # the compliance configuration in force and the live unlock
+    compliance: ComplianceFacts = Field(default_factory=ComplianceFacts)
 
     def position(self, account: str, symbol: str) -> float:
         """Signed position; keys are `SYMBOL` or `ACCOUNT:SYMBOL`."""

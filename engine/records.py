@@ -66,6 +66,9 @@ class OrderRecord:
     comment: str | None = field(default=None)
     # only present when set: the HTTP request this record was written for
     request_id: str | None = field(default=None)
+    # only present when set: the compliance configuration's `version` the order was
+    # judged under (records written before it existed have none)
+    compliance_version: int | None = field(default=None)
 
     @property
     def approved(self) -> bool:
@@ -114,6 +117,8 @@ class OrderRecord:
             out["comment"] = self.comment
         if self.request_id is not None:
             out["request_id"] = self.request_id
+        if self.compliance_version is not None:
+            out["compliance_version"] = self.compliance_version
         return out
 
     @classmethod
@@ -147,4 +152,5 @@ class OrderRecord:
             errors=tuple(data.get("errors") or ()),
             comment=data.get("comment"),
             request_id=data.get("request_id"),
+            compliance_version=data.get("compliance_version"),
         )

@@ -10,9 +10,12 @@ from typing import Any
 
 from ..broker import BrokerAdapter
 from ..clock import Clock
-from ..models import BrokerFacts, EngineState, Operation, OrderRequest
+from ..models import BrokerFacts, ComplianceFacts, EngineState, Operation, OrderRequest
 from ..policy.evaluator import Evaluator
+from ..policy.loader import LoadedPolicies
 from ..ports import Snapshot, Store
+from ..signing.standing import Standing
+from .compliance import InForce, unjudged
 from .outcome import Actor
 
 __all__ = ["MODES", "Desk", "Listener"]
@@ -34,10 +37,14 @@ class Desk:
         brokers: Mapping[str, BrokerAdapter],
         clock: Clock,
         listener: Listener | None = None,
+        loaded: LoadedPolicies | None = None,
     ) -> None:
-        """`brokers` maps a routing mode (simulation, paper, live) to its adapter."""
+        """`brokers` maps a routing mode (simulation, paper, live) to its adapter.
+        `loaded`: the set `evaluator` was compiled from, whose configuration the
+        gateway verifies (without it, the rules judge alone: `unjudged`)."""
         self.store = store
-        self.evaluator = evaluator
+        # the policy set and the verdict on its configuration, swapped as one
+        self.in_force = InForce(evaluator, loaded, unjudged(loaded, evaluator))
         self.brokers = dict(brokers)
         self.clock = clock
         self._listener = listener
@@ -48,6 +55,24 @@ class Desk:
             for b in self.brokers.values()
         }
         self._facts: dict[tuple[str, bool], BrokerFacts] = {}
+
+    @property
+    def evaluator(self) -> Evaluator:
+        return self.in_force.evaluator
+
+    # --- the live unlock ---------------------------------------------------------------
+
+    def live_status(self, standing: Standing) -> tuple[bool, str]:
+        """Whether the live unlock holds under `standing`, and if not, why."""
+        del standing
+        return False, "the live unlock has not been walked"
+
+    def compliance_facts(self, standing: Standing, mode: str) -> ComplianceFacts:
+        """The facts of the compliance checks for one order in `mode`."""
+        if mode != "live":
+            return standing.facts
+        unlocked, note = self.live_status(standing)
+        return standing.facts.model_copy(update={"live_unlocked": unlocked, "live_note": note})
 
     # --- brokers ---------------------------------------------------------------
 
@@ -97,8 +122,15 @@ class Desk:
         return [str(a) for a in allowed] if isinstance(allowed, list) else []
 
     def engine_state(
-        self, order: OrderRequest, snap: Snapshot, actor: Actor, operation: Operation
+        self,
+        order: OrderRequest,
+        snap: Snapshot,
+        actor: Actor,
+        operation: Operation,
+        standing: Standing | None = None,
     ) -> EngineState:
+        """What `order` is judged against; `standing`: the verdict on the configuration
+        of the set that judges it (read with its evaluator, from one `in_force`)."""
         controls = snap.controls
         state = max(
             controls.state_of("global"), controls.state_of(order.account), key=_SEVERITY.__getitem__
@@ -122,6 +154,7 @@ class Desk:
             trading_state=state,
             broker=self.broker_facts(self.broker_for(mode)),
             actor_accounts=sorted(accounts) if accounts is not None else None,
+            compliance=self.compliance_facts(standing or self.in_force.standing, mode),
         )
 
     def tell(self, what: str, record: Mapping[str, Any]) -> None:

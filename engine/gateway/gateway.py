@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from ..broker import BrokerAck, BrokerAdapter
@@ -19,8 +20,11 @@ from ..clock import Clock, system_clock
 from ..lifecycle import OPEN
 from ..models import Quote
 from ..policy.evaluator import Evaluator
+from ..policy.loader import LoadedPolicies
 from ..ports import Store
+from ..signing.standing import Standing
 from .amend import Amendments
+from .compliance import ComplianceSource, Verifier, describe
 from .controls import ControlPanel
 from .desk import Desk, Listener
 from .executions import Applied, Executions
@@ -41,11 +45,17 @@ class Gateway:
         brokers: Mapping[str, BrokerAdapter],
         clock: Clock = system_clock,
         listener: Listener | None = None,
+        compliance: ComplianceSource | None = None,
+        loaded: LoadedPolicies | None = None,
     ) -> None:
         """`brokers` maps a routing mode (simulation, paper, live) to its adapter.
-        Brokers take no new order until `recover` has reconciled them."""
+        Brokers take no new order until `recover` has reconciled them.
+        `compliance` and `loaded` (the set `evaluator` was compiled from): where the
+        configuration's signatures and trust root are; `verify_on_start` verifies
+        it. Without them the rules judge alone, and live can never be entered."""
         self.store = store
-        self._desk = Desk(store, evaluator, brokers, clock, listener)
+        self._desk = Desk(store, evaluator, brokers, clock, listener, loaded)
+        self._verifier = Verifier(self._desk, compliance)
         self._executions = Executions(self._desk)
         self._orders = Orders(self._desk, self._executions)
         self._amend = Amendments(self._desk, self._executions, self._orders)
@@ -59,15 +69,46 @@ class Gateway:
         return self._desk.evaluator
 
     def use_evaluator(self, evaluator: Evaluator) -> None:
-        """Swap the policies in force; every decision after this uses them."""
-        self._desk.evaluator = evaluator
+        """Swap the rules in force, keeping the verdict on the configuration (tools
+        and tests; the service reloads through `reload`, which verifies)."""
+        self._desk.in_force = replace(self._desk.in_force, evaluator=evaluator)
+
+    # --- the compliance configuration ----------------------------------------------
+
+    @property
+    def standing(self) -> Standing:
+        """The verdict on the configuration in force."""
+        return self._desk.in_force.standing
+
+    @property
+    def compliance_source(self) -> ComplianceSource | None:
+        return self._verifier.source
+
+    def verify_on_start(self, actor: Actor = SYSTEM) -> Standing:
+        """Verify the configuration the gateway was built with, and record it."""
+        return self._verifier.start(actor, self._desk.in_force.loaded)
+
+    def reload(self, loaded: LoadedPolicies, actor: Actor, trigger: str = "reload") -> Standing:
+        """Put a new policy set in force if its configuration verifies; its standing
+        either way (`in_force` false: refused, the set in force stays)."""
+        return self._verifier.reload(loaded, Evaluator(loaded, self._desk.clock), actor, trigger)
+
+    def verify(self, loaded: LoadedPolicies, actor: Actor, trigger: str = "cli") -> Standing:
+        """Verify a configuration and record it, changing nothing in force."""
+        return self._verifier.verify(loaded, trigger, actor)
+
+    def recheck_compliance(self) -> Standing | None:
+        """Expiry, or a newer version accepted elsewhere: the sweep's check."""
+        return self._verifier.recheck(SYSTEM)
 
     def broker_for(self, mode: str) -> BrokerAdapter | None:
         return self._desk.broker_for(mode)
 
     def readiness(self) -> list[str]:
         """Why the gateway is not ready (empty: ready)."""
-        return [f"broker {name}: {why}" for name, why in sorted(self._desk.unready().items())]
+        reasons = [f"broker {name}: {why}" for name, why in sorted(self._desk.unready().items())]
+        problem = describe(self.standing, self._desk.clock())
+        return [problem, *reasons] if problem is not None else reasons
 
     def recover(self, stale_after_s: float | None = None) -> list[dict[str, Any]]:
         return self._recovery.recover(SYSTEM, stale_after_s)

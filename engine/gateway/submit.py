@@ -220,7 +220,8 @@ class Orders:
     ) -> tuple[Decision, str, _Claimed | None]:
         """Judge under the chain lock: the state read here, and the policies in force
         now (a reload swaps them between two transactions), are those of record."""
-        evaluator = self._desk.evaluator
+        in_force = self._desk.in_force
+        evaluator = in_force.evaluator
         flow = evaluator.policy.config.flow
         try:
             snap = w.snapshot(order, now, flow.rate_window_s, flow.duplicate_window_s, exclude)
@@ -230,7 +231,7 @@ class Orders:
             return blocked, "unknown", None
         if operation == "submit" and snap.claim is not None:
             return evaluator.rejected({}, now, ()), snap.controls.mode, _Claimed(*snap.claim)
-        state = self._desk.engine_state(order, snap, actor, operation)
+        state = self._desk.engine_state(order, snap, actor, operation, in_force.standing)
         return evaluator.evaluate(order, state, now), snap.controls.mode, None
 
     # --- routing -----------------------------------------------------------------

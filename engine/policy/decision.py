@@ -87,6 +87,8 @@ class Decision:
     triggers: tuple[str, ...] = ()
     reasons: tuple[Reason, ...] = ()
     errors: tuple[FieldError, ...] = ()
+    # the `version` of the compliance configuration the order was judged under
+    compliance_version: int | None = None
 
     @property
     def approved(self) -> bool:
@@ -130,6 +132,7 @@ class Decision:
             "reduce_only": source.get("reduce_only") is True,
             "reasons": [r.as_dict() for r in self.reasons],
             "errors": [e.as_dict() for e in self.errors],
+            "compliance_version": self.compliance_version,
         }
 
 

@@ -228,5 +228,6 @@ class Evaluator:
             evaluated_at=moment,
             policy_digest=policies.policy_digest,
             compliance_digest=policies.compliance_digest,
+            compliance_version=self._policy.config.version,
             **parts,
         )

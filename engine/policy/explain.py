@@ -9,7 +9,7 @@ from typing import Any
 
 from .compiler import resolve
 from .config import ComplianceConfig
-from .facts import Fact
+from .facts import NOTES, Fact
 from .reference import predicate
 from .rules import AllOf, AnyOf, Compare, Condition, Not, Param
 
@@ -54,11 +54,13 @@ def _leaf_text(leaf: Compare, fact: Fact, config: ComplianceConfig) -> str:
         state = "is missing" if leaf.field not in fact else "is present"
         return f"{leaf.field} {state}"
     value = resolve(leaf.value, config)
+    note = fact.get(NOTES[leaf.field], "") if leaf.field in NOTES else ""
+    suffix = f" ({note})" if note else ""
     if leaf.op == "eq" and isinstance(value, bool):
-        return f"{leaf.field} is {observed}"
+        return f"{leaf.field} is {observed}{suffix}"
     threshold = format_value(value)
     name = f"{leaf.value.name}=" if isinstance(leaf.value, Param) else ""
-    return f"{leaf.field}={observed} {_SYMBOL[leaf.op]} {name}{threshold}"
+    return f"{leaf.field}={observed} {_SYMBOL[leaf.op]} {name}{threshold}{suffix}"
 
 
 def format_value(value: Any) -> str:

@@ -15,11 +15,12 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from ..canonical import sha256_digest
+from ..clock import format_utc
 from ..models import EngineState, OrderRequest, RecentOrder
 from .calendar import session_open
 from .config import ComplianceConfig
 
-__all__ = ["FIELDS", "Fact", "FieldSpec", "FieldType", "build_fact"]
+__all__ = ["FIELDS", "NOTES", "Fact", "FieldSpec", "FieldType", "build_fact"]
 
 FieldType = Literal["number", "string", "bool"]
 Fact = dict[str, float | str | bool]
@@ -137,6 +138,36 @@ FIELDS: dict[str, FieldSpec] = {
     "account_permitted": _a(
         "bool", "the caller may trade the order's account (true when it is bound to none)"
     ),
+    # the compliance configuration in force (SPEC section 3: its conditions are checks)
+    "compliance_verified": _a(
+        "bool",
+        "the configuration in force verified: signatures of a threshold of trusted keys (or "
+        "the development root's, outside live), payload as the YAML, version not rolled back",
+    ),
+    "policy_digest_ok": _a(
+        "bool", "the configuration's policy_digest pins the rules that judge this order"
+    ),
+    "compliance_expired": _a("bool", "the configuration in force is past its `expires`"),
+    "compliance_trust": _a(
+        "string",
+        "who vouches for the configuration: signed (a threshold of trusted signers), "
+        "development (the data directory's development root) or none",
+    ),
+    "mode_allowed": _a("bool", "the configuration's `modes` allow the gateway's mode"),
+    "live_unlocked": _a(
+        "bool", "the live unlock was walked and every live requirement still holds"
+    ),
+}
+
+# A gateway fact whose failing value is explained by a note: the reason shows it
+# after the comparison (`policy_digest_ok is false (want ..., got ...)`). Notes
+# are in the fact only when there is something to say; no rule reads them.
+NOTES: dict[str, str] = {
+    "compliance_verified": "compliance_verified_note",
+    "policy_digest_ok": "policy_digest_ok_note",
+    "compliance_expired": "compliance_expired_note",
+    "mode_allowed": "mode_allowed_note",
+    "live_unlocked": "live_unlocked_note",
 }
 
 
@@ -183,6 +214,7 @@ def build_fact(
         "session_open": session_open(config.session, now),
     }
     _add_gateway(fact, order, state)
+    _add_compliance(fact, state, now)
     fact["price_on_tick"] = all(
         on_tick(p) for p in (order.limit_price, order.stop_price) if p is not None
     )
@@ -217,6 +249,28 @@ def _add_gateway(fact: Fact, order: OrderRequest, state: EngineState) -> None:
     fact["broker_supports_time_in_force"] = order.time_in_force in broker.time_in_force
     fact["broker_supports_reduce_only"] = broker.reduce_only or not order.reduce_only
     fact["broker_supports_operation"] = state.operation != "replace" or broker.replace
+
+
+def _add_compliance(fact: Fact, state: EngineState, now: datetime) -> None:
+    facts = state.compliance
+    fact["compliance_verified"] = facts.verified
+    fact["policy_digest_ok"] = facts.digest_ok
+    expired = facts.expires is not None and now >= facts.expires
+    fact["compliance_expired"] = expired
+    fact["compliance_trust"] = facts.trust
+    allowed = facts.modes is None or state.mode in facts.modes
+    fact["mode_allowed"] = allowed
+    fact["live_unlocked"] = facts.live_unlocked
+    if not facts.verified:
+        fact["compliance_verified_note"] = facts.verified_note
+    if not facts.digest_ok:
+        fact["policy_digest_ok_note"] = facts.digest_note
+    if expired and facts.expires is not None:
+        fact["compliance_expired_note"] = f"expired at {format_utc(facts.expires)}"
+    if not allowed:
+        fact["mode_allowed_note"] = "allowed modes: " + ", ".join(facts.modes or ())
+    if not facts.live_unlocked and state.mode == "live":
+        fact["live_unlocked_note"] = facts.live_note
 
 
 def _put(fact: Fact, name: str, value: float | str | bool | None) -> None:

@@ -71,6 +71,8 @@ _ID_LINE = re.compile(r"^[\s-]*id:\s*[\"']?([a-z][a-z0-9_]*)", re.MULTILINE)
 class LoadedPolicies:
     policies: PolicySet
     config: ComplianceConfig
+    # compliance.yaml exactly as read: what its signatures are verified over
+    config_bytes: bytes = b""
 
 
 @dataclass
@@ -182,7 +184,7 @@ def _load(
             "into compliance.yaml parameters"
         )
         return None, [PolicyIssue("too_complex", message, str(directory))]
-    return LoadedPolicies(policy_set, config), []
+    return LoadedPolicies(policy_set, config, config_bytes), []
 
 
 def _load_config(raw: bytes, file: str) -> tuple[ComplianceConfig | None, list[PolicyIssue]]:

@@ -56,9 +56,24 @@ REQUIRED_CHECKS: tuple[RequiredCheck, ...] = (
     # research mode judges orders (evaluate) but sends none (SPEC section 3)
     RequiredCheck("mode_check", "mode_research", "MODE_RESEARCH", _is("mode", "research"),
                   Compare(field="operation", op="in", value=("submit", "replace"))),
-    # live trading needs the compliance unlock, which does not exist yet: every
-    # operation is refused, so an evaluate in live mode says what a submit would get
-    RequiredCheck("live_mode_check", "compliance_failure", "LIVE_LOCKED", _is("mode", "live")),
+    # the compliance configuration in force (SPEC section 3): verified, pinning
+    # the rules being judged, not expired, allowing the mode; each its own check,
+    # so a blocked record names every condition that failed
+    RequiredCheck("compliance_signature_check", "compliance_failure", "COMPLIANCE_NOT_VERIFIED",
+                  _is("compliance_verified", False)),
+    RequiredCheck("policy_digest_check", "compliance_failure", "POLICY_DIGEST_MISMATCH",
+                  _is("policy_digest_ok", False)),
+    RequiredCheck("compliance_expiry_check", "compliance_failure", "COMPLIANCE_EXPIRED",
+                  _is("compliance_expired", True)),
+    RequiredCheck("compliance_mode_check", "compliance_failure", "MODE_NOT_ALLOWED",
+                  _is("mode_allowed", False)),
+    # live: a configuration signed by the threshold (never the development root),
+    # and the unlock walked with every requirement still holding; every operation,
+    # so an evaluate in live mode says what a submit would get
+    RequiredCheck("live_trust_check", "compliance_failure", "LIVE_NEEDS_SIGNED_CONFIG",
+                  _is_not("compliance_trust", "signed"), _is("mode", "live")),
+    RequiredCheck("live_mode_check", "compliance_failure", "LIVE_LOCKED",
+                  _is("live_unlocked", False), _is("mode", "live")),
     RequiredCheck("trading_halted_check", "omega_directive", "TRADING_HALTED",
                   _is("trading_state", "halted")),
     RequiredCheck("trading_reducing_check", "risk_denied", "REDUCE_ONLY_STATE",

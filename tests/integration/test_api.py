@@ -66,16 +66,24 @@ class Api:
         assert response.status_code == 200, response.text
 
     def audit(self) -> list[dict[str, Any]]:
+        """The audit log after the service's start, in chain order: the chain opens
+        with the verification of the compliance configuration, checked here."""
+        return self.chain()[1:]
+
+    def chain(self) -> list[dict[str, Any]]:
         """The whole audit log, in chain order."""
         page = self.get("/v1/audit", "auditor", params={"limit": 1000}).json()
         records: list[dict[str, Any]] = page["records"]
+        start = records[0]
+        assert (start["kind"], start["trigger"], start["in_force"]) == (
+            "verification", "start", True), start  # fmt: skip
         return records
 
     def assert_chain_ok(self) -> None:
         report = self.get("/v1/audit/verify", "auditor").json()
         assert report["ok"] is True, report
         assert report["first_break"] is None
-        assert report["records"] == len(self.audit())
+        assert report["records"] == len(self.chain())
 
 
 @pytest.fixture
@@ -157,7 +165,8 @@ def test_evaluate_when_every_check_passes_then_200_evaluated_and_logged(
         record["risk_checks_run"]
     )
     assert (record["mode"], record["broker"], record["broker_response"]) == ("research", None, None)
-    assert record["prev_hash"] == GENESIS
+    assert record["prev_hash"] == api.chain()[0]["hash"]  # the start verification's
+    assert api.chain()[0]["prev_hash"] == GENESIS
     assert record["policy_digest"] == api.get("/v1/policies").json()["policy_digest"]
     assert record["actor"] == tokens["trader"].split("_")[1]  # the token id, never the token
     assert api.audit() == [record]
@@ -823,20 +832,21 @@ def test_audit_when_read_then_records_page_in_chain_order_and_verify(
         api.post("/v1/orders/evaluate", json=make_order(quantity=q)).json() for q in (1, 2, 3)
     ]
 
-    page = api.get("/v1/audit", "auditor", params={"after": 1, "limit": 1}).json()
+    # position 1 is the start verification: the orders are 2, 3 and 4
+    page = api.get("/v1/audit", "auditor", params={"after": 2, "limit": 1}).json()
     verify = api.get("/v1/audit/verify", "auditor").json()
     bad = api.get("/v1/audit", "auditor", params={"limit": 0})
 
     assert api.audit() == records
-    assert page == {"records": records[1:2], "after": 1, "limit": 1}
+    assert page == {"records": records[1:2], "after": 2, "limit": 1}
     assert verify == {
         "ok": True,
-        "records": 3,
+        "records": 4,
         "head": records[-1]["hash"],
         "first_break": None,
         "scope": "store",
         "head_compared": True,
-        "stored_head": {"seq": 3, "hash": records[-1]["hash"]},
+        "stored_head": {"seq": 4, "hash": records[-1]["hash"]},
         "rows_compared": True,
         "findings": [],
     }

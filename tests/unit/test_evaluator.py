@@ -47,7 +47,7 @@ SPEC_FIELDS = [
     "compliance_digest",
     "actor",
 ]
-EXTRA_FIELDS = ["account", "stop_price", "reduce_only", "reasons", "errors"]
+EXTRA_FIELDS = ["account", "stop_price", "reduce_only", "reasons", "errors", "compliance_version"]
 
 
 def quote(
@@ -343,7 +343,8 @@ BLOCKED = [
         {},
         {"live_mode_check": "fail"},
         ("compliance_failure",),
-        [("live_mode_check", "fail", "LIVE_LOCKED", "compliance_failure", "mode=live == live")],
+        [("live_mode_check", "fail", "LIVE_LOCKED", "compliance_failure",
+          "live_unlocked is false (the live unlock has not been walked)")],
         state={"mode": "live", "broker": SIMULATED},
     ),
     Blocked(
@@ -672,6 +673,7 @@ def test_evaluate_when_a_fact_that_is_always_present_is_missing_then_blocked_wit
 
     assert decision.status == "blocked"
     assert not_passed(decision) == {
+        "live_trust_check": "error",
         "live_mode_check": "error",
         "broker_check": "error",
         "broker_ready_check": "error",
@@ -849,6 +851,7 @@ def test_record_when_approved_then_exactly_the_spec_fields_then_the_extras(
         "reduce_only": False,
         "reasons": [],
         "errors": [],
+        "compliance_version": 1,
     }
     assert record["policy_digest"].startswith("sha256:")
 
