@@ -51,6 +51,10 @@ def create_app(runtime: Runtime) -> Litestar:
         inline_evaluation=runtime.store.dialect == "sqlite",
     )
     on_shutdown: list[Callable[[], Any]] = [threads.close]
+    if runtime.checkpointer is not None:
+        # the last checkpoint: uvicorn re-raises SIGTERM once the app has shut down,
+        # so nothing after `serve` returns is sure to run
+        on_shutdown.append(runtime.checkpointer.stop)
     app = Litestar(
         route_handlers=CONTROLLERS,
         dependencies={"services": provide(services)},

@@ -300,7 +300,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         serve(runtime, args.host, args.port, limits_from(settings, args))
     finally:
-        runtime.close()  # the last checkpoint is signed here
+        runtime.close()  # the app's shutdown signed the last checkpoint
     return OK
 
 
