@@ -53,6 +53,7 @@ def _document_app() -> Litestar:
         metrics=Metrics(),
         clock=system_clock,
         tokens=None,
+        checkpointer=None,
     )
     return create_app(cast(Runtime, routes_only))
 
