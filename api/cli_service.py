@@ -7,7 +7,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from engine.lifecycle import OrderStatus
 from engine.models import MAX_QUANTITY, OrderRequest
 from engine.policy.evaluator import field_errors
 from engine.signing.keys import KeyFileError
+from engine.signing.standing import Standing
 
 from ._logging import configure_logging
 from ._table import table
@@ -297,11 +300,44 @@ def _serve(args: argparse.Namespace) -> int:
         f"apex-oms: serving {url}  (OpenAPI: {url}/schema, data: {runtime.store.shown_url})",
         flush=True,
     )
+    print(f"apex-oms: compliance: {compliance_line(runtime.gateway.standing)}", flush=True)
+    _reload_on_sighup(runtime)
     try:
         serve(runtime, args.host, args.port, limits_from(settings, args))
     finally:
         runtime.close()  # the app's shutdown signed the last checkpoint
     return OK
+
+
+SIGHUP_ACTOR = Actor.of("sighup", "compliance")
+
+
+def _reload_on_sighup(runtime: Runtime) -> None:
+    """SIGHUP reloads the policy directory, verified, as `POST /v1/policies/reload`
+    does: on a thread, so the event loop never waits for it."""
+    if not hasattr(signal, "SIGHUP"):
+        return
+
+    def reload() -> None:
+        print(f"apex-oms: {runtime.reload(SIGHUP_ACTOR, 'sighup')}", flush=True)
+
+    def on_hup(_signum: int, _frame: Any) -> None:
+        threading.Thread(target=reload, name="apex-sighup-reload", daemon=True).start()
+
+    signal.signal(signal.SIGHUP, on_hup)
+
+
+def compliance_line(standing: Standing) -> str:
+    """The compliance configuration in force, in one line for a person."""
+    if standing.in_force and standing.trust == "development":
+        return (
+            f"version {standing.version} in force under the DEVELOPMENT trust root of this "
+            "data directory (keys/trust.yaml names no signer); never valid for live"
+        )
+    if standing.in_force:
+        signers = ", ".join(standing.signers)
+        return f"version {standing.version} in force, signed by {signers}"
+    return f"NOT IN FORCE ({standing.code}: {standing.message}); every order is blocked"
 
 
 def _mode_show(args: argparse.Namespace) -> int:

@@ -25,6 +25,8 @@ __all__ = [
     "CancelBody",
     "ChainReportBody",
     "CheckpointBody",
+    "ComplianceStanding",
+    "ComplianceView",
     "Error",
     "Health",
     "ModeBody",
@@ -41,6 +43,7 @@ __all__ = [
     "TradingStateBody",
     "TradingStateChanged",
     "TradingStates",
+    "VerificationPage",
     "body",
     "errors",
     "record",
@@ -242,11 +245,50 @@ class RuleView(TypedDict):
     line: int | None
 
 
+class ComplianceStanding(TypedDict):
+    """The verdict on the compliance configuration in force (`trust`: signed,
+    development or none; `code`: why it is not in force)."""
+
+    in_force: bool
+    trust: str
+    code: str | None
+    message: str
+    version: int | None
+    expires: str | None
+    config_sha256: str | None
+    policy_digest: str | None
+    loaded_policy_digest: str
+    signers: list[str]
+    threshold: int
+
+
+class TrustedSigner(TypedDict):
+    name: str
+    keyid: str
+    status: str
+
+
+class ComplianceView(ComplianceStanding):
+    """`GET /v1/compliance`: the standing, the trust file as read now, and the
+    verification that put the configuration in force (or took it out)."""
+
+    trust_root: dict[str, Any]
+    verification: dict[str, Any] | None
+
+
+class VerificationPage(TypedDict):
+    verifications: list[dict[str, Any]]
+    after: int
+    limit: int
+    next: int | None
+
+
 class PolicyView(TypedDict):
     policy_digest: str
     compliance_digest: str
     files: list[str]
     rules: list[RuleView]
+    compliance: ComplianceStanding
 
 
 class AuditPage(TypedDict):
@@ -318,6 +360,7 @@ class Readiness(TypedDict):
     database: bool
     policy_digest: str
     reasons: list[str]
+    compliance: ComplianceStanding
 
 
 # --- helpers for the route decorators -----------------------------------------------

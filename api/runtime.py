@@ -10,13 +10,14 @@ from typing import Any
 
 from adapters.simulated import SimulatedBroker
 from adapters.sql import SqlStore
-from engine import Evaluator, load_policies
+from engine import Evaluator, PolicyError, load_policies
 from engine.broker import BrokerAdapter
 from engine.checkpoints import Cadence
 from engine.clock import Clock, system_clock
 from engine.errors import StoreUnavailable
 from engine.gateway import Gateway
 from engine.gateway.compliance import ComplianceSource
+from engine.gateway.outcome import Actor
 from engine.signing.standing import DevelopmentRoot
 
 from .auth import TokenBook
@@ -140,6 +141,30 @@ class Runtime:
             key = service_key(self.settings.home)
             self.checkpointer = Checkpointer(self.store, key, self.clock, cadence)
             self.checkpointer.start()
+
+    def reload(self, actor: Actor, trigger: str = "sighup") -> str:
+        """Load the policy directory again and put it in force if its configuration
+        verifies (SIGHUP to `serve`; the API's reload does the same). One line says
+        what happened; the chain has the verification record."""
+        try:
+            loaded = load_policies(self.settings.policies)
+        except PolicyError as exc:
+            line = f"reload refused: the policy set is invalid; the loaded one stays:\n{exc}"
+            log.error(line)
+            return line
+        try:
+            standing = self.gateway.reload(loaded, actor, trigger)
+        except StoreUnavailable as exc:
+            line = f"reload refused: the store cannot be reached ({exc}); the loaded set stays"
+            log.error(line)
+            return line
+        if standing.in_force:
+            line = f"reload: policy set {loaded.policies.policy_digest} in force ({standing.trust})"
+            log.info(line)
+        else:
+            line = f"reload refused: {standing.code}: {standing.message}; the set in force stays"
+            log.error(line)
+        return line
 
     @property
     def sweeping(self) -> bool:

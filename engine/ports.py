@@ -267,6 +267,11 @@ class Store(Protocol):
 
     def positions(self, account: str) -> dict[str, float]: ...
 
+    def audit_of_kind(self, kind: str, after: int = 0, limit: int = 100) -> list[tuple[int, Any]]:
+        """The records of one `kind` after chain position `after`, each with its
+        position, in chain order."""
+        ...
+
     def audit_records(
         self, after: int = 0, limit: int | None = None
     ) -> Iterator[dict[str, Any]]: ...

@@ -207,6 +207,22 @@ class Reads:
             if remaining is not None:
                 remaining -= len(rows)
 
+    def audit_of_kind(self, kind: str, after: int = 0, limit: int = 100) -> list[tuple[int, Any]]:
+        """The records of one `kind` after chain position `after`, in chain order,
+        each with its position (the next page starts after the last one)."""
+        query = (
+            select(audit_log.c.seq, audit_log.c.record)
+            .where(audit_log.c.kind == kind, audit_log.c.seq > after)
+            .order_by(audit_log.c.seq)
+            .limit(limit)
+        )
+        with (
+            unavailable(self._db.errors, f"reading the {kind} records"),
+            self.engine.connect() as c,
+        ):
+            rows = c.execute(query).all()
+        return [(int(row.seq), json.loads(row.record)) for row in rows]
+
     @contextmanager
     def audit_state(self) -> Iterator[AuditState]:
         """Everything `audit verify` compares, in one read transaction: REPEATABLE

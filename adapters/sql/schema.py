@@ -61,6 +61,8 @@ audit_log = Table(
     Column("prev_hash", String(80), nullable=False),
     Column("hash", String(80), nullable=False, unique=True),
     Column("created_at", _When, nullable=False),
+    # the records of one kind in chain order (the verifications, migration 0007)
+    Index("ix_audit_log_kind", "kind", "seq"),
 )
 
 order_sequences = Table(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from litestar import Controller
 
 from .audit import AuditController
+from .compliance import ComplianceController
 from .controls import ControlsController
 from .operations import OperationsController
 from .orders import OrdersController
@@ -17,6 +18,7 @@ CONTROLLERS: list[type[Controller]] = [
     OrdersController,
     ControlsController,
     PoliciesController,
+    ComplianceController,
     AuditController,
     SimController,
     OperationsController,

@@ -8,6 +8,7 @@ from litestar.openapi import ResponseSpec
 from ..deps import ServicesDep
 from ..docs import Health, Readiness
 from ..routes import get
+from .compliance import standing_view
 
 __all__ = ["OperationsController"]
 
@@ -22,7 +23,10 @@ class OperationsController(Controller):
 
     @get(
         "/readyz",
-        summary="Readiness: the database answers and every broker is reconciled",
+        summary=(
+            "Readiness: the database answers, a verified compliance configuration is in force,"
+            " and every broker is reconciled"
+        ),
         responses={
             503: ResponseSpec(
                 data_container=Readiness,
@@ -41,11 +45,13 @@ class OperationsController(Controller):
                 database = False
             reasons = [] if database else ["database: not answering"]
             reasons += gateway.readiness()
+            in_force = gateway.in_force
             return {
                 "ready": not reasons,
                 "database": database,
-                "policy_digest": gateway.evaluator.policy.policies.policy_digest,
+                "policy_digest": in_force.evaluator.policy.policies.policy_digest,
                 "reasons": reasons,
+                "compliance": standing_view(in_force.standing.view()),
             }
 
         body = await services.threads.run(check)

@@ -7,19 +7,21 @@ from litestar import Controller
 
 from engine import PolicyError, load_policies
 from engine.gateway import Gateway
-from engine.policy.evaluator import Evaluator
+from engine.signing.standing import Standing
 
 from ..deps import Call, ServicesDep
 from ..docs import PolicyView, errors
 from ..errors import field_error
 from ..guards import ANY_ROLE, COMPLIANCE
 from ..routes import get, post
+from .compliance import standing_view
 
 __all__ = ["PoliciesController"]
 
 
 def _view(gateway: Gateway) -> PolicyView:
-    policy = gateway.evaluator.policy.policies
+    in_force = gateway.in_force  # the set and its verdict, read together
+    policy = in_force.evaluator.policy.policies
     return {
         "policy_digest": policy.policy_digest,
         "compliance_digest": policy.compliance_digest,
@@ -35,6 +37,7 @@ def _view(gateway: Gateway) -> PolicyView:
             }
             for r in policy.rules
         ],
+        "compliance": standing_view(in_force.standing.view()),
     }
 
 
@@ -52,18 +55,30 @@ class PoliciesController(Controller):
         "/reload",
         guards=[COMPLIANCE],
         status_code=200,
-        summary="Load the policy directory again (a bad set is refused)",
-        description="No body, or an empty object; any other body is refused (422, logged).",
+        summary="Load the policy directory again, verified (a bad set is refused)",
+        description=(
+            "The rules are validated and the compliance configuration verified against"
+            " keys/trust.yaml as it is now (a rotated or revoked key counts at once). A set"
+            " whose configuration does not verify is refused (`compliance_invalid`, with"
+            " the finding's `finding` code) and the set in force stays; if the set in force"
+            " no longer verifies under the new trust root, it goes out of force (a"
+            " verification record says so, and orders are blocked with `compliance_failure`)."
+            " SIGHUP to `apex-oms serve` does the same. No body, or an empty object; any"
+            " other body is refused (422, logged)."
+        ),
         responses=errors(
             401,
             403,
             413,
             422,
-            s422="The set is invalid (`policy_invalid`, `issues`; the old stays), or the body is.",
+            s422=(
+                "The set is invalid (`policy_invalid`, `issues`) or its configuration does not"
+                " verify (`compliance_invalid`, `finding`); the old stays. Or the body is bad."
+            ),
         ),
     )
     async def reload(self, request: Call, services: ServicesDep) -> PolicyView:
-        gateway, settings, clock = services.gateway, services.settings, services.clock
+        gateway, settings = services.gateway, services.settings
         actor, intake = request.user, services.intake
         raw = await intake.object(request, "reload", actor, optional=True)
         if raw:  # the route takes no fields: a body that means something is refused
@@ -71,13 +86,13 @@ class PoliciesController(Controller):
             detail = "a reload takes no body fields"
             await intake.refuse("reload", actor, 422, "invalid_request", detail, problems)
 
-        def reload() -> PolicyView | PolicyError:
+        def reload() -> PolicyView | PolicyError | Standing:
             try:
                 loaded = load_policies(settings.policies)
             except PolicyError as exc:
                 return exc
-            gateway.use_evaluator(Evaluator(loaded, clock))
-            return _view(gateway)
+            standing = gateway.reload(loaded, actor, "reload")
+            return _view(gateway) if standing.in_force else standing
 
         result = await services.threads.run(reload)
         if isinstance(result, PolicyError):  # refused: logged like any other refused attempt
@@ -91,5 +106,18 @@ class PoliciesController(Controller):
                 "the new policy set is invalid; the loaded one stays",
                 problems,
                 issues=issues,
+            )
+        if isinstance(result, Standing):
+            problems = [field_error("compliance.yaml", f"{result.code}: {result.message}")]
+            await intake.refuse(
+                "reload",
+                actor,
+                422,
+                "compliance_invalid",
+                f"the new compliance configuration does not verify ({result.code}: "
+                f"{result.message}); the set in force stays",
+                problems,
+                finding=result.code,
+                compliance=result.view(),
             )
         return result

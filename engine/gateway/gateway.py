@@ -24,7 +24,7 @@ from ..policy.loader import LoadedPolicies
 from ..ports import Store
 from ..signing.standing import Standing
 from .amend import Amendments
-from .compliance import ComplianceSource, Verifier, describe
+from .compliance import ComplianceSource, InForce, Verifier, describe
 from .controls import ControlPanel
 from .desk import Desk, Listener
 from .executions import Applied, Executions
@@ -74,6 +74,11 @@ class Gateway:
         self._desk.in_force = replace(self._desk.in_force, evaluator=evaluator)
 
     # --- the compliance configuration ----------------------------------------------
+
+    @property
+    def in_force(self) -> InForce:
+        """The policy set in force and the verdict on its configuration, as one."""
+        return self._desk.in_force
 
     @property
     def standing(self) -> Standing:

@@ -869,10 +869,16 @@ def test_operations_endpoints_answer_without_a_token(
     openapi = api.client.get("/schema/openapi.json")
 
     assert (health.status_code, health.json()) == (200, {"status": "ok"})
-    assert (ready.status_code, ready.json()) == (
+    body = ready.json()
+    compliance = body.pop("compliance")
+    assert (ready.status_code, body) == (
         200,
         {"ready": True, "database": True, "policy_digest": digest, "reasons": []},
     )
+    # no compliance officer in a test's data directory: the development root
+    assert (compliance["in_force"], compliance["trust"], compliance["version"]) == (
+        True, "development", 1)  # fmt: skip
+    assert compliance["policy_digest"] == compliance["loaded_policy_digest"] == digest
     assert metrics.status_code == 200
     assert metrics.headers["content-type"].startswith("text/plain")
     assert 'apex_decisions_total{operation="evaluate",outcome="evaluated"} 1.0' in metrics.text
