@@ -167,8 +167,15 @@ def start_runtime(
     monkeypatch.setattr(api.runtime, "load_policies", _load_policies_once)
     started: list[Runtime] = []
 
-    def start(policies: Path = POLICIES) -> Runtime:
-        settings = Settings(home=tmp_path, database_url=store_url, policies=policies)
+    def start(policies: Path = POLICIES, keys: Path | None = None) -> Runtime:
+        """`keys`: the trust root (default: an empty directory of the test's, so the
+        development root stands in, whatever the repository's keys/ holds)."""
+        settings = Settings(
+            home=tmp_path,
+            database_url=store_url,
+            policies=policies,
+            keys=keys if keys is not None else tmp_path / "no-keys",
+        )
         runtime = Runtime.start(settings, clock=clock)
         started.append(runtime)
         return runtime
