@@ -4,7 +4,13 @@ section 12), judged against the trust file in `APEX_KEYS` (default ./keys).
 
 Exit codes: `verify` 0 valid, 1 invalid, 2 unusable input (a malformed
 signature, key, trust or configuration file); `sign` and `pin` 0 done, 2
-unusable input. Nothing here judges orders or touches the service's store.
+unusable input.
+
+`verify` against a data directory whose service database exists judges the
+version against the highest one the service accepted (rollback) and appends
+its verdict to the audit chain (a `verification` record, trigger `cli`);
+`--offline`, or a judgement at another instant (`--at`), reads and writes no
+store. Nothing here judges orders.
 """
 
 from __future__ import annotations
@@ -20,11 +26,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from adapters.sql import SqlStore
 from engine import PolicyError, load_policies
 from engine.clock import parse_utc
+from engine.errors import StoreUnavailable
+from engine.gateway.compliance import recorded
 from engine.policy.loader import COMPLIANCE_FILE, rules_digest
 from engine.signing import KeyFileError, Trust, TrustFileError, key_id, load_private_pem, load_trust
 from engine.signing.pin import PinError, pin_policy_digest
+from engine.signing.standing import Standing, no_signers, standing_of
 from engine.signing.verify import (
     PayloadError,
     SigFileError,
@@ -36,8 +46,9 @@ from engine.signing.verify import (
 )
 
 from ._table import table
-from .cli_service import CliError
+from .cli_service import CLI_ACTOR, CliError
 from .key_source import keys_dir
+from .settings import Settings
 
 __all__ = ["SIG_FILE", "add_compliance_parser"]
 
@@ -96,7 +107,16 @@ def add_compliance_parser(commands: Any, default_dir: str) -> None:
     )
     verify_.add_argument("--json", action="store_true", help="print the report as JSON")
     verify_.add_argument(
-        "--at", metavar="ISO-TIME", help="judge expiry at this time (default: now)"
+        "--at",
+        metavar="ISO-TIME",
+        help="judge expiry at this time (default: now; a judgement at another time is not "
+        "recorded)",
+    )
+    verify_.add_argument(
+        "--offline",
+        action="store_true",
+        help="do not read the service's accepted version nor record the verification in "
+        "its audit chain",
     )
     directory(verify_)
     verify_.set_defaults(handler=_verify)
@@ -205,17 +225,65 @@ def _verify(args: argparse.Namespace) -> int:
     yaml_bytes = _read_bytes(directory / COMPLIANCE_FILE)
     sig_path = directory / SIG_FILE
     sig_text = _read_bytes(sig_path) if sig_path.exists() else None
+    keys = keys_dir()
     trust: Trust | KeyFileError | TrustFileError
     try:
-        trust = load_trust(keys_dir())
+        trust = load_trust(keys)
     except (KeyFileError, TrustFileError) as exc:
         trust = exc
-    report = verify(yaml_bytes, sig_text, trust, now, loaded_policy_digest=rules_digest(directory))
+    loaded_digest = rules_digest(directory)
+    reports: list[VerifyReport] = []
+
+    def verdict(accepted: int | None, at: datetime) -> Standing:
+        report = verify(yaml_bytes, sig_text, trust, at, accepted, loaded_digest)
+        reports.append(report)
+        return standing_of(report, "signed", loaded_digest, None, sig_text, None)
+
+    store = None if args.offline or args.at is not None else _service_store()
+    recorded_in: str | None = None
+    if store is None:
+        verdict(None, now)
+    else:
+        try:
+            standing = recorded(store, now, CLI_ACTOR, "cli", verdict)
+            recorded_in = f"{store.shown_url} (record {standing.record.get('hash')})"
+        finally:
+            store.close()
+    report = reports[-1]
+    development = no_signers(keys)
     if args.json:
-        print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+        body = report.to_json()
+        body["development"] = development
+        body["recorded_in"] = recorded_in
+        print(json.dumps(body, indent=2, ensure_ascii=False))
     else:
         print(_describe(report, directory))
+        if development:
+            print(
+                f"development: {keys / 'trust.yaml'} names no signer; outside live the service "
+                "runs this configuration under the development trust root of its data "
+                "directory (never valid for live)"
+            )
+        if recorded_in is not None:
+            print(f"recorded in the audit chain of {recorded_in}")
     return report.exit_code
+
+
+def _service_store() -> SqlStore | None:
+    """The service's store when its database exists (a SQLite file not yet made
+    means no service has run here: nothing to judge a rollback against)."""
+    settings = Settings.from_env()
+    url = settings.database_url
+    if url.startswith("sqlite"):
+        path = url.partition(":///")[2].partition("?")[0]
+        if not path or not Path(path).exists():
+            return None
+    try:
+        store = SqlStore(url)
+        store.migrate()
+    except StoreUnavailable as exc:
+        raise CliError(f"{exc}; use --offline to verify without the service's store") from None
+    return store
 
 
 def _describe(report: VerifyReport, directory: Path) -> str:

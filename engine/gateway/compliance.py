@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -29,12 +30,12 @@ from ..clock import format_utc
 from ..models import ComplianceFacts
 from ..policy.evaluator import Evaluator
 from ..policy.loader import LoadedPolicies
-from ..ports import Writer
+from ..ports import Store, Writer
 from ..signing.standing import ACCEPTED_VERSION, DevelopmentRoot, Standing, judge
 from ._records import event
 from .outcome import Actor
 
-__all__ = ["ComplianceSource", "InForce", "Verifier", "describe", "unjudged"]
+__all__ = ["ComplianceSource", "InForce", "Verifier", "describe", "recorded", "unjudged"]
 
 log = logging.getLogger("apex.compliance")
 
@@ -132,22 +133,13 @@ class Verifier:
         source = self._source
         if source is None:
             return unjudged(loaded, self._desk.evaluator)
-        now = self._desk.clock()
 
-        def work(w: Writer) -> Standing:
-            accepted = _version(w.setting(ACCEPTED_VERSION))
-            standing = judge(
+        def verdict(accepted: int | None, now: datetime) -> Standing:
+            return judge(
                 loaded, source.policies, source.keys, source.development, now, accepted, kept
             )
-            if record:
-                linked = w.append(_verification(standing, trigger, actor, now), "verification", now)
-                standing = replace(standing, record=linked)
-            version = standing.version if standing.in_force and standing.trust == "signed" else None
-            if version is not None and (accepted is None or version > accepted):
-                w.set_setting(ACCEPTED_VERSION, version, now)
-            return standing
 
-        return self._desk.store.transact(work)  # type: ignore[no-any-return]
+        return recorded(self._desk.store, self._desk.clock(), actor, trigger, verdict, record)
 
     def start(self, actor: Actor, loaded: LoadedPolicies | None) -> Standing:
         """Verify the configuration of the set the gateway was built with."""
@@ -201,6 +193,33 @@ class Verifier:
                                 standing)  # fmt: skip
             self._desk.in_force = replace(current, standing=again)
             return again
+
+
+def recorded(
+    store: Store,
+    now: datetime,
+    actor: Actor,
+    trigger: str,
+    verdict: Callable[[int | None, datetime], Standing],
+    record: bool = True,
+) -> Standing:
+    """`verdict(accepted_version, now)` under the chain head's lock, with its
+    verification record appended and, when a signed configuration is accepted,
+    the accepted version raised, in one transaction: two replicas verifying at once
+    are judged one after the other."""
+
+    def work(w: Writer) -> Standing:
+        accepted = _version(w.setting(ACCEPTED_VERSION))
+        standing = verdict(accepted, now)
+        if record:
+            linked = w.append(_verification(standing, trigger, actor, now), "verification", now)
+            standing = replace(standing, record=linked)
+        version = standing.version if standing.in_force and standing.trust == "signed" else None
+        if version is not None and (accepted is None or version > accepted):
+            w.set_setting(ACCEPTED_VERSION, version, now)
+        return standing
+
+    return store.transact(work)
 
 
 def _version(value: Any) -> int | None:

@@ -56,7 +56,9 @@ __all__ = [
     "DevelopmentRoot",
     "Standing",
     "judge",
+    "no_signers",
     "read_trust",
+    "standing_of",
 ]
 
 SIG_FILE = "compliance.sig.json"
@@ -184,7 +186,7 @@ def read_trust(keys_dir: Path) -> TrustRoot | KeyFileError | TrustFileError:
         return exc
 
 
-def _no_signers(keys_dir: Path) -> bool:
+def no_signers(keys_dir: Path) -> bool:
     """The trust file names no signer at all (missing, or an empty list): the
     deployment has no compliance keys yet, and the development root stands in."""
     try:
@@ -223,21 +225,22 @@ def judge(
     loaded_policy_digest = loaded.policies.policy_digest
     modes = list(loaded.config.modes) if loaded.config.modes is not None else None
     sig_text = kept.sig_text if kept is not None else _sig_text(directory)
-    if development is not None and _no_signers(keys_dir):
+    if development is not None and no_signers(keys_dir):
         sig_file: Mapping[str, Any] | bytes | None = development.sign(config_bytes, now)
         report = verify(config_bytes, sig_file, development.trust(), now, accepted_version)
-        standing = _standing(
+        standing = standing_of(
             report, "development", loaded_policy_digest, modes, sig_file, development
         )
         return replace(standing, sig_text=sig_text)
     report = verify(config_bytes, sig_text, read_trust(keys_dir), now, accepted_version,
                     loaded_policy_digest)  # fmt: skip
     return replace(
-        _standing(report, "signed", loaded_policy_digest, modes, sig_text, None), sig_text=sig_text
+        standing_of(report, "signed", loaded_policy_digest, modes, sig_text, None),
+        sig_text=sig_text,
     )
 
 
-def _standing(
+def standing_of(
     report: VerifyReport,
     level: Trust,
     loaded: str,
