@@ -21,6 +21,7 @@ from ..ports import Controls, Writer
 from ._records import event
 from .desk import MODES, Desk
 from .outcome import Actor, ModeRefused, StateRefused
+from .unlock import LiveUnlock
 
 __all__ = ["ControlPanel"]
 
@@ -29,8 +30,10 @@ _ACCOUNT = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
 
 
 class ControlPanel:
-    def __init__(self, desk: Desk) -> None:
+    def __init__(self, desk: Desk, unlock: LiveUnlock | None = None) -> None:
+        """`unlock`: the live unlock, which alone decides whether live may be entered."""
         self._desk = desk
+        self._unlock = unlock
 
     # --- mode -----------------------------------------------------------------------
 
@@ -42,7 +45,9 @@ class ControlPanel:
         if mode == "research":
             return []
         if mode == "live":
-            return ["live trading needs the compliance unlock procedure (not available yet)"]
+            if self._unlock is None:
+                return ["live trading needs the compliance unlock procedure (not available here)"]
+            return self._unlock.missing()
         broker = self._desk.broker_for(mode)
         if broker is None:
             return [f"no broker configured for {mode} mode"]
@@ -63,6 +68,8 @@ class ControlPanel:
         def work(w: Writer) -> dict[str, Any]:
             controls = w.controls()
             w.set_controls(Controls(mode, controls.states), now)
+            if self._unlock is not None and controls.mode == "live" and mode != "live":
+                self._unlock.leave_live(w, now)  # entering live again is a new enable
             record = event(
                 "mode_changed", now, actor.id, previous=controls.mode, mode=mode, reason=reason
             )

@@ -62,10 +62,14 @@ class Desk:
 
     # --- the live unlock ---------------------------------------------------------------
 
+    # the live unlock's verdict (engine/gateway/unlock.py), set by the gateway
+    live_check: Callable[[Standing], tuple[bool, str]] | None = None
+
     def live_status(self, standing: Standing) -> tuple[bool, str]:
         """Whether the live unlock holds under `standing`, and if not, why."""
-        del standing
-        return False, "the live unlock has not been walked"
+        if self.live_check is None:
+            return False, "the live unlock has not been walked"
+        return self.live_check(standing)
 
     def compliance_facts(self, standing: Standing, mode: str) -> ComplianceFacts:
         """The facts of the compliance checks for one order in `mode`."""

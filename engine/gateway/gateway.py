@@ -31,6 +31,7 @@ from .executions import Applied, Executions
 from .outcome import SYSTEM, Actor, Outcome
 from .recovery import Recovery
 from .submit import Orders
+from .unlock import LiveUnlock
 
 __all__ = ["Gateway"]
 
@@ -59,7 +60,9 @@ class Gateway:
         self._executions = Executions(self._desk)
         self._orders = Orders(self._desk, self._executions)
         self._amend = Amendments(self._desk, self._executions, self._orders)
-        self._controls = ControlPanel(self._desk)
+        self._unlock = LiveUnlock(self._desk, self._verifier)
+        self._desk.live_check = self._unlock.live_status
+        self._controls = ControlPanel(self._desk, self._unlock)
         self._recovery = Recovery(self._desk, self._executions)
 
     # --- policies, brokers, readiness ----------------------------------------------
@@ -90,21 +93,45 @@ class Gateway:
         return self._verifier.source
 
     def verify_on_start(self, actor: Actor = SYSTEM) -> Standing:
-        """Verify the configuration the gateway was built with, and record it."""
-        return self._verifier.start(actor, self._desk.in_force.loaded)
+        """Verify the configuration the gateway was built with, and record it (and
+        void the live unlock if it no longer holds for it)."""
+        standing = self._verifier.start(actor, self._desk.in_force.loaded)
+        self._review_unlock(actor)
+        return standing
 
     def reload(self, loaded: LoadedPolicies, actor: Actor, trigger: str = "reload") -> Standing:
         """Put a new policy set in force if its configuration verifies; its standing
-        either way (`in_force` false: refused, the set in force stays)."""
-        return self._verifier.reload(loaded, Evaluator(loaded, self._desk.clock), actor, trigger)
+        either way (`in_force` false: refused, the set in force stays). A live unlock
+        that no longer holds is voided."""
+        standing = self._verifier.reload(loaded, Evaluator(loaded, self._desk.clock), actor,
+                                         trigger)  # fmt: skip
+        self._review_unlock(actor)
+        return standing
+
+    def _review_unlock(self, actor: Actor) -> None:
+        """Void a live unlock that no longer holds. A failure here changes nothing
+        that was done: live_status blocks orders on its own, the sweep voids later."""
+        try:
+            self._unlock.review(actor)
+        except Exception:
+            log.exception("the live unlock could not be reviewed; the sweep tries again")
 
     def verify(self, loaded: LoadedPolicies, actor: Actor, trigger: str = "cli") -> Standing:
         """Verify a configuration and record it, changing nothing in force."""
         return self._verifier.verify(loaded, trigger, actor)
 
     def recheck_compliance(self) -> Standing | None:
-        """Expiry, or a newer version accepted elsewhere: the sweep's check."""
-        return self._verifier.recheck(SYSTEM)
+        """Expiry, or a newer version accepted elsewhere: the sweep's check; then the
+        live unlock's (a lapse voids it; the live broker's credentials are checked
+        again when the last check is getting old)."""
+        standing = self._verifier.recheck(SYSTEM)
+        self._unlock.review(SYSTEM, refresh=True)
+        return standing
+
+    @property
+    def unlock(self) -> LiveUnlock:
+        """The live unlock: its steps, its status (SPEC section 3)."""
+        return self._unlock
 
     def broker_for(self, mode: str) -> BrokerAdapter | None:
         return self._desk.broker_for(mode)
