@@ -26,6 +26,7 @@ from litestar.routes import HTTPRoute
 
 from ._threads import GatewayThreads
 from .controllers import CONTROLLERS
+from .controllers.unlock import UnlockController
 from .deps import Services, provide
 from .errors import EXCEPTION_HANDLERS
 from .intake import Intake
@@ -56,7 +57,7 @@ def create_app(runtime: Runtime) -> Litestar:
         # so nothing after `serve` returns is sure to run
         on_shutdown.append(runtime.checkpointer.stop)
     app = Litestar(
-        route_handlers=CONTROLLERS,
+        route_handlers=[*CONTROLLERS, UnlockController],
         dependencies={"services": provide(services)},
         state=State({"tokens": runtime.tokens, "intake": intake}),  # intake: guards log refusals
         exception_handlers=EXCEPTION_HANDLERS,

@@ -43,6 +43,9 @@ __all__ = [
     "TradingStateBody",
     "TradingStateChanged",
     "TradingStates",
+    "UnlockBody",
+    "UnlockDone",
+    "UnlockView",
     "VerificationPage",
     "body",
     "errors",
@@ -175,6 +178,13 @@ class TradingStateBody(TypedDict):
     reason: str
 
 
+class UnlockBody(TypedDict, total=False):
+    """Step 5 (`enable`) needs `confirm`: exactly "ENABLE LIVE TRADING"; the other
+    steps take no body (or an empty object)."""
+
+    confirm: str
+
+
 # --- answers ------------------------------------------------------------------------
 
 
@@ -234,6 +244,45 @@ TradingStates = TypedDict(
 class TradingStateChanged(TypedDict):
     trading_state: TradingStates
     event: dict[str, Any]
+
+
+class UnlockStepView(TypedDict):
+    step: int
+    name: Literal["access", "acknowledge", "risk", "credentials", "enable"]
+    status: Literal["done", "pending"]
+    actor: str | None
+    at: str | None
+
+
+class UnlockRequirement(TypedDict):
+    name: Literal["manual_enable", "signed_config", "credentials", "risk_armed"]
+    ok: bool
+    why: str
+
+
+class UnlockView(TypedDict):
+    """`GET /v1/unlock`: whether live holds now (`unlocked`, and `note`: the first
+    reason it does not), the configuration in force, the walk (the configuration it
+    was taken under; `void`: why it was last voided), each step, and each live
+    requirement now."""
+
+    unlocked: bool
+    note: str
+    mode: str
+    configuration: dict[str, Any]
+    walk: dict[str, Any]
+    steps: list[UnlockStepView]
+    next_step: int | None
+    requirements: list[UnlockRequirement]
+    credentials_max_age_s: int
+    confirmation: str
+
+
+class UnlockDone(TypedDict):
+    """A step done: its `unlock_step` record (`event`) and the unlock after it."""
+
+    event: dict[str, Any]
+    unlock: UnlockView
 
 
 class RuleView(TypedDict):
