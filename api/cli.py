@@ -25,6 +25,7 @@ from .cli_cases import add_test_parser
 from .cli_compliance import add_compliance_parser
 from .cli_keys import add_keys_parser
 from .cli_service import CliError, register, service_state
+from .cli_unlock import add_unlock_parser
 from .policy_source import note_if_packaged, policies_dir, policies_problem
 
 __all__ = ["main"]
@@ -159,6 +160,7 @@ def _parser() -> argparse.ArgumentParser:
     register(commands)
     add_compliance_parser(commands, default_dir)
     add_keys_parser(commands)
+    add_unlock_parser(commands)
     demo = commands.add_parser(
         "demo",
         help="scripted tour in simulation mode, in-process",
