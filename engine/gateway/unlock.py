@@ -43,7 +43,7 @@ from ..policy.required import REQUIRED_CHECK_IDS
 from ..ports import Controls, Writer
 from ..signing.standing import Standing
 from ._records import event
-from .compliance import InForce
+from .compliance import NOT_VERIFIED, InForce
 from .outcome import SYSTEM, Actor
 
 __all__ = [
@@ -351,8 +351,9 @@ class LiveUnlock:
         return True, f"{broker.name} credentials validated at {format_utc(walk.credentials_at)}"
 
     def _void_reason(self, walk: Walk, standing: Standing) -> str | None:
-        """Why the stored walk does not count for the configuration in force."""
-        if walk.steps and not walk.under(standing):
+        """Why the stored walk does not count for the configuration in force (None
+        also when that configuration is not verified yet: the requirements say so)."""
+        if walk.steps and standing.config_sha256 is not None and not walk.under(standing):
             return (
                 f"the walk was taken under configuration {walk.config_sha256} version "
                 f"{walk.version}; the configuration in force is {standing.config_sha256} "
@@ -432,11 +433,11 @@ class LiveUnlock:
 
     # --- the steps --------------------------------------------------------------------
 
-    def perform(self, step: int, actor: Actor, confirm: str | None = None) -> dict[str, Any]:
+    def perform(self, step: int | str, actor: Actor, confirm: str | None = None) -> dict[str, Any]:
         """Take step `step` as `actor`: the `unlock_step` record when done; raises
         `UnlockRefused` (after recording the refusal) when its condition fails,
         `UnlockInvalid` for a bad request (nothing recorded)."""
-        step = parse_step(step)
+        step = parse_step(step)  # a number or a name
         if step == 5 and confirm != CONFIRMATION:
             got = "nothing" if confirm is None else repr(str(confirm)[:40])
             raise UnlockInvalid("confirm", f"step 5 needs confirm = {CONFIRMATION!r} (got: {got})")
@@ -576,7 +577,7 @@ class LiveUnlock:
                 "unlock", now,
             )  # fmt: skip
             if why is not None:
-                if cut <= len(STEPS) and current.steps:
+                if any(STEPS.index(n) + 1 >= cut for n in current.steps):
                     void = {"reason": _clip(f"step {step} refused: {why}"),
                             "at": format_utc(now), "actor": actor.id}  # fmt: skip
                     w.set_setting(WALK, current.cut(cut, void).to_json(), now)
@@ -637,10 +638,10 @@ class LiveUnlock:
         sweep): check the live broker's credentials again when the last check is
         `REFRESH_AFTER_S` old. The record written, if any."""
         walk = self.walk()
-        if not walk.steps:
-            return None
         in_force = self._desk.in_force
         standing, now = in_force.standing, self._desk.clock()
+        if not walk.steps or standing.code == NOT_VERIFIED:  # unknown is not a lapse
+            return None
         lapse = self._lapse(walk, in_force, now)
         if lapse is None and refresh and walk.done(4):
             at = walk.credentials_at

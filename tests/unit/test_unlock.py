@@ -178,7 +178,7 @@ def test_step_when_the_actor_is_not_a_compliance_officer_then_refused(
 
 def test_step_by_name_when_given_then_the_same_as_by_number(make_desk: Maker) -> None:
     desk = make_desk()
-    record = desk.gateway.unlock.perform("access", OFFICER)  # type: ignore[arg-type]
+    record = desk.gateway.unlock.perform("access", OFFICER)
     assert (record["step"], record["name"]) == (1, "access")
 
 
