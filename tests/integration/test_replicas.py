@@ -76,6 +76,7 @@ def policy_dir(tmp_path: Path) -> Path:
     for pattern, replacement in (
         (r"(?m)^(\s*calendar:\s*)\S+", r"\g<1>always"),
         (r"(?m)^(\s*max_orders_per_window:\s*)\d+", r"\g<1>1000000"),
+        (r"(?m)^expires: .*$", 'expires: "2099-12-31T00:00:00Z"'),  # the real clock
     ):
         text, count = re.subn(pattern, replacement, text)
         assert count == 1, f"compliance.yaml no longer has {pattern!r}"
@@ -115,6 +116,9 @@ def start_replica(name: str, home: Path, database_url: str, policies: Path) -> R
         "APEX_DATABASE_URL": database_url,
         "APEX_POLICIES": str(policies),
         "PYTHONUNBUFFERED": "1",
+        # each replica has a home, and so a service key, of its own: no checkpoint by
+        # time while the test counts the chain's records (docs/audit.md: share one key)
+        "APEX_CHECKPOINT_SECONDS": "3600",
     }
     stdout, stderr = home / "stdout.log", home / "stderr.log"
     with stdout.open("wb") as out, stderr.open("wb") as err:
