@@ -8,6 +8,7 @@ from typing import Any, cast
 from litestar import Controller
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
+from litestar.params import FromPath
 
 from engine.gateway.unlock import UnlockInvalid, UnlockRefused, parse_step
 
@@ -75,7 +76,7 @@ class UnlockController(Controller):
         operation_class=body(UnlockBody, required=False),
         responses=errors(401, 403, 409, 413, 422, s409=REFUSED),
     )
-    async def unlock(self, step: str, request: Call, services: ServicesDep) -> UnlockDone:
+    async def unlock(self, step: FromPath[str], request: Call, services: ServicesDep) -> UnlockDone:
         actor, intake = request.user, services.intake
         raw = await intake.object(request, OPERATION, actor, optional=True)
         try:
