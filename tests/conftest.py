@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -271,13 +272,29 @@ def make_order(clock: FixedClock) -> OrderBuilder:
 NOW = START  # every engine test judges at this instant unless it says otherwise
 
 
-def copy_policies(target: Path, *, rules: bool = True) -> Path:
-    """Copy compliance.yaml (and, with `rules`, every rule file) of policies/ into `target`."""
+LASTING = "2099-12-31T00:00:00Z"
+
+
+def copy_policies(target: Path, *, rules: bool = True, lasting: bool = False) -> Path:
+    """Copy compliance.yaml (and, with `rules`, every rule file) of policies/ into
+    `target`. `lasting`: the configuration expires in 2099, for a service judging on
+    the real clock (a test must not depend on today being before the shipped
+    `expires`)."""
     target.mkdir(parents=True, exist_ok=True)
     for source in sorted(POLICIES.glob("*.yaml")):
         if rules or source.name == "compliance.yaml":
             (target / source.name).write_bytes(source.read_bytes())
+    if lasting:
+        make_lasting(target)
     return target
+
+
+def make_lasting(policies: Path) -> None:
+    """Move the configuration's `expires` in `policies` to 2099."""
+    config = policies / "compliance.yaml"
+    text, count = re.subn(r"(?m)^expires: .*$", f'expires: "{LASTING}"', config.read_text("utf-8"))
+    assert count == 1, "compliance.yaml has no `expires:` line"
+    config.write_text(text, "utf-8")
 
 
 @pytest.fixture

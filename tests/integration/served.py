@@ -79,7 +79,8 @@ def served(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Ite
         **os.environ,
         "APEX_HOME": str(home),
         "APEX_DATABASE_URL": f"sqlite:///{home / 'apex.db'}",
-        "APEX_POLICIES": str(copy_policies(tmp_path / "policies")),
+        "APEX_POLICIES": str(copy_policies(tmp_path / "policies", lasting=True)),
+        "APEX_KEYS": str(tmp_path / "keys"),  # none: the development root stands in
         **(env or {}),
     }
     port = _free_port()

@@ -389,7 +389,7 @@ def test_omega_when_invoked_then_cleared_then_state_follows(
     assert cleared.out == "Omega directive cleared\n"
     assert (service.gateway.omega()["active"], service.gateway.omega()["reason"]) == (False, "y")
     kinds = [r["kind"] for r in service.store.audit_records()]
-    assert kinds == ["omega_invoked", "omega_cleared"]
+    assert kinds == ["verification", "omega_invoked", "omega_cleared"]  # after the start's
 
 
 # --- trading states -----------------------------------------------------------------------
@@ -434,7 +434,7 @@ def test_state_set_when_no_account_is_named_then_the_whole_gateway_is_halted(
 
     assert (run.code, run.out) == (0, "global is now halted\n")
     assert service.gateway.omega()["active"] is True
-    assert [r["kind"] for r in service.store.audit_records()] == ["omega_invoked"]
+    assert [r["kind"] for r in service.store.audit_records()] == ["verification", "omega_invoked"]
 
 
 @pytest.mark.parametrize(
@@ -457,7 +457,7 @@ def test_state_set_when_the_account_is_not_an_account_id_then_refused_exit_2(
 
     assert run.code == 2
     assert run.err.startswith("refused: ")
-    assert list(service.store.audit_records()) == []
+    assert [r["kind"] for r in service.store.audit_records()] == ["verification"]  # the start's
 
 
 def test_omega_invoke_when_reason_is_missing_then_usage_error(cli: Callable[..., Run]) -> None:
@@ -504,10 +504,11 @@ def test_audit_export_when_written_then_lines_verify_with_only_hashlib_and_json(
 
     lines = target.read_text(encoding="utf-8").splitlines()
     assert run.code == 0
-    assert run.err == f"exported 3 records to {target}\n"
-    assert len(lines) == 3
+    assert run.err == f"exported 4 records to {target}\n"
+    assert len(lines) == 4
     assert verify_offline(lines) is None
-    assert [json.loads(line)["order_id"] for line in lines] == [
+    assert [json.loads(line).get("order_id") for line in lines] == [
+        None,  # the service's start: the verification of its compliance configuration
         "ORD-2026-000001",
         "ORD-2026-000002",
         "ORD-2026-000003",
@@ -519,7 +520,7 @@ def test_audit_verify_when_intact_then_ok_and_exit_0(cli: Callable[..., Run]) ->
     run = cli("audit", "verify")
 
     assert run.code == 0
-    assert run.out.startswith("audit chain OK: 3 records, head sha256:")
+    assert run.out.startswith("audit chain OK: 4 records, head sha256:")
 
 
 @pytest.mark.usefixtures("three_records")
@@ -527,18 +528,18 @@ def test_audit_verify_when_intact_then_ok_and_exit_0(cli: Callable[..., Run]) ->
 def test_audit_verify_when_record_k_is_tampered_in_the_database_then_broken_at_k(
     cli: Callable[..., Run], database: Path, tmp_path: Path, k: int
 ) -> None:
-    tamper(database, k, quantity=999_999)
+    tamper(database, k + 1, quantity=999_999)  # record 1 is the start's verification
 
     human = cli("audit", "verify")
     machine = cli("audit", "verify", "--json")
     cli("audit", "export", "-o", str(tmp_path / "audit.jsonl"))
 
     assert human.code == 1
-    assert f"BROKEN at record {k} (order ORD-2026-{k:06d}): hash mismatch" in human.out
+    assert f"BROKEN at record {k + 1} (order ORD-2026-{k:06d}): hash mismatch" in human.out
     assert machine.code == 1
-    assert json.loads(machine.out)["first_break"]["position"] == k
+    assert json.loads(machine.out)["first_break"]["position"] == k + 1
     exported = (tmp_path / "audit.jsonl").read_text(encoding="utf-8").splitlines()
-    assert verify_offline(exported) == k
+    assert verify_offline(exported) == k + 1
 
 
 @pytest.mark.usefixtures("three_records")
@@ -546,7 +547,7 @@ def test_audit_verify_when_the_tail_is_deleted_then_truncated_with_want_and_got_
     cli: Callable[..., Run], database: Path
 ) -> None:
     with sqlite3.connect(database) as conn:
-        conn.execute("DELETE FROM audit_log WHERE seq = 3")
+        conn.execute("DELETE FROM audit_log WHERE seq = 4")
 
     human = cli("audit", "verify")
     machine = cli("audit", "verify", "--json")
@@ -554,9 +555,9 @@ def test_audit_verify_when_the_tail_is_deleted_then_truncated_with_want_and_got_
     assert human.code == 1
     assert human.out.splitlines()[:2] == [
         "audit chain DIFFERS from the store: 2 findings",
-        "  chain_head: chain_truncated (want: {'records': 3, 'hash': "
+        "  chain_head: chain_truncated (want: {'records': 4, 'hash': "
         + repr(json.loads(machine.out)["stored_head"]["hash"])
-        + "}, got: {'records': 2, 'hash': "
+        + "}, got: {'records': 3, 'hash': "
         + repr(json.loads(machine.out)["head"])
         + "})",
     ]
@@ -581,7 +582,7 @@ def test_audit_verify_export_when_intact_then_ok_says_no_head_and_exit_0(
 
     assert human.code == 0
     assert human.out.splitlines() == [
-        f"audit chain OK: 3 records, head {json.loads(machine.out)['head']}",
+        f"audit chain OK: 4 records, head {json.loads(machine.out)['head']}",
         "links and hashes only: an export has no stored head, so a deleted tail cannot show",
     ]
     assert machine.code == 0
@@ -600,14 +601,14 @@ def test_audit_verify_export_when_a_line_is_tampered_then_that_line_is_named_exi
     target = tmp_path / "audit.jsonl"
     cli("audit", "export", "-o", str(target))
     lines = target.read_text(encoding="utf-8").splitlines()
-    lines[1] = json.dumps({**json.loads(lines[1]), "quantity": 123456})
+    lines[2] = json.dumps({**json.loads(lines[2]), "quantity": 123456})
     target.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     run = cli("audit", "verify", "--export", str(target))
 
     assert run.code == 1
     assert run.out.startswith(
-        "audit chain BROKEN at record 2 (order ORD-2026-000002): hash mismatch"
+        "audit chain BROKEN at record 3 (order ORD-2026-000002): hash mismatch"
     )
 
 

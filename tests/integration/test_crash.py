@@ -38,7 +38,7 @@ class Service:
     calendar is `always` (the test runs at any hour) and whose throttle is lifted."""
 
     def __init__(self, tmp_path: Path, store_url: str) -> None:
-        policies = copy_policies(tmp_path / "policies")
+        policies = copy_policies(tmp_path / "policies", lasting=True)
         config = policies / "compliance.yaml"
         text = config.read_text().replace("calendar: us_equities", "calendar: always")
         # a storm is far beyond the default throttle (20 orders a second)
