@@ -162,7 +162,12 @@ def _conditions(lim: Limits) -> dict[str, str]:
         ),
         # the gateway's controls (policies/controls.yaml); their facts are always present
         "mode_check": 'context.operation != "evaluate" && context.mode == "research"',
-        "live_mode_check": 'context.mode == "live"',
+        "compliance_signature_check": "!context.compliance_verified",
+        "policy_digest_check": "!context.policy_digest_ok",
+        "compliance_expiry_check": "context.compliance_expired",
+        "compliance_mode_check": "!context.mode_allowed",
+        "live_trust_check": 'context.mode == "live" && context.compliance_trust != "signed"',
+        "live_mode_check": 'context.mode == "live" && !context.live_unlocked',
         "trading_halted_check": 'context.trading_state == "halted"',
         "trading_reducing_check": (
             'context.trading_state == "reducing" && context.position_increases'

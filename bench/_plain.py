@@ -245,8 +245,28 @@ def mode_check(f: Fact, lim: Limits) -> CheckResult:
     return FAIL if f["operation"] in ("submit", "replace") and f["mode"] == "research" else PASS
 
 
+def compliance_signature_check(f: Fact, lim: Limits) -> CheckResult:
+    return FAIL if f["compliance_verified"] is False else PASS
+
+
+def policy_digest_check(f: Fact, lim: Limits) -> CheckResult:
+    return FAIL if f["policy_digest_ok"] is False else PASS
+
+
+def compliance_expiry_check(f: Fact, lim: Limits) -> CheckResult:
+    return FAIL if f["compliance_expired"] is True else PASS
+
+
+def compliance_mode_check(f: Fact, lim: Limits) -> CheckResult:
+    return FAIL if f["mode_allowed"] is False else PASS
+
+
+def live_trust_check(f: Fact, lim: Limits) -> CheckResult:
+    return FAIL if f["mode"] == "live" and f["compliance_trust"] != "signed" else PASS
+
+
 def live_mode_check(f: Fact, lim: Limits) -> CheckResult:
-    return FAIL if f["mode"] == "live" else PASS
+    return FAIL if f["mode"] == "live" and f["live_unlocked"] is False else PASS
 
 
 def trading_halted_check(f: Fact, lim: Limits) -> CheckResult:
@@ -314,6 +334,11 @@ RULES: dict[str, Check] = {
         protocol_hash_check,
         required_protocols_check,
         mode_check,
+        compliance_signature_check,
+        policy_digest_check,
+        compliance_expiry_check,
+        compliance_mode_check,
+        live_trust_check,
         live_mode_check,
         trading_halted_check,
         trading_reducing_check,
