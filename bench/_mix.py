@@ -15,6 +15,7 @@ from typing import Any
 from engine import EngineState, RecentOrder
 from engine.canonical import sha256_digest
 from engine.clock import format_utc
+from engine.models import ComplianceFacts
 
 __all__ = ["APPROVED_WEIGHT", "NOW", "Case", "cases", "mix"]
 
@@ -136,6 +137,17 @@ def _states() -> dict[str, EngineState]:
         "normal": normal,
         "busy": normal.model_copy(update={"recent_orders": [*normal.recent_orders, *flood]}),
         "omega": normal.model_copy(update={"omega_active": True, "omega_reason": "bench"}),
+        # the configuration in force does not verify (an edited, unsigned one)
+        "unverified": normal.model_copy(
+            update={
+                "compliance": ComplianceFacts(
+                    verified=False,
+                    verified_note="threshold_not_met: 2 of 3 needed, 1 valid",
+                    digest_ok=False,
+                    digest_note="policy digest mismatch (want: none pinned, got: sha256:...)",
+                )
+            }
+        ),
     }
 
 
@@ -220,6 +232,7 @@ def _blocked(states: dict[str, EngineState]) -> list[Case]:
     }
     out = [Case(label, order, normal, False) for label, order in cases.items()]
     out.append(Case("omega directive", _order(*aapl), states["omega"], False))
+    out.append(Case("configuration not verified", _order(*aapl), states["unverified"], False))
     rate = _order("JPM", "buy", 100, "limit", 245.30, account="paper-1")
     out.append(Case("order rate exceeded", rate, states["busy"], False))
     return out
