@@ -17,6 +17,7 @@ from litestar.testing import TestClient
 
 from api.app import create_app
 from api.runtime import Runtime
+from api.settings import Settings
 from tests.conftest import FixedClock, OrderBuilder, StartRuntime, role_tokens
 from tests.signing_support import Officers, officers
 
@@ -305,3 +306,165 @@ def test_development_when_no_signer_is_configured_then_in_force_as_development_n
     assert oct(root.st_mode & 0o777) == "0o600"
     facts = runtime.gateway._desk.compliance_facts(standing, "live")
     assert (facts.trust, facts.live_unlocked) == ("development", False)
+
+
+# --- attacks: none ever yields an approval ------------------------------------------------
+
+
+@contextmanager
+def _on_sqlite(team: Officers, tmp_path: Path, clock: FixedClock) -> Iterator[Service]:
+    settings = Settings(
+        home=tmp_path / "home",
+        database_url=f"sqlite:///{tmp_path / 'apex.db'}",
+        policies=team.policies,
+        keys=team.keys,
+    )
+    runtime = Runtime.start(settings, clock=clock)
+    try:
+        with TestClient(create_app(runtime)) as client:
+            tokens = role_tokens(runtime)
+            auth = {r: {"Authorization": f"Bearer {t}"} for r, t in tokens.items()}
+            yield Service(runtime, client, auth)
+    finally:
+        runtime.close()
+
+
+def _flip_yaml(team: Officers) -> None:
+    data = bytearray(team.config.read_bytes())
+    data[data.index(b"max_spread_bps: 25") + len("max_spread_bps: 2")] = ord("9")
+    team.config.write_bytes(bytes(data))
+
+
+def _flip_sig(team: Officers) -> None:
+    import base64
+    import json
+
+    sig = json.loads(team.sig_file.read_bytes())
+    raw = bytearray(base64.b64decode(sig["signatures"][0]["sig"]))
+    raw[10] ^= 0x01
+    sig["signatures"][0]["sig"] = base64.b64encode(bytes(raw)).decode()
+    team.sig_file.write_text(json.dumps(sig), "utf-8")
+
+
+def _edit_sig(change: Any) -> Any:
+    def attack(team: Officers) -> None:
+        import json
+
+        sig = json.loads(team.sig_file.read_bytes())
+        change(sig)
+        team.sig_file.write_text(json.dumps(sig), "utf-8")
+
+    return attack
+
+
+def _untrusted(team: Officers) -> None:
+    team.trust(1, "carol")  # only carol is trusted; alice and bob signed
+
+
+def _revoked(team: Officers) -> None:
+    team.trust(2, revoked=("bob",))
+
+
+def _same_twice(team: Officers) -> None:
+    import json
+
+    sig = json.loads(team.sig_file.read_bytes())
+    sig["signatures"] = [sig["signatures"][0]] * 2
+    team.sig_file.write_text(json.dumps(sig), "utf-8")
+
+
+def _expired(team: Officers) -> None:
+    team.set_version(1, expires="2026-11-01T00:00:00Z")
+    team.pin()
+    team.sign("alice", "bob", fresh=True)
+
+
+def _foreign_pin(team: Officers) -> None:
+    text = team.config.read_text("utf-8")
+    pinned = text.split("policy_digest:")[1].split()[0]
+    team.config.write_text(text.replace(pinned, '"sha256:' + "ab" * 32 + '"'), "utf-8")
+    team.sign("alice", "bob", fresh=True)
+
+
+def _rule_edited(team: Officers) -> None:
+    rules = team.policies / "market_risk.yaml"
+    rules.write_text(rules.read_text("utf-8") + "\n", "utf-8")
+
+
+def _bad_pem(team: Officers) -> None:
+    (team.keys / "bob.pem").write_text("-----BEGIN PUBLIC KEY-----\nnot a key\n", "utf-8")
+
+
+def _rsa_pem(team: Officers) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    pem = key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    (team.keys / "bob.pem").write_bytes(pem)
+
+
+def _threshold_high(team: Officers) -> None:
+    text = (team.keys / "trust.yaml").read_text("utf-8")
+    (team.keys / "trust.yaml").write_text(text.replace("threshold: 2", "threshold: 4"), "utf-8")
+
+
+def _threshold_zero(team: Officers) -> None:
+    text = (team.keys / "trust.yaml").read_text("utf-8")
+    (team.keys / "trust.yaml").write_text(text.replace("threshold: 2", "threshold: 0"), "utf-8")
+
+
+ATTACKS: list[tuple[str, Any, str, str]] = [
+    ("flipped-byte-in-yaml", _flip_yaml, "COMPLIANCE_NOT_VERIFIED", "payload_mismatch"),
+    ("flipped-byte-in-signature", _flip_sig, "COMPLIANCE_NOT_VERIFIED", "threshold_not_met"),
+    ("sig-missing-field", _edit_sig(lambda s: s["signatures"][0].pop("sig")),
+     "COMPLIANCE_NOT_VERIFIED", "sig_file_malformed"),
+    ("sig-wrong-type", _edit_sig(lambda s: s["payload"].update(version="1")),
+     "COMPLIANCE_NOT_VERIFIED", "sig_file_malformed"),
+    ("sig-not-base64", _edit_sig(lambda s: s["signatures"][0].update(sig="%%%")),
+     "COMPLIANCE_NOT_VERIFIED", "sig_file_malformed"),
+    ("sig-unknown-keyid", _edit_sig(lambda s: s["signatures"][0].update(keyid="cd" * 32)),
+     "COMPLIANCE_NOT_VERIFIED", "threshold_not_met"),
+    ("untrusted-signers", _untrusted, "COMPLIANCE_NOT_VERIFIED", "threshold_not_met"),
+    ("revoked-signer", _revoked, "COMPLIANCE_NOT_VERIFIED", "threshold_not_met"),
+    ("same-signature-twice", _same_twice, "COMPLIANCE_NOT_VERIFIED", "threshold_not_met"),
+    ("expired", _expired, "COMPLIANCE_EXPIRED", "expired"),
+    ("pin-not-the-loaded-rules", _foreign_pin, "POLICY_DIGEST_MISMATCH", "policy_digest_mismatch"),
+    ("rule-file-edited-after-signing", _rule_edited, "POLICY_DIGEST_MISMATCH",
+     "policy_digest_mismatch"),
+    ("malformed-pem", _bad_pem, "COMPLIANCE_NOT_VERIFIED", "key_file_malformed"),
+    ("wrong-type-pem", _rsa_pem, "COMPLIANCE_NOT_VERIFIED", "key_file_malformed"),
+    ("threshold-above-signers", _threshold_high, "COMPLIANCE_NOT_VERIFIED", "key_file_malformed"),
+    ("threshold-below-one", _threshold_zero, "COMPLIANCE_NOT_VERIFIED", "key_file_malformed"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("attack", "check_code", "finding"), [a[1:] for a in ATTACKS], ids=[a[0] for a in ATTACKS]
+)
+def test_attack_when_the_service_starts_on_it_then_every_order_blocked_with_its_reason(
+    tmp_path: Path,
+    make_order: OrderBuilder,
+    clock: FixedClock,
+    attack: Any,
+    check_code: str,
+    finding: str,
+) -> None:
+    # the files are judged the same on any store: each attack runs on SQLite
+    team = officers(tmp_path)
+    attack(team)
+    with _on_sqlite(team, tmp_path, clock) as svc:
+        svc.post("/v1/mode", "compliance", json={"mode": "simulation", "reason": "attack"})
+        evaluated = svc.evaluate(make_order())
+        submitted = svc.post("/v1/orders", json=make_order())
+        view = svc.get("/v1/compliance", "auditor").json()
+        (start,) = svc.verifications()
+
+    blocked_by_compliance(evaluated, check_code)
+    assert submitted.status_code == 403
+    assert submitted.json()["order_status"] == "blocked"
+    assert view["in_force"] is False
+    assert finding in [f["code"] for f in start["findings"]] or start["code"] == finding
+    assert start["outcome"] == "invalid"
