@@ -84,10 +84,17 @@ def run_demo(as_json: bool = False, policies: Path | None = None) -> int:
     logging.disable(logging.CRITICAL)
     clock = _DemoClock()
     with tempfile.TemporaryDirectory(prefix="apex-demo-") as home:
+        # a scratch data directory and no trust file: the development root of the
+        # scratch directory signs the configuration, whatever ./keys holds
         settings = Settings.from_env(
-            {"APEX_HOME": home, "APEX_POLICIES": str(policies or Path("policies"))}
+            {
+                "APEX_HOME": home,
+                "APEX_POLICIES": str(policies or Path("policies")),
+                "APEX_KEYS": str(Path(home) / "keys"),
+            }
         )
         runtime = Runtime.start(settings, clock=clock)
+        compliance = runtime.gateway.standing.view()
         token = runtime.tokens.create("admin", "demo", clock())
         rows: list[dict[str, Any]] = []
         try:
@@ -99,8 +106,12 @@ def run_demo(as_json: bool = False, policies: Path | None = None) -> int:
             runtime.close()
             logging.disable(logging.NOTSET)
     if as_json:
-        print(json.dumps({"steps": rows, "audit": verify}, indent=2))
+        print(json.dumps({"compliance": compliance, "steps": rows, "audit": verify}, indent=2))
     else:
+        print(
+            f"compliance configuration: version {compliance['version']}, trust "
+            f"{compliance['trust']} (the scratch directory's development root; never live)\n"
+        )
         _print(rows)
         state = "OK" if verify["ok"] else f"BROKEN at {verify['first_break']}"
         print(f"\naudit chain {state}: {verify['records']} records, head {verify['head']}")
