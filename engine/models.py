@@ -258,7 +258,7 @@ class ComplianceFacts(BaseModel):
     digest_ok: bool = True
     digest_note: Annotated[str, Field(max_length=COMMENT_LENGTH)] = ""
     # `expires` of the configuration in force (None: judged elsewhere, never expires here)
-    expires: AwareDatetime | None = None
+    expires: Timestamp | None = None
     # who vouches for it: threshold signatures, the development root, or nobody
     trust: Trust = "signed"
     # the modes it allows (None: every mode)
