@@ -13,15 +13,17 @@ from __future__ import annotations
 import json
 import math
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import cast
 
-from engine.broker import BrokerOrder, Fill
+from engine.broker import BrokerAdapter, BrokerOrder, Fill
 from engine.clock import format_utc, parse_utc
 from engine.errors import InvalidArgument
 from engine.models import OrderType, Quote, Side, TimeInForce
 
 __all__ = [
+    "AdapterFactory",
+    "BrokerConfigError",
     "JsonDict",
     "MemoryJournal",
     "choice",
@@ -42,6 +44,26 @@ __all__ = [
 ]
 
 JsonDict = dict[str, object]
+
+
+class BrokerConfigError(InvalidArgument):
+    """A broker's section of brokers.yaml cannot be used: `field` names the key
+    (`paper.base_url`, `live.key_id_env`), `message` says why. Never holds a
+    credential's value."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+# Every real adapter module (`adapters/alpaca.py`, `adapters/ib.py`, ...) exposes
+#     from_config(section, env, *, role, clock) -> BrokerAdapter
+# `section`: its mapping in brokers.yaml (`adapter:` included); `env`: the
+# environment to read the credentials it names from; `role`: "paper" or
+# "live"; raises BrokerConfigError naming the field. It does not connect:
+# `check_credentials()` is the first call that reaches the broker.
+AdapterFactory = Callable[..., BrokerAdapter]
 
 _SIDES = frozenset({"buy", "sell"})
 _ORDER_TYPES = frozenset({"market", "limit", "stop"})
