@@ -55,6 +55,14 @@ class Capabilities:
     history: bool
     positions: bool
     market_data: bool
+    # the gate emulates reduce-only for a broker without it natively: the policies'
+    # reduce_only_check proves the order only reduces the position, and it is sent
+    # as a plain order (SPEC section 11)
+    reduce_only_emulated: bool = False
+    # which modes the adapter may serve, and whether it can validate credentials
+    paper: bool = False
+    live: bool = False
+    credentials: bool = False
 
     def refusal(self, order_type: str, time_in_force: str, reduce_only: bool) -> str | None:
         """Why this broker cannot take the order, or None."""
