@@ -82,6 +82,8 @@ SIMULATED_CAPABILITIES = Capabilities(
     history=True,
     positions=True,
     market_data=True,
+    # its quotes are fed by an admin or come with the orders: no reference
+    reference_quotes=False,
 )
 
 S = OrderStatus

@@ -162,6 +162,12 @@ def _conditions(lim: Limits) -> dict[str, str]:
         ),
         # the gateway's controls (policies/controls.yaml); their facts are always present
         "mode_check": 'context.operation != "evaluate" && context.mode == "research"',
+        "broker_quote_check": "context.broker_quote_required && ("
+        + _guarded(
+            "broker_quote_deviation_bps",
+            _gt("broker_quote_deviation_bps", lim.max_quote_deviation_bps),
+        )
+        + ")",
         "compliance_signature_check": "!context.compliance_verified",
         "policy_digest_check": "!context.policy_digest_ok",
         "compliance_expiry_check": "context.compliance_expired",

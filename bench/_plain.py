@@ -43,12 +43,19 @@ class Limits:
     max_orders_per_window: float
     restricted_symbols: frozenset[str]
     allowed_accounts: frozenset[str]
+    max_quote_deviation_bps: float
 
     @classmethod
     def from_config(cls, config: ComplianceConfig) -> Limits:
         values: dict[str, Any] = {}
         for spec in fields(cls):
-            group = "compliance" if spec.name in _COMPLIANCE else "risk"
+            group = (
+                "compliance"
+                if spec.name in _COMPLIANCE
+                else "market_data"
+                if spec.name in _MARKET_DATA
+                else "risk"
+            )
             value = config.param(f"{group}.{spec.name}")
             if value is None:
                 raise KeyError(f"{group}.{spec.name} is not in the compliance configuration")
@@ -58,6 +65,7 @@ class Limits:
         return cls(**values)
 
 
+_MARKET_DATA = frozenset({"max_quote_deviation_bps"})
 _COMPLIANCE = {"restricted_symbols", "allowed_accounts"}
 _SETS = {"allowed_regimes", "restricted_symbols", "allowed_accounts"}
 
@@ -245,6 +253,14 @@ def mode_check(f: Fact, lim: Limits) -> CheckResult:
     return FAIL if f["operation"] in ("submit", "replace") and f["mode"] == "research" else PASS
 
 
+def broker_quote_check(f: Fact, lim: Limits) -> CheckResult:
+    if f["broker_quote_required"] is not True:
+        return PASS
+    if (v := f.get("broker_quote_deviation_bps")) is None:
+        return ERROR
+    return FAIL if v > lim.max_quote_deviation_bps else PASS
+
+
 def compliance_signature_check(f: Fact, lim: Limits) -> CheckResult:
     return FAIL if f["compliance_verified"] is False else PASS
 
@@ -333,6 +349,7 @@ RULES: dict[str, Check] = {
         reduce_only_check,
         protocol_hash_check,
         required_protocols_check,
+        broker_quote_check,
         mode_check,
         compliance_signature_check,
         policy_digest_check,

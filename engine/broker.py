@@ -63,6 +63,14 @@ class Capabilities:
     paper: bool = False
     live: bool = False
     credentials: bool = False
+    # the broker's own quote is a reference the client's quote is checked against
+    # (SPEC section 4, data_integrity_mismatch); None: as `market_data`. A broker
+    # whose quotes come from the clients themselves (the simulator) says False
+    reference_quotes: bool | None = None
+
+    @property
+    def quotes_are_reference(self) -> bool:
+        return self.market_data if self.reference_quotes is None else self.reference_quotes
 
     def refusal(self, order_type: str, time_in_force: str, reduce_only: bool) -> str | None:
         """Why this broker cannot take the order, or None."""

@@ -237,6 +237,8 @@ class BrokerFacts(BaseModel):
     replace: bool = True
     # connected, credentials valid, and every order of unknown outcome resolved
     ready: bool = True
+    # its own quote is the reference the client's quote is checked against
+    reference_quotes: bool = False
 
 
 Trust = Literal["signed", "development", "none"]
@@ -294,6 +296,9 @@ class EngineState(BaseModel):
     actor_accounts: list[Identifier] | None = None
     # the compliance configuration in force and the live unlock
     compliance: ComplianceFacts = Field(default_factory=ComplianceFacts)
+    # the routed broker's own latest quote for the symbol (None: it has none, or
+    # could not be asked), when the broker's quotes are a reference
+    broker_quote: Quote | None = None
 
     def position(self, account: str, symbol: str) -> float:
         """Signed position; keys are `SYMBOL` or `ACCOUNT:SYMBOL`."""

@@ -97,13 +97,15 @@ class Amendments:
         if stored.status not in OPEN or broker is None or not stored.broker_order_id:
             return Outcome("not_open", stored.linked or stored.record.as_dict())
 
+        quote = self._desk.reference_quote(order.symbol)  # never under the chain lock
+
         def work(w: Writer) -> tuple[dict[str, Any], StoredOrder | None]:
             current = w.order(order_id)
             if current is None or current.status not in OPEN:
                 latest = current or stored
                 return latest.linked or latest.record.as_dict(), None
             decision, _ = self._orders._judge(
-                w, order, actor, "replace", now, exclude=order.client_order_id
+                w, order, actor, "replace", now, exclude=order.client_order_id, quote=quote
             )
             approved = decision.approved
             record = order_record(

@@ -10,7 +10,8 @@ from typing import Any
 
 from ..broker import BrokerAdapter
 from ..clock import Clock
-from ..models import BrokerFacts, ComplianceFacts, EngineState, Operation, OrderRequest
+from ..errors import fault
+from ..models import BrokerFacts, ComplianceFacts, EngineState, Operation, OrderRequest, Quote
 from ..policy.evaluator import Evaluator
 from ..policy.loader import LoadedPolicies
 from ..ports import Snapshot, Store
@@ -55,6 +56,8 @@ class Desk:
             for b in self.brokers.values()
         }
         self._facts: dict[tuple[str, bool], BrokerFacts] = {}
+        # whether any broker's quotes are a reference (else no quote is ever asked)
+        self._references = any(b.capabilities.quotes_are_reference for b in self.brokers.values())
 
     @property
     def evaluator(self) -> Evaluator:
@@ -116,6 +119,7 @@ class Desk:
                 cancel=caps.cancel,
                 replace=caps.replace,
                 ready=ready,
+                reference_quotes=caps.quotes_are_reference,
             )
         return facts
 
@@ -132,9 +136,12 @@ class Desk:
         actor: Actor,
         operation: Operation,
         standing: Standing | None = None,
+        broker_quote: tuple[str, Quote | None] | None = None,
     ) -> EngineState:
         """What `order` is judged against; `standing`: the verdict on the configuration
-        of the set that judges it (read with its evaluator, from one `in_force`)."""
+        of the set that judges it (read with its evaluator, from one `in_force`).
+        `broker_quote`: (broker name, its quote) asked before the transaction; a
+        quote of another broker than the mode's (the mode changed since) is none."""
         controls = snap.controls
         state = max(
             controls.state_of("global"), controls.state_of(order.account), key=_SEVERITY.__getitem__
@@ -147,6 +154,10 @@ class Desk:
             accounts = None
         elif actor.role == "trader":
             accounts = actor.accounts
+        broker = self.broker_for(mode)
+        quote = None
+        if broker_quote is not None and broker is not None and broker_quote[0] == broker.name:
+            quote = broker_quote[1]
         return EngineState.model_construct(
             positions={f"{order.account}:{order.symbol}": snap.position},
             recent_orders=[],
@@ -156,10 +167,31 @@ class Desk:
             operation=operation,
             mode=mode,
             trading_state=state,
-            broker=self.broker_facts(self.broker_for(mode)),
+            broker=self.broker_facts(broker),
             actor_accounts=sorted(accounts) if accounts is not None else None,
             compliance=self.compliance_facts(standing or self.in_force.standing, mode),
+            broker_quote=quote,
         )
+
+    def reference_quote(self, symbol: str) -> tuple[str, Quote | None] | None:
+        """The quote of the broker of the current mode, when its quotes are a
+        reference: asked before the judging transaction, never under the chain
+        lock (the transaction uses it only if the mode's broker is still the one
+        asked). A broker that cannot answer gives no quote: the check errors,
+        which blocks. Nothing is read when no broker's quotes are a reference."""
+        if not self._references:
+            return None
+        try:
+            broker = self.broker_for(self.store.controls().mode)
+        except Exception:
+            return None  # the store is down: the transaction will say so
+        if broker is None or not broker.capabilities.quotes_are_reference:
+            return None
+        try:
+            return broker.name, broker.quote(symbol)
+        except Exception as exc:
+            log.warning("broker %s: no quote for %s (%s)", broker.name, symbol, fault(exc))
+            return broker.name, None
 
     def tell(self, what: str, record: Mapping[str, Any]) -> None:
         if self._listener is None:

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from ..broker import BrokerAck, BrokerAdapter
 from ..errors import EngineFault, fault
 from ..lifecycle import OrderStatus
-from ..models import Operation, OrderRequest
+from ..models import Operation, OrderRequest, Quote
 from ..policy.decision import Decision, FieldError
 from ..policy.evaluator import Evaluator, field_errors
 from ..ports import Writer
@@ -76,9 +76,10 @@ class Orders:
         order = _parse(evaluator, raw, now)
         if isinstance(order, Decision):
             return self._log_rejected(order, "evaluate", actor, now)
+        quote = self._desk.reference_quote(order.symbol)  # never under the chain lock
 
         def work(w: Writer) -> dict[str, Any]:
-            decision, mode = self._judge(w, order, actor, "evaluate", now)
+            decision, mode = self._judge(w, order, actor, "evaluate", now, quote=quote)
             record = order_record(
                 decision,
                 operation="evaluate",
@@ -153,9 +154,10 @@ class Orders:
         if isinstance(order, Decision):
             return self._log_rejected(order, "submit", actor, now)
         request_digest = digest(raw)
+        quote = self._desk.reference_quote(order.symbol)  # never under the chain lock
 
         def work(w: Writer) -> dict[str, Any] | _Retry:
-            decision, mode, claim = self._judge_claim(w, order, actor, now)
+            decision, mode, claim = self._judge_claim(w, order, actor, now, quote=quote)
             if claim is not None:
                 return self._log_retry(w, claim, raw, request_digest, actor, mode, now)
             broker = self._desk.broker_for(mode)
@@ -205,8 +207,9 @@ class Orders:
         operation: Operation,
         now: datetime,
         exclude: str | None = None,
+        quote: tuple[str, Quote | None] | None = None,
     ) -> tuple[Decision, str]:
-        decision, mode, _ = self._judge_claim(w, order, actor, now, operation, exclude)
+        decision, mode, _ = self._judge_claim(w, order, actor, now, operation, exclude, quote)
         return decision, mode
 
     def _judge_claim(
@@ -217,6 +220,7 @@ class Orders:
         now: datetime,
         operation: Operation = "submit",
         exclude: str | None = None,
+        quote: tuple[str, Quote | None] | None = None,
     ) -> tuple[Decision, str, _Claimed | None]:
         """Judge under the chain lock: the state read here, and the policies in force
         now (a reload swaps them between two transactions), are those of record."""
@@ -231,7 +235,7 @@ class Orders:
             return blocked, "unknown", None
         if operation == "submit" and snap.claim is not None:
             return evaluator.rejected({}, now, ()), snap.controls.mode, _Claimed(*snap.claim)
-        state = self._desk.engine_state(order, snap, actor, operation, in_force.standing)
+        state = self._desk.engine_state(order, snap, actor, operation, in_force.standing, quote)
         return evaluator.evaluate(order, state, now), snap.controls.mode, None
 
     # --- routing -----------------------------------------------------------------

@@ -67,6 +67,7 @@ class ComplianceConfig(BaseModel):
     modes: Annotated[list[Mode], Field(min_length=1)] | None = None
     risk: ParamGroup = Field(default_factory=dict)
     compliance: ParamGroup = Field(default_factory=dict)
+    market_data: ParamGroup = Field(default_factory=dict)
     flow: FlowSettings = Field(default_factory=FlowSettings)
     protocols: ProtocolSettings = Field(default_factory=ProtocolSettings)
     session: SessionSettings = Field(default_factory=SessionSettings)
@@ -74,7 +75,11 @@ class ComplianceConfig(BaseModel):
     def param(self, dotted: str) -> ParamValue | None:
         """Value of `group.name` (only the free-form groups hold parameters)."""
         group, _, name = dotted.partition(".")
-        values = {"risk": self.risk, "compliance": self.compliance}.get(group)
+        values = {
+            "risk": self.risk,
+            "compliance": self.compliance,
+            "market_data": self.market_data,
+        }.get(group)
         if values is None or not name:
             return None
         return values.get(name)

@@ -157,6 +157,17 @@ FIELDS: dict[str, FieldSpec] = {
     "live_unlocked": _a(
         "bool", "the live unlock was walked and every live requirement still holds"
     ),
+    # the routed broker's own quote (SPEC section 4: data_integrity_mismatch)
+    "broker_quote_required": _a(
+        "bool",
+        "the routed broker's quotes are a reference the client's quote must agree with",
+    ),
+    "broker_quote_deviation_bps": _f(
+        "number",
+        "|client reference price - broker reference price| / broker reference, in basis "
+        "points (each reference: the mid, or last without bid and ask); missing when the "
+        "broker has no quote for the symbol or the client sent none",
+    ),
 }
 
 # A gateway fact whose failing value is explained by a note: the reason shows it
@@ -168,6 +179,7 @@ NOTES: dict[str, str] = {
     "compliance_expired": "compliance_expired_note",
     "mode_allowed": "mode_allowed_note",
     "live_unlocked": "live_unlocked_note",
+    "broker_quote_deviation_bps": "broker_quote_note",
 }
 
 
@@ -221,6 +233,7 @@ def build_fact(
     _put(fact, "limit_price", order.limit_price)
     _put(fact, "stop_price", order.stop_price)
     _add_quote(fact, order, now)
+    _add_broker_quote(fact, state)
     _add_signals(fact, order, now)
     _add_integrity(fact, order, config)
     _add_state(fact, order, state, config, now)
@@ -311,6 +324,27 @@ def _add_quote(fact: Fact, order: OrderRequest, now: datetime) -> None:
             fact["price_distance_bps"] = abs(price - reference) / reference * 10_000
     if price is not None:
         fact["notional"] = order.quantity * price
+
+
+def _add_broker_quote(fact: Fact, state: EngineState) -> None:
+    broker = state.broker
+    required = broker is not None and broker.reference_quotes
+    fact["broker_quote_required"] = required
+    quote = state.broker_quote
+    client = fact.get("reference_price")
+    if not required or quote is None or not isinstance(client, float | int):
+        return
+    if quote.bid is not None and quote.ask is not None:
+        reference = (quote.bid + quote.ask) / 2
+    elif quote.last is not None:
+        reference = quote.last
+    else:
+        return
+    if reference <= 0:
+        return
+    fact["broker_quote_deviation_bps"] = abs(client - reference) / reference * 10_000
+    name = broker.name if broker is not None else "?"
+    fact["broker_quote_note"] = f"client {client:.4f}, broker {name} {reference:.4f}"
 
 
 def _add_signals(fact: Fact, order: OrderRequest, now: datetime) -> None:
