@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,7 @@ log = logging.getLogger("apex.runtime")
 # and a broker that could not be reconciled is tried again.
 SWEEP_EVERY_S = 10.0
 STALE_AFTER_S = 60.0
+RECONCILE_EVERY_S = 300.0
 
 
 @dataclass
@@ -113,6 +115,7 @@ class Runtime:
             return
 
         def sweep() -> None:
+            last_full = time.monotonic()
             while not self._stop.wait(every_s):
                 try:
                     # expiry, or a newer version accepted by another replica
@@ -122,7 +125,13 @@ class Runtime:
                 except Exception:
                     log.exception("the compliance recheck failed; it runs again")
                 try:
-                    self.gateway.recover(stale_after_s=STALE_AFTER_S)
+                    # every working order with its broker every RECONCILE_EVERY_S (a
+                    # fill the broker made while a stream was down shows here);
+                    # otherwise only orders of unknown outcome and unready brokers
+                    full = time.monotonic() - last_full >= RECONCILE_EVERY_S
+                    self.gateway.recover(stale_after_s=None if full else STALE_AFTER_S)
+                    if full:
+                        last_full = time.monotonic()
                 except StoreUnavailable as exc:
                     # the database is down: one line per pass, not a traceback; the
                     # pool reconnects on its own once it answers again

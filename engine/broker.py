@@ -168,6 +168,12 @@ class BrokerAdapter(Protocol):
         """Feed a market quote; returns the orders it changed (resting orders that filled)."""
         ...
 
+    # Optional, for an adapter that keeps a connection (IB, FIX, a socket): a method
+    #     connection_problem() -> str | None
+    # saying why it is not connected now (None: connected). While it answers, the
+    # broker takes no new order (broker_ready is false); once connected again it
+    # stays unready until the recovery sweep has reconciled its working orders.
+
 
 class BrokerJournal(Protocol):
     """Durable memory for an in-process broker (the simulator), so that a restart

@@ -19,7 +19,7 @@ from ..signing.standing import Standing
 from .compliance import InForce, unjudged
 from .outcome import Actor
 
-__all__ = ["MODES", "Desk", "Listener"]
+__all__ = ["MODES", "Desk", "Listener", "connection_problem"]
 
 log = logging.getLogger("apex.gateway")
 
@@ -106,6 +106,10 @@ class Desk:
     def broker_facts(self, broker: BrokerAdapter | None) -> BrokerFacts | None:
         if broker is None:
             return None
+        problem = connection_problem(broker)
+        if problem is not None:
+            # disconnected: no new order until it is back and reconciled (the sweep)
+            self.set_ready(broker.name, f"disconnected: {problem}")
         ready = broker.name not in self._unready
         key = (broker.name, ready)
         facts = self._facts.get(key)
@@ -200,3 +204,17 @@ class Desk:
             self._listener(what, record)
         except Exception:
             log.exception("listener failed on %s", what)
+
+
+def connection_problem(broker: BrokerAdapter) -> str | None:
+    """Why a broker that keeps a connection (IB, FIX, a socket) is not connected
+    now, None when it is, or has no connection to keep. An adapter says so with an
+    optional `connection_problem()` method; one that raises is taken as down."""
+    probe = getattr(broker, "connection_problem", None)
+    if probe is None:
+        return None
+    try:
+        answer = probe()
+    except Exception as exc:
+        return f"the connection check failed: {fault(exc)}"
+    return answer if isinstance(answer, str) and answer else None

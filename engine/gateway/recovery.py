@@ -27,7 +27,7 @@ from ..errors import fault
 from ..lifecycle import OPEN, UNRESOLVED, OrderStatus
 from ..ports import StoredOrder, Writer
 from ._records import event, with_broker_error
-from .desk import Desk
+from .desk import Desk, connection_problem
 from .executions import Executions
 from .outcome import Actor
 
@@ -47,6 +47,14 @@ class Recovery:
         periodic sweep: every working order of a broker not yet reconciled, and
         elsewhere only orders of unknown outcome untouched for `stale_after_s`."""
         now = self._desk.clock()
+        down: set[str] = set()
+        for adapter in self._desk.brokers.values():
+            problem = connection_problem(adapter)
+            if problem is not None:
+                # nothing can be asked of it; once it is back it stays unready until
+                # a pass has reconciled every one of its working orders
+                self._desk.set_ready(adapter.name, f"disconnected: {problem}")
+                down.add(adapter.name)
         unready = self._desk.unready()
         by_broker: dict[str, list[StoredOrder]] = {}
         if stale_after_s is None:
@@ -62,6 +70,8 @@ class Recovery:
             by_broker.setdefault(name, []).append(stored)
         records = []
         for name, orders in by_broker.items():
+            if name in down:
+                continue
             broker = self._desk.broker_named(name)
             if broker is None:
                 log.error("%d working orders at unconfigured broker %r", len(orders), name)
