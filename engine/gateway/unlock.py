@@ -84,7 +84,7 @@ SHIPPED_CHECKS: frozenset[str] = frozenset({
     "compliance_mode_check", "live_trust_check", "live_mode_check", "trading_halted_check",
     "trading_reducing_check", "account_permission_check", "broker_check",
     "broker_ready_check", "broker_capability_check", "data_hash_check",
-    "quote_freshness_check", "quote_consistency_check", "volatility_check",
+    "quote_freshness_check", "quote_consistency_check", "broker_quote_check", "volatility_check",
     "volatility_domain_check", "spread_check", "regime_check", "entropy_check",
     "entropy_domain_check", "drift_check", "signal_freshness_check",
     "duplicate_order_check", "order_rate_check", "session_hours_check",
