@@ -21,6 +21,7 @@ from adapters.simulated import SimulatedBroker
 from engine.broker import BrokerAdapter, BrokerError, BrokerOrder
 from engine.lifecycle import OrderStatus
 from engine.models import Quote
+from tests.contract.ib_factory import ib
 
 NOW = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)
 QUOTE = Quote(bid=99.0, ask=101.0, last=100.0, timestamp=NOW)
@@ -49,9 +50,11 @@ def simulated_with_journal() -> Iterator[Connect]:
 ADAPTERS = [
     pytest.param(simulated, id="simulated"),
     pytest.param(simulated_with_journal, id="simulated-journal"),
+    pytest.param(ib, id="ib"),
 ]
 DURABLE = [
     pytest.param(simulated_with_journal, id="simulated-journal"),
+    pytest.param(ib, id="ib"),
 ]
 
 
