@@ -21,6 +21,7 @@ from adapters.simulated import SimulatedBroker
 from engine.broker import BrokerAdapter, BrokerError, BrokerOrder
 from engine.lifecycle import OrderStatus
 from engine.models import Quote
+from tests.contract.alpaca_factory import alpaca
 from tests.contract.ib_factory import ib
 
 NOW = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)
@@ -51,10 +52,12 @@ ADAPTERS = [
     pytest.param(simulated, id="simulated"),
     pytest.param(simulated_with_journal, id="simulated-journal"),
     pytest.param(ib, id="ib"),
+    pytest.param(alpaca, id="alpaca"),
 ]
 DURABLE = [
     pytest.param(simulated_with_journal, id="simulated-journal"),
     pytest.param(ib, id="ib"),
+    pytest.param(alpaca, id="alpaca"),
 ]
 
 

@@ -1,0 +1,38 @@
+"""The Alpaca adapter in the broker contract suite: a fake Alpaca on 127.0.0.1
+(tests/fakes/alpaca.py) holding the contract's quote, and adapters on it over
+alpaca-py's real clients. A second `connect()` is a restart: a new adapter with
+no memory, on the same broker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+from adapters.alpaca import AlpacaAdapter
+from engine.broker import BrokerAdapter
+from tests.fakes.alpaca import FakeAlpaca
+
+NOW = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)
+
+
+def fixed_clock() -> datetime:
+    return NOW
+
+
+@contextmanager
+def alpaca() -> Iterator[Callable[[], BrokerAdapter]]:
+    with FakeAlpaca() as fake:
+        fake.set_quote("AAPL", bid=99.0, ask=101.0, last=100.0)
+
+        def connect() -> BrokerAdapter:
+            return AlpacaAdapter(
+                key_id=fake.key_id,
+                secret_key=fake.secret_key,
+                base_url=fake.url,
+                data_url=fake.url,
+                clock=fixed_clock,
+                timeout_s=2.0,
+            )
+
+        yield connect
