@@ -31,10 +31,10 @@ an order of its own, keyed by its own id, never as a record of the order it
 names: it cannot move that order's row, status, terms or position, and its own
 row is checked like any other (`rejected`, never filled).
 
-Every stored position change is a fill of an order booked with its record;
-nothing writes a position without one today (`Writer.set_position` has no
-caller), so a position sync must come with a chain record of its own before
-it can be verified (see `_Replay.position_change`).
+Every stored position change is a fill of an order booked with its record, or
+a broker's position sync (`position_sync`, engine/gateway/portfolio.py), which
+sets the position to the broker's `after`: the replay keeps it as an offset
+over the fills, so the fills that follow still add up.
 """
 
 from __future__ import annotations
@@ -174,6 +174,8 @@ class _Order:
 class _Replay:
     def __init__(self) -> None:
         self.orders: dict[str, _Order] = {}
+        # (account, symbol) -> what position syncs added beyond the fills
+        self.synced: dict[tuple[str, str], float] = {}
 
     def watch(self, records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         """`records`, unchanged, each replayed as it passes."""
@@ -182,6 +184,9 @@ class _Replay:
             yield record
 
     def see(self, record: dict[str, Any]) -> None:
+        if record.get("kind") == "position_sync":
+            self.sync(record)
+            return
         order_id = record.get("order_id")
         if "kind" in record or not isinstance(order_id, str):
             return  # not an order record
@@ -240,7 +245,19 @@ class _Replay:
             findings.append(Finding(order_id, "order_row_missing", status, None))
         return findings
 
-    def position_findings(self, stored: dict[tuple[str, str], float]) -> list[Finding]:
+    def sync(self, record: dict[str, Any]) -> None:
+        """A broker's position sync: from here on the position is the broker's
+        `after` plus the fills that follow (kept as an offset over the fills)."""
+        account, symbol, after = record.get("account"), record.get("symbol"), record.get("after")
+        if not isinstance(account, str) or not isinstance(symbol, str):
+            return
+        if isinstance(after, bool) or not isinstance(after, int | float):
+            return
+        key = (account, symbol)
+        filled = self.filled_positions().get(key, 0.0)
+        self.synced[key] = float(after) - filled
+
+    def filled_positions(self) -> dict[tuple[str, str], float]:
         want: dict[tuple[str, str], float] = {}
         for order in self.orders.values():
             if not order.filled:
@@ -248,6 +265,12 @@ class _Replay:
             key = (_text(order.account) or "default", _text(order.symbol) or "")
             signed = order.filled if order.side == "buy" else -order.filled
             want[key] = want.get(key, 0.0) + signed
+        return want
+
+    def position_findings(self, stored: dict[tuple[str, str], float]) -> list[Finding]:
+        want = self.filled_positions()
+        for key, offset in self.synced.items():
+            want[key] = want.get(key, 0.0) + offset
         findings = []
         for key in sorted(want.keys() | stored.keys()):
             expected, got = want.get(key, 0.0), stored.get(key, 0.0)

@@ -101,6 +101,7 @@ class Statements:
             "UPDATE positions SET quantity = quantity + {quantity}"
             " WHERE account = {account} AND symbol = {symbol}"
         )
+        self.positions = render("SELECT symbol, quantity FROM positions WHERE account = {account}")
         self.set_position = render(
             "UPDATE positions SET quantity = {quantity}"
             " WHERE account = {account} AND symbol = {symbol}"

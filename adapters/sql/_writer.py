@@ -264,6 +264,12 @@ class SqlWriter:
         if self.cursor.rowcount == 0:
             self.cursor.execute(self._sql.new_position, params)
 
+    def positions(self, account: str) -> dict[str, float]:
+        """The account's stored positions, as this transaction sees them."""
+        self._flush("positions")
+        self.cursor.execute(self._sql.positions, {"account": account})
+        return {str(r[0]): float(r[1]) for r in self.cursor.fetchall() if r[1]}
+
     def set_position(self, account: str, symbol: str, quantity: float) -> None:
         params = {"account": account, "symbol": symbol, "quantity": quantity}
         self.cursor.execute(self._sql.set_position, params)

@@ -56,6 +56,10 @@ class Desk:
             for b in self.brokers.values()
         }
         self._facts: dict[tuple[str, bool], BrokerFacts] = {}
+        # broker name -> its last reconciliation in this process (GET /v1/brokers)
+        self.reconciled: dict[str, dict[str, Any]] = {}
+        # broker name -> the gateway account its positions are synced into (portfolio)
+        self.position_accounts: dict[str, str] = {}
         # whether any broker's quotes are a reference (else no quote is ever asked)
         self._references = any(b.capabilities.quotes_are_reference for b in self.brokers.values())
 
@@ -119,7 +123,9 @@ class Desk:
                 name=broker.name,
                 order_types=sorted(caps.order_types),  # type: ignore[arg-type]
                 time_in_force=sorted(caps.time_in_force),  # type: ignore[arg-type]
-                reduce_only=caps.reduce_only,
+                # emulated: the policies' reduce_only_check proves the order only
+                # reduces the position, and it is sent without the flag (submit.py)
+                reduce_only=caps.reduce_only or caps.reduce_only_emulated,
                 cancel=caps.cancel,
                 replace=caps.replace,
                 ready=ready,

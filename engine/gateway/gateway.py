@@ -24,6 +24,7 @@ from ..policy.loader import LoadedPolicies
 from ..ports import Store
 from ..signing.standing import Standing
 from .amend import Amendments
+from .brokers import BrokerChecks
 from .compliance import ComplianceSource, InForce, Verifier, describe
 from .controls import ControlPanel
 from .desk import Desk, Listener
@@ -62,7 +63,8 @@ class Gateway:
         self._amend = Amendments(self._desk, self._executions, self._orders)
         self._unlock = LiveUnlock(self._desk, self._verifier)
         self._desk.live_check = self._unlock.live_status
-        self._controls = ControlPanel(self._desk, self._unlock)
+        self._checks = BrokerChecks(self._desk)
+        self._controls = ControlPanel(self._desk, self._unlock, self._checks)
         self._recovery = Recovery(self._desk, self._executions)
 
     # --- policies, brokers, readiness ----------------------------------------------
@@ -136,6 +138,29 @@ class Gateway:
     def broker_for(self, mode: str) -> BrokerAdapter | None:
         return self._desk.broker_for(mode)
 
+    def brokers(self) -> dict[str, BrokerAdapter]:
+        """Routing mode -> its broker (simulation, and paper and live when configured)."""
+        return dict(self._desk.brokers)
+
+    def broker_named(self, name: str) -> BrokerAdapter | None:
+        return self._desk.broker_named(name)
+
+    def check_broker(self, mode: str, actor: Actor, account: str = "") -> dict[str, Any]:
+        """Validate `mode`'s broker's credentials and read its account; recorded
+        (`broker_check`, and the setting paper's entry reads)."""
+        return self._checks.check(mode, actor, account)
+
+    def broker_status(self, broker: BrokerAdapter) -> dict[str, Any]:
+        """Whether a broker takes new orders (and why not), its last credential check
+        and its last reconciliation in this process (GET /v1/brokers)."""
+        why_not = self._desk.unready().get(broker.name)
+        return {
+            "ready": why_not is None,
+            "why_not": why_not,
+            "last_check": self._checks.last(broker),
+            "last_reconciliation": self._desk.reconciled.get(broker.name),
+        }
+
     def readiness(self) -> list[str]:
         """Why the gateway is not ready (empty: ready)."""
         reasons = [f"broker {name}: {why}" for name, why in sorted(self._desk.unready().items())]
@@ -144,6 +169,11 @@ class Gateway:
 
     def recover(self, stale_after_s: float | None = None) -> list[dict[str, Any]]:
         return self._recovery.recover(SYSTEM, stale_after_s)
+
+    def sync_positions_into(self, broker_name: str, account: str) -> None:
+        """Each full reconciliation sets `account`'s positions to the broker's (its
+        truth), one `position_sync` record per change."""
+        self._desk.position_accounts[broker_name] = account
 
     # --- orders ---------------------------------------------------------------
 
@@ -185,6 +215,34 @@ class Gateway:
                 actor.accounts if actor.accounts is not None else self._desk.allowed_accounts()
             )
         return self.store.list_orders(accounts=accounts, **filters)
+
+    def broker_history(
+        self,
+        broker: BrokerAdapter,
+        actor: Actor,
+        status: str | None = None,
+        account: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """`broker`'s own order history (raises `BrokerError`), each order with the
+        account our record of it names; a trader sees only its accounts' orders (an
+        order the gateway never placed has no account, so no trader sees it)."""
+        allowed = self._desk.allowed_accounts()
+        rows = []
+        for ack in broker.order_history():
+            stored = self.store.order(ack.order_id) if ack.order_id else None
+            owner = stored.account if stored is not None else None
+            if actor.role == "trader" and not actor.may_see(owner, allowed):
+                continue
+            if (status is not None and ack.status != status) or (
+                account is not None and owner != account
+            ):
+                continue
+            rows.append({
+                "order_id": ack.order_id, "broker_order_id": ack.broker_order_id,
+                "status": str(ack.status), "filled_quantity": ack.filled_quantity,
+                "average_price": ack.average_price, "detail": ack.detail, "account": owner,
+            })  # fmt: skip
+        return rows
 
     def report(self, ack: BrokerAck) -> Applied:
         """Book a broker's own report about one of our orders (a stream update, a

@@ -23,6 +23,7 @@ from datetime import timedelta
 from typing import Any
 
 from ..broker import BrokerAck, BrokerAdapter
+from ..clock import format_utc
 from ..errors import fault
 from ..lifecycle import OPEN, UNRESOLVED, OrderStatus
 from ..ports import StoredOrder, Writer
@@ -30,6 +31,7 @@ from ._records import event, with_broker_error
 from .desk import Desk, connection_problem
 from .executions import Executions
 from .outcome import Actor
+from .portfolio import sync_positions
 
 __all__ = ["Recovery"]
 
@@ -79,13 +81,29 @@ class Recovery:
             record = self._reconcile(broker, orders, actor)
             if record:
                 records.append(record)
+            if stale_after_s is None:  # a full pass: the broker's positions too
+                records.extend(self._sync(broker, actor))
         return records
+
+    def _sync(self, broker: BrokerAdapter, actor: Actor) -> list[dict[str, Any]]:
+        account = self._desk.position_accounts.get(broker.name)
+        if account is None or not broker.capabilities.positions:
+            return []
+        try:
+            return sync_positions(self._desk, broker, account, actor)
+        except Exception as exc:
+            log.warning("position sync with %s failed (%s); retried at the next pass",
+                        broker.name, fault(exc))  # fmt: skip
+            return []
 
     def _reconcile(
         self, broker: BrokerAdapter, orders: list[StoredOrder], actor: Actor
     ) -> dict[str, Any]:
         if not orders:  # nothing to ask: no record (an empty one would say nothing)
             self._desk.set_ready(broker.name, None)
+            at = format_utc(self._desk.clock())
+            self._desk.reconciled[broker.name] = {"at": at, "checked": 0, "resolved": 0,
+                                                  "unresolved": 0, "hash": None}  # fmt: skip
             return {}
         resolved: list[dict[str, str]] = []
         unresolved: list[dict[str, str]] = []
@@ -123,6 +141,10 @@ class Recovery:
             why_not = why_not or "the reconciliation could not be logged"
             linked = record
         self._desk.set_ready(broker.name, why_not)
+        self._desk.reconciled[broker.name] = {
+            "at": record["timestamp"], "checked": len(orders), "resolved": len(resolved),
+            "unresolved": len(unresolved), "hash": linked.get("hash"),
+        }  # fmt: skip
         return linked
 
     def _resolve(self, stored: StoredOrder, found: BrokerAck | None, actor: Actor) -> str | None:
