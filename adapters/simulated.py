@@ -84,6 +84,10 @@ SIMULATED_CAPABILITIES = Capabilities(
     market_data=True,
     # its quotes are fed by an admin or come with the orders: no reference
     reference_quotes=False,
+    # it may stand in for a paper account (brokers.yaml `adapter: simulated`), never
+    # for live; its "credentials" always validate
+    paper=True,
+    credentials=True,
 )
 
 S = OrderStatus

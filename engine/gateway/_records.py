@@ -7,7 +7,7 @@ import dataclasses
 from datetime import datetime
 from typing import Any
 
-from ..broker import BrokerOrder
+from ..broker import BrokerAdapter, BrokerOrder
 from ..canonical import sha256_digest
 from ..clock import format_utc
 from ..lifecycle import OrderStatus
@@ -89,7 +89,10 @@ def event(kind: str, at: datetime, actor: str, **fields: Any) -> dict[str, Any]:
     return record
 
 
-def broker_order(order_id: str, order: OrderRequest) -> BrokerOrder:
+def broker_order(order_id: str, order: OrderRequest, broker: BrokerAdapter) -> BrokerOrder:
+    """The order as `broker` is sent it. A broker without native reduce-only whose
+    reduce-only the gate emulates (the policies' reduce_only_check proved the order
+    only reduces the position) is sent a plain order."""
     return BrokerOrder(
         order_id=order_id,
         account=order.account,
@@ -100,7 +103,7 @@ def broker_order(order_id: str, order: OrderRequest) -> BrokerOrder:
         limit_price=order.limit_price,
         stop_price=order.stop_price,
         time_in_force=order.time_in_force,
-        reduce_only=order.reduce_only,
+        reduce_only=order.reduce_only and broker.capabilities.reduce_only,
         quote=order.context.quote,
     )
 

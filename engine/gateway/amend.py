@@ -13,10 +13,11 @@ import logging
 from typing import Any
 
 from ..broker import BrokerAck, BrokerAdapter
+from ..clock import format_utc
 from ..errors import OrderUnknown, fault
 from ..lifecycle import OPEN, OrderStatus
 from ..models import OrderRequest, Quote
-from ..policy.decision import Decision, FieldError
+from ..policy.decision import Decision, FieldError, Reason, sort_triggers
 from ..ports import StoredOrder, Writer
 from ..records import OrderRecord
 from ._records import broker_order, order_record, with_broker_error
@@ -60,6 +61,9 @@ class Amendments:
         broker = self._desk.broker_named(stored.broker)
         if stored.status not in OPEN or broker is None or not stored.broker_order_id:
             return Outcome("not_open", stored.linked or stored.record.as_dict())
+        if not broker.capabilities.cancel:
+            # refused before the broker is asked (SPEC section 4, broker_capability)
+            return self._incapable(stored, broker, "cancel", actor)
         try:
             ack = broker.cancel(order_id, stored.broker_order_id)
         except Exception as exc:
@@ -148,7 +152,8 @@ class Amendments:
     ) -> Outcome:
         order_id = before.order_id
         try:
-            ack = broker.replace(before.broker_order_id or "", broker_order(order_id, order))
+            sent = broker_order(order_id, order, broker)
+            ack = broker.replace(before.broker_order_id or "", sent)
         except Exception as exc:
             return self._failed(before, "replace", fault(exc), {"status": "error"}, actor, pending)
         if ack.status == OrderStatus.BLOCKED:
@@ -203,6 +208,40 @@ class Amendments:
             return Outcome("audit_unavailable", attempt.as_dict())
         pending = ack.status in (OrderStatus.PENDING_CANCEL, OrderStatus.PENDING_REPLACE)
         return Outcome("pending" if pending else "routed", applied.record)
+
+    def _incapable(
+        self, stored: StoredOrder, broker: BrokerAdapter, operation: str, actor: Actor
+    ) -> Outcome:
+        """The order's broker cannot do `operation`: the attempt is logged, blocked with
+        `broker_capability` naming the broker and the capability; the order keeps
+        working as it was (HTTP 403, the record)."""
+        now = self._desk.clock()
+        detail = f"broker {broker.name} cannot {operation} orders (capability {operation}: false)"
+        reason = Reason("broker", "fail", f"BROKER_CANNOT_{operation.upper()}",
+                        "broker_capability", detail)  # fmt: skip
+        attempt = stored.record.evolve(
+            timestamp=format_utc(now),
+            actor=actor.id,
+            operation=operation,
+            order_status=stored.status,
+            fail_closed_triggers=sort_triggers(
+                {*stored.record.fail_closed_triggers, "broker_capability"}
+            ),
+            reasons=(*stored.record.reasons, reason.as_dict()),
+            broker_response=None,
+        )
+
+        def work(w: Writer) -> dict[str, Any]:
+            linked = w.append(attempt.as_dict(), "order", now)
+            w.event(stored.order_id, str(stored.status), {"refused": detail}, now)
+            return linked
+
+        try:
+            linked = self._desk.store.transact(work)
+        except Exception:
+            log.exception("audit write failed for a refused %s", operation)
+            return Outcome("audit_unavailable", attempt.as_dict())
+        return Outcome("blocked", linked)
 
     def _failed(
         self,

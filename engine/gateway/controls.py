@@ -19,6 +19,7 @@ from ..clock import format_utc
 from ..errors import fault
 from ..ports import Controls, Writer
 from ._records import event
+from .brokers import BrokerChecks
 from .desk import MODES, Desk
 from .outcome import Actor, ModeRefused, StateRefused
 from .unlock import LiveUnlock
@@ -30,10 +31,14 @@ _ACCOUNT = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
 
 
 class ControlPanel:
-    def __init__(self, desk: Desk, unlock: LiveUnlock | None = None) -> None:
-        """`unlock`: the live unlock, which alone decides whether live may be entered."""
+    def __init__(
+        self, desk: Desk, unlock: LiveUnlock | None = None, checks: BrokerChecks | None = None
+    ) -> None:
+        """`unlock`: the live unlock, which alone decides whether live may be entered;
+        `checks`: the brokers' recorded credential checks, which decide paper."""
         self._desk = desk
         self._unlock = unlock
+        self._checks = checks or BrokerChecks(desk)
 
     # --- mode -----------------------------------------------------------------------
 
@@ -48,6 +53,10 @@ class ControlPanel:
             if self._unlock is None:
                 return ["live trading needs the compliance unlock procedure (not available here)"]
             return self._unlock.missing()
+        if mode == "paper":
+            # a successful `brokers check` recorded within CHECK_MAX_AGE_S: reading
+            # the requirements never calls the broker (engine/gateway/brokers.py)
+            return self._checks.missing(mode, self._desk.clock())
         broker = self._desk.broker_for(mode)
         if broker is None:
             return [f"no broker configured for {mode} mode"]

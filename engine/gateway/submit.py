@@ -245,7 +245,7 @@ class Orders:
     ) -> Outcome:
         order_id = record.order_id or ""
         try:
-            ack = broker.submit(broker_order(order_id, order))
+            ack = broker.submit(broker_order(order_id, order, broker))
         except Exception as exc:
             return self._unknown_outcome(record, broker, exc, actor)
         return self.settle(record, ack, actor.id, "submit")

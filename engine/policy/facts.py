@@ -10,13 +10,14 @@ accounts) are always present: the gateway supplies every one of them.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
 from ..canonical import sha256_digest
 from ..clock import format_utc
-from ..models import EngineState, OrderRequest, RecentOrder
+from ..models import BrokerFacts, EngineState, OrderRequest, RecentOrder
 from .calendar import session_open
 from .config import ComplianceConfig
 
@@ -180,6 +181,11 @@ NOTES: dict[str, str] = {
     "mode_allowed": "mode_allowed_note",
     "live_unlocked": "live_unlocked_note",
     "broker_quote_deviation_bps": "broker_quote_note",
+    # a capability refusal names the broker and the capability
+    "broker_supports_order_type": "broker_supports_order_type_note",
+    "broker_supports_time_in_force": "broker_supports_time_in_force_note",
+    "broker_supports_reduce_only": "broker_supports_reduce_only_note",
+    "broker_supports_operation": "broker_supports_operation_note",
 }
 
 
@@ -262,6 +268,31 @@ def _add_gateway(fact: Fact, order: OrderRequest, state: EngineState) -> None:
     fact["broker_supports_time_in_force"] = order.time_in_force in broker.time_in_force
     fact["broker_supports_reduce_only"] = broker.reduce_only or not order.reduce_only
     fact["broker_supports_operation"] = state.operation != "replace" or broker.replace
+    _add_capability_notes(fact, order, broker)
+
+
+def _add_capability_notes(fact: Fact, order: OrderRequest, broker: BrokerFacts) -> None:
+    name = broker.name
+    if not fact["broker_supports_order_type"]:
+        fact["broker_supports_order_type_note"] = (
+            f"broker {name}: order_types {_format_list(broker.order_types)}, "
+            f"got: {order.order_type}"
+        )
+    if not fact["broker_supports_time_in_force"]:
+        fact["broker_supports_time_in_force_note"] = (
+            f"broker {name}: time_in_force {_format_list(broker.time_in_force)}, "
+            f"got: {order.time_in_force}"
+        )
+    if not fact["broker_supports_reduce_only"]:
+        fact["broker_supports_reduce_only_note"] = (
+            f"broker {name}: reduce_only false (neither native nor emulated)"
+        )
+    if not fact["broker_supports_operation"]:
+        fact["broker_supports_operation_note"] = f"broker {name}: replace false"
+
+
+def _format_list(items: Sequence[str]) -> str:
+    return "[" + ", ".join(items) + "]"
 
 
 def _add_compliance(fact: Fact, state: EngineState, now: datetime) -> None:

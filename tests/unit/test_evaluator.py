@@ -397,7 +397,8 @@ BLOCKED = [
         {"broker_capability_check": "fail"},
         ("broker_capability",),
         [("broker_capability_check", "fail", "BROKER_CANNOT_TAKE", "broker_capability",
-          "broker_supports_time_in_force is false")],
+          "broker_supports_time_in_force is false (broker simulated: time_in_force "
+          "[day, gtc, ioc, fok], got: opg)")],
         state={"operation": "submit", "mode": "simulation", "broker": SIMULATED},
     ),
     Blocked(
@@ -406,7 +407,7 @@ BLOCKED = [
         {"broker_capability_check": "fail"},
         ("broker_capability",),
         [("broker_capability_check", "fail", "BROKER_CANNOT_TAKE", "broker_capability",
-          "broker_supports_operation is false")],
+          "broker_supports_operation is false (broker simulated: replace false)")],
         state={"operation": "replace", "mode": "paper", "broker": {**SIMULATED, "replace": False}},
     ),
 ]  # fmt: skip
