@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import math
 import threading
@@ -211,7 +212,7 @@ class IBAdapter:
                 timeout=self._connect_timeout,
                 account=self.ib_account,
             )
-        except (OSError, TimeoutError, ConnectionError) as exc:
+        except Exception as exc:  # refused, reset, timed out, or garbled: not connected
             self._problem = f"cannot connect to {self.host}:{self.port}: {_words(exc)}"
             raise BrokerError(f"{self.name}: {self._problem}") from exc
         self._errors.clear()
@@ -223,6 +224,8 @@ class IBAdapter:
         )
 
     def _on_disconnected(self) -> None:
+        if self._closing:
+            return
         if self._problem is None:
             self._problem = f"connection to {self.host}:{self.port} lost"
         log.warning("%s: %s", self.name, self._problem)
@@ -643,14 +646,12 @@ class IBAdapter:
             ticker = self._need_ib().reqMktData(contract, "", False, False)
             self._tickers[symbol] = ticker
             ticker.updateEvent += lambda _t: self._poke()
-            try:
+            # ticks come one price at a time: wait for both sides, and answer with
+            # what came (or None) when the line stays one-sided past the timeout
+            with contextlib.suppress(BrokerError):
                 await self._until(
-                    lambda: _quote_of(ticker, self._clock()) is not None,
-                    f"market data for {symbol}",
-                    self._quote_timeout,
+                    lambda: _two_sided(ticker), f"market data for {symbol}", self._quote_timeout
                 )
-            except BrokerError:
-                return None
         return _quote_of(ticker, self._clock())
 
     # --- acks -----------------------------------------------------------------------------
@@ -759,6 +760,13 @@ def _quote_of(ticker: Ticker, now: datetime) -> Quote | None:
         return None
     # stamped with our clock: the line is live, and the gate compares it with its own now
     return Quote(bid=bid, ask=ask, last=last, timestamp=now)
+
+
+def _two_sided(ticker: Ticker) -> bool:
+    return all(
+        value is not None and math.isfinite(value) and value > 0
+        for value in (ticker.bid, ticker.ask)
+    )
 
 
 def _ib_words(errors: Iterable[tuple[int, str]]) -> str:

@@ -114,8 +114,10 @@ class PartialFill:
 
 @dataclass(frozen=True)
 class FillAfterCancel:
-    """The next cancel is confirmed, and then an execution of the order's
-    remaining quantity arrives (it overtook the cancel at the exchange)."""
+    """The next cancel is confirmed, and `delay_s` later an execution of the
+    order's remaining quantity arrives (it overtook the cancel at the exchange)."""
+
+    delay_s: float = 0.05
 
 
 Fault = (
@@ -220,6 +222,7 @@ class FakeTWS:
         self.placements: Counter[str] = Counter()  # new orders per orderRef
         self.cancels: Counter[str] = Counter()  # cancel requests per orderRef
         self.received: list[int] = []  # every message id, in order
+        self.refusing = False  # True: new connections are closed at once (TWS is down)
         self._faults: list[Fault] = []
         self._con_ids: dict[str, int] = {}
         self._next_perm = 1_000_001
@@ -349,6 +352,14 @@ class FakeTWS:
 
         self._call(cut)
 
+    def refuse_connections(self, refusing: bool = True) -> None:
+        """While refusing, a client that connects is hung up on (TWS restarting)."""
+
+        def set_refusing() -> None:
+            self.refusing = refusing
+
+        self._call(set_refusing)
+
     def order(self, order_ref: str) -> _Order | None:
         return self._call(lambda: self._by_ref(order_ref))
 
@@ -359,6 +370,9 @@ class FakeTWS:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         client = _Client(writer)
+        if self.refusing:
+            writer.close()
+            return
         try:
             if await reader.readexactly(4) != b"API\0":
                 return
@@ -628,12 +642,15 @@ class FakeTWS:
         client.send(*self._order_status(order))
         client.send(4, 2, order_id, 202, "Order Canceled - reason:", "")
         if late is not None:
-            price = self._touch(order) or 0.0
-            self._execute(order, order.remaining, price, keep_status=True)
-            for c in self._clients_of(order):
-                c.send(*self._exec_details(order, order.executions[-1], -1))
-                c.send(*_commission(order.executions[-1]))
-                c.send(*self._order_status(order))
+            assert self._loop is not None
+            self._loop.call_later(late.delay_s, self._late_fill, order)
+
+    def _late_fill(self, order: _Order) -> None:
+        self._execute(order, order.remaining, self._touch(order) or 0.0, keep_status=True)
+        for c in self._clients_of(order):
+            c.send(*self._exec_details(order, order.executions[-1], -1))
+            c.send(*_commission(order.executions[-1]))
+            c.send(*self._order_status(order))
 
     def _execute(
         self, order: _Order, quantity: float, price: float, keep_status: bool = False
