@@ -21,6 +21,7 @@ from engine.policy.decision import Decision
 from engine.policy.evaluator import field_errors
 
 from ._table import table
+from .cli_brokers import add_brokers_parser
 from .cli_cases import add_test_parser
 from .cli_compliance import add_compliance_parser
 from .cli_keys import add_keys_parser
@@ -161,6 +162,7 @@ def _parser() -> argparse.ArgumentParser:
     add_compliance_parser(commands, default_dir)
     add_keys_parser(commands)
     add_unlock_parser(commands)
+    add_brokers_parser(commands)
     demo = commands.add_parser(
         "demo",
         help="scripted tour in simulation mode, in-process",

@@ -22,6 +22,9 @@ from engine.models import OrderRequest, Quote, Symbol
 
 __all__ = [
     "AuditPage",
+    "BrokerOrderPage",
+    "BrokerOrderRow",
+    "BrokersView",
     "CancelBody",
     "ChainReportBody",
     "CheckpointBody",
@@ -193,6 +196,79 @@ class OrderPage(TypedDict):
     limit: int
     offset: int
     count: int
+
+
+class BrokerOrderRow(TypedDict):
+    """One order as the broker reports it (GET /v1/orders?source=broker)."""
+
+    order_id: str
+    broker_order_id: str
+    status: str
+    filled_quantity: float
+    average_price: float | None
+    detail: str
+    account: str | None  # from our own record of the order; None: not placed through us
+
+
+class BrokerOrderPage(TypedDict):
+    source: str
+    broker: str
+    orders: list[BrokerOrderRow]
+    limit: int
+    offset: int
+    count: int
+
+
+class BrokerCapabilitiesView(TypedDict):
+    order_types: list[str]
+    time_in_force: list[str]
+    reduce_only: bool
+    reduce_only_emulated: bool
+    cancel: bool
+    replace: bool
+    history: bool
+    positions: bool
+    market_data: bool
+    reference_quotes: bool
+    paper: bool
+    live: bool
+    credentials: bool
+
+
+class _BrokerCheckView(TypedDict):
+    at: str
+    ok: bool
+
+
+class BrokerCheckView(_BrokerCheckView, total=False):
+    role: str
+    broker: str
+    account: dict[str, str]
+    reason: str
+
+
+class BrokerReconciliationView(TypedDict):
+    at: str
+    checked: int
+    resolved: int
+    unresolved: int
+    hash: str | None
+
+
+class BrokerView(TypedDict):
+    mode: str
+    name: str
+    adapter: str
+    capabilities: BrokerCapabilitiesView
+    ready: bool
+    why_not: str | None
+    last_check: BrokerCheckView | None
+    last_reconciliation: BrokerReconciliationView | None
+
+
+class BrokersView(TypedDict):
+    mode: str
+    brokers: list[BrokerView]
 
 
 class QuoteResult(TypedDict):

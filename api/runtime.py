@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -22,6 +23,7 @@ from engine.gateway.outcome import Actor
 from engine.signing.standing import DevelopmentRoot
 
 from .auth import TokenBook
+from .brokers_config import build_brokers, load_brokers
 from .checkpointing import Checkpointer
 from .metrics import Metrics
 from .service_key import service_key
@@ -76,11 +78,13 @@ class Runtime:
         if settings.database_url.startswith("sqlite"):
             settings.home.mkdir(parents=True, exist_ok=True)
         loaded = load_policies(settings.policies)
+        # brokers.yaml is checked before anything is opened: a bad one stops here
+        configured = load_brokers(settings.brokers) if brokers is None else None
         evaluator = Evaluator(loaded, clock)
         store = SqlStore(settings.database_url)
         store.migrate()
         metrics = Metrics()
-        if brokers is None:
+        if configured is not None:
             brokers = {
                 "simulation": SimulatedBroker(
                     clock,
@@ -89,6 +93,15 @@ class Runtime:
                     journal=store.journal("simulated"),
                 )
             }
+            try:  # paper and live from brokers.yaml (docs/brokers.md)
+                brokers |= build_brokers(
+                    configured, os.environ, clock=clock, journal=store.journal,
+                    seed=settings.sim_seed, slippage_bps=settings.sim_slippage_bps,
+                )  # fmt: skip
+            except Exception:
+                store.close()
+                raise
+        assert brokers is not None
         source = ComplianceSource(
             settings.policies, settings.keys, DevelopmentRoot.open(settings.home)
         )
@@ -186,4 +199,11 @@ class Runtime:
             self._sweeper.join(timeout=5)
         if self.checkpointer is not None:
             self.checkpointer.stop()
+        for broker in self.gateway.brokers().values():
+            closing = getattr(broker, "close", None)  # a broker that keeps a connection
+            if callable(closing):
+                try:
+                    closing()
+                except Exception:
+                    log.exception("could not close broker %s", broker.name)
         self.store.close()

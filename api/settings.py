@@ -35,6 +35,9 @@ class Settings(BaseModel):
     # signed audit checkpoints (engine/checkpoints.py, docs/audit.md)
     checkpoint_records: int = Field(default=1000, gt=0)
     checkpoint_seconds: float = Field(default=60.0, gt=0)
+    # the broker configuration (SPEC section 11, docs/brokers.md): APEX_BROKERS, else
+    # $APEX_HOME/brokers.yaml when it exists; None: simulation only, no paper or live
+    brokers: Path | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -47,9 +50,23 @@ class Settings(BaseModel):
             # APEX_POLICIES, else ./policies, else the packaged defaults
             policies=policies_dir(env),
             keys=Path(env.get("APEX_KEYS", "").strip() or "keys").expanduser(),
+            brokers=_brokers_file(env, home),
             **_simulation(env),
             **_connection_limits(env),
         )
+
+
+def _brokers_file(env: dict[str, str], home: Path) -> Path | None:
+    """APEX_BROKERS (it must exist: a file named on purpose and missing is an error),
+    else $APEX_HOME/brokers.yaml when there is one."""
+    named = env.get("APEX_BROKERS", "").strip()
+    if named:
+        path = Path(named).expanduser()
+        if not path.is_file():
+            raise InvalidArgument(f"APEX_BROKERS: no such file: {path}")
+        return path
+    default = home / "brokers.yaml"
+    return default if default.is_file() else None
 
 
 def _simulation(env: dict[str, str]) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from litestar import Controller
 
 from .audit import AuditController
+from .brokers import BrokersController
 from .compliance import ComplianceController
 from .controls import ControlsController
 from .operations import OperationsController
@@ -22,4 +23,5 @@ CONTROLLERS: list[type[Controller]] = [
     AuditController,
     SimController,
     OperationsController,
+    BrokersController,
 ]

@@ -13,11 +13,14 @@ from typing import cast
 from litestar import Controller, Response
 from litestar.params import FromPath, FromQuery
 
+from engine.broker import BrokerError
 from engine.gateway.outcome import Actor, Outcome
 from engine.models import OrderRequest, comment_problem
 
 from ..deps import Call, Services, ServicesDep
 from ..docs import (
+    BrokerOrderPage,
+    BrokerOrderRow,
     CancelBody,
     OrderPage,
     OrderRecord,
@@ -101,11 +104,34 @@ class OrdersController(Controller):
         "/",
         guards=[
             READERS,
-            query("status", "symbol", "account", "client_order_id", "limit", "offset"),
+            query(
+                "status",
+                "symbol",
+                "account",
+                "client_order_id",
+                "limit",
+                "offset",
+                "source",
+                "broker",
+            ),
         ],
-        summary="List orders (latest records, newest first)",
-        description="A trader sees its own accounts' orders only.",
-        responses=errors(400, 401, 403, 422),
+        summary="List orders (latest records, newest first), or the broker's own history",
+        description=(
+            "A trader sees its own accounts' orders only. `source=broker`: the order "
+            "history of the current mode's broker (or of the broker named by `broker=`) as "
+            "the broker reports it, each with the account of our record of it (filters: "
+            "status, account); 409 when the mode has no broker or the broker keeps no "
+            "history, 502 when the broker cannot be asked."
+        ),
+        responses={
+            **errors(400, 401, 403, 422),
+            **errors(
+                409,
+                s409="`source=broker`: the mode has no broker (`no_broker`), or the broker "
+                "keeps no order history (`broker_capability`).",
+            ),
+            **errors(502, s502="`source=broker`: the broker failed (`broker_api_error`)."),
+        },
     )
     async def list_orders(
         self,
@@ -117,9 +143,23 @@ class OrdersController(Controller):
         client_order_id: FromQuery[str | None] = None,
         limit: FromQuery[int] = 100,
         offset: FromQuery[int] = 0,
-    ) -> OrderPage:
+        source: FromQuery[str | None] = None,
+        broker: FromQuery[str | None] = None,
+    ) -> OrderPage | BrokerOrderPage:
         if not 1 <= limit <= 1000 or offset < 0:
             raise ApiError(422, "invalid_query", "limit must be 1..1000 and offset >= 0")
+        if source not in (None, "store", "broker"):
+            problem = field_error("source", "store (the default) or broker")
+            raise ApiError(422, "invalid_query", "source must be store or broker", [problem])
+        if source == "broker":
+            if symbol is not None or client_order_id is not None:
+                name = "symbol" if symbol is not None else "client_order_id"
+                problem = field_error(name, "not a filter of source=broker")
+                raise ApiError(422, "invalid_query", f"{name}: not with source=broker", [problem])
+            return await _broker_page(request, services, broker, status, account, limit, offset)
+        if broker is not None:
+            problem = field_error("broker", "only with source=broker")
+            raise ApiError(422, "invalid_query", "broker= needs source=broker", [problem])
         rows = await services.threads.run(
             lambda: services.gateway.list_orders(
                 request.user,
@@ -155,12 +195,18 @@ class OrdersController(Controller):
         summary="Cancel a working order (never blocked by the kill switch)",
         description=(
             "200 when the broker confirmed (`cancelled`), 202 when it took the request "
-            "and confirmation is pending (`pending_cancel`). Compliance and admin may "
+            "and confirmation is pending (`pending_cancel`), 403 when the order's broker "
+            "cannot cancel (refused before it is asked). Compliance and admin may "
             "cancel any order and must give a `reason`, which the record keeps as `comment`."
         ),
         operation_class=body(CancelBody, required=False),
         responses={
-            **errors(400, 401, 403, 404, 413, 422),
+            **errors(400, 401, 404, 413, 422),
+            **record_or_error(
+                403,
+                "The order's broker cannot cancel (`broker_capability`, the record: the order "
+                "keeps working). Or this role may not cancel (`forbidden`).",
+            ),
             **errors(409, s409="The order is not working at a broker (`order_not_open`)."),
             202: record("Accepted by the broker; confirmation pending."),
             502: record("The broker failed or refused the cancel: the record."),
@@ -232,6 +278,44 @@ class OrdersController(Controller):
         outcome = await services.threads.run(services.gateway.replace, order_id, raw, actor)
         await _log_unlogged("replace", order_id, actor, outcome, services)
         return answer("replace", outcome, services.metrics)
+
+
+async def _broker_page(
+    request: Call,
+    services: Services,
+    name: str | None,
+    status: str | None,
+    account: str | None,
+    limit: int,
+    offset: int,
+) -> BrokerOrderPage:
+    """The routed broker's own order history (`name`: a broker by name instead)."""
+    gateway = services.gateway
+    if name is not None:
+        broker = gateway.broker_named(name)
+        if broker is None:
+            known = ", ".join(b.name for b in gateway.brokers().values())
+            problem = field_error("broker", f"no broker of that name (configured: {known})")
+            raise ApiError(422, "invalid_query", "broker: no broker of that name", [problem])
+    else:
+        mode = await services.threads.run(gateway.mode)
+        broker = gateway.broker_for(mode)
+        if broker is None:
+            raise ApiError(409, "no_broker", f"the gateway's mode ({mode}) has no broker")
+    if not broker.capabilities.history:
+        detail = f"broker {broker.name} keeps no order history (capability history: false)"
+        raise ApiError(409, "broker_capability", detail)
+    try:
+        rows = await services.threads.run(
+            gateway.broker_history, broker, request.user, status, account
+        )
+    except BrokerError as exc:
+        raise ApiError(502, "broker_api_error", f"broker {broker.name}: {exc}") from None
+    page = cast(list[BrokerOrderRow], rows[offset : offset + limit])
+    return {
+        "source": "broker", "broker": broker.name, "orders": page, "limit": limit,
+        "offset": offset, "count": len(page),
+    }  # fmt: skip
 
 
 async def _log_unlogged(

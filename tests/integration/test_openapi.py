@@ -98,7 +98,7 @@ def test_document_when_read_then_each_token_route_declares_bearer_and_its_errors
     assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     # the 18 routes before the compliance issue, the audit checkpoint, the compliance
     # configuration and its verifications, and the live unlock's two
-    assert len(guarded) == 22
+    assert len(guarded) == 23
     for key, operation in guarded.items():
         assert operation["security"] == [{"bearer": []}], key
         for status in ("401", "503"):
