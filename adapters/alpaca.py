@@ -473,7 +473,7 @@ class AlpacaAdapter:
             ) from exc
         except (requests.RequestException, ValueError, TypeError, KeyError) as exc:
             # requests' JSONDecodeError, pydantic's ValidationError (a ValueError)
-            raise self._unparseable(what, f"a readable answer ({type(exc).__name__})") from exc
+            raise self._unparseable(what, f"a readable answer, got: {_got(exc)}") from exc
 
     def _unparseable(self, what: str, want: str) -> BrokerError:
         return BrokerError(
@@ -627,6 +627,18 @@ def _words(exc: APIError) -> tuple[str, object]:
     if isinstance(data, dict):
         return _clip(str(data.get("message", body))), data.get("code")
     return _clip(body), None
+
+
+def _got(exc: BaseException) -> str:
+    """What made an answer unreadable: the start of a body that is not JSON, or the
+    first field alpaca-py's model missed."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not JSON: {_clip(exc.doc)[:60]!r}"
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        return f"{where}: {first.get('msg', '')} ({exc.error_count()} errors)"
+    return f"{type(exc).__name__}: {_first_line(exc)}"
 
 
 def _clip(text: str) -> str:

@@ -278,7 +278,7 @@ class FakeAlpaca:
 
     def start(self) -> FakeAlpaca:
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="fake-alpaca", daemon=True
+            target=self._server.serve_forever, args=(0.05,), name="fake-alpaca", daemon=True
         )
         self._thread.start()
         return self
@@ -352,6 +352,10 @@ class FakeAlpaca:
             route = _route_of(method, path)
             if route is None:
                 return _Answer(404, {"code": 40410000, "message": f"no route {method} {path}"})
+            if route == "submit" and isinstance(body, dict) and body.get("client_order_id"):
+                # every submit that reached us, whatever the answer
+                client_id = str(body["client_order_id"])
+                self._received[client_id] = self._received.get(client_id, 0) + 1
             refusal = self._take(route, HttpError)
             if refusal is not None:
                 raw = refusal.body
@@ -393,7 +397,6 @@ class FakeAlpaca:
         if not isinstance(body, dict):
             raise _Refusal(422, 40010000, "request body must be a JSON object")
         client_id = str(body.get("client_order_id") or uuid.uuid4())
-        self._received[client_id] = self._received.get(client_id, 0) + 1
         if client_id in self._by_client_id:
             raise _Refusal(422, 40010001, "client_order_id must be unique")
         order = _Order(
