@@ -46,6 +46,7 @@ KEYS: dict[str, dict[str, tuple[Kind, bool]]] = {
         "data_url": ("url", False),
         "key_id_env": ("env", True),
         "secret_key_env": ("env", True),
+        "timeout_s": ("seconds", False),
     },
     "ib": {
         "host": ("host", False),
