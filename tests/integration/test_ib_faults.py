@@ -348,7 +348,9 @@ def test_quote_when_subscribed_then_follows_the_market() -> None:
             adapter.close()
 
     assert first is not None
-    assert (first.bid, first.ask, first.last, first.timestamp) == (150.20, 150.30, 150.25, clock())
+    # answered once both sides came; the last price may still be on its way
+    assert (first.bid, first.ask, first.timestamp) == (150.20, 150.30, clock())
+    assert first.last in (150.25, None)
 
 
 def test_quote_when_ib_does_not_know_the_symbol_then_broker_error_with_its_words() -> None:
