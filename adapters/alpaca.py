@@ -180,8 +180,11 @@ class AlpacaAdapter:
         clock: Clock,
         timeout_s: float = _DEFAULT_TIMEOUT_S,
         name: str = "alpaca",
+        role: str = "paper",
     ) -> None:
+        _refuse_live(base_url, role)
         self.name = name
+        self.role = role
         self.capabilities = ALPACA_CAPABILITIES
         self.base_url = base_url
         self.data_url = data_url
@@ -197,7 +200,7 @@ class AlpacaAdapter:
         self._last: dict[str, tuple[str, datetime, BrokerAck]] = {}
 
     def __repr__(self) -> str:  # never the keys
-        return f"AlpacaAdapter(name={self.name!r}, base_url={self.base_url!r})"
+        return f"AlpacaAdapter(name={self.name!r}, role={self.role!r}, base_url={self.base_url!r})"
 
     # --- orders ----------------------------------------------------------------
 
@@ -555,12 +558,7 @@ def from_config(
         raise BrokerConfigError(role, f"want: paper or live, got: {role!r}")
     base_url = _url(section, "base_url", role, LIVE_URL if role == "live" else PAPER_URL)
     data_url = _url(section, "data_url", role, DATA_URL)
-    if role != "live" and urlsplit(base_url).hostname == _LIVE_HOST:
-        raise BrokerConfigError(
-            f"{role}.base_url",
-            f"Alpaca's live endpoint serves only the live role (want: a paper endpoint such as "
-            f"{PAPER_URL}, got: {base_url})",
-        )
+    _refuse_live(base_url, role)
     key_id = _secret(section, env, "key_id_env", role)
     secret_key = _secret(section, env, "secret_key_env", role)
     timeout = section.get("timeout_s", _DEFAULT_TIMEOUT_S)
@@ -574,7 +572,19 @@ def from_config(
         clock=clock,
         timeout_s=float(timeout),
         name=f"alpaca-{role}",
+        role=role,
     )
+
+
+def _refuse_live(base_url: str, role: str) -> None:
+    """Fail closed: Alpaca's live endpoint (real money) serves only the live role,
+    which the gate's live unlock guards."""
+    if role != "live" and urlsplit(base_url).hostname == _LIVE_HOST:
+        raise BrokerConfigError(
+            f"{role}.base_url",
+            f"Alpaca's live endpoint serves only the live role (want: a paper endpoint "
+            f"such as {PAPER_URL}, got: {base_url})",
+        )
 
 
 def _url(section: Mapping[str, object], key: str, role: str, default: str) -> str:
