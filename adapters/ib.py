@@ -151,6 +151,9 @@ class IBAdapter:
         self._thread: threading.Thread | None = None
         self._ib: IB | None = None
         self._problem: str | None = "not connected yet"
+        # successful connections so far: a service that sees it grow knows the
+        # adapter reconnected, and can run a full reconciliation pass
+        self.connections = 0
         self._closing = False
         self._reconnecting: asyncio.Task[None] | None = None
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
@@ -219,6 +222,7 @@ class IBAdapter:
         self._contracts.clear()
         self._tickers.clear()
         self._problem = None
+        self.connections += 1
         log.info(
             "%s: connected to %s:%s as client %s", self.name, self.host, self.port, self.client_id
         )
@@ -801,21 +805,23 @@ def from_config(
             )
     host = section.get("host", "127.0.0.1")
     if not isinstance(host, str) or not host:
-        raise BrokerConfigError(f"{role}.host", f"want: a host name, got: {host!r}")
+        raise BrokerConfigError(f"{role}.host", f"want: a host name, got: {_kind(host)}")
     port = _integer(section, "port", role, 1, 65535)
     client_id = _integer(section, "client_id", role, 0, 2**31 - 1)
     account = section.get("account")
     if not isinstance(account, str) or not account.strip():
-        raise BrokerConfigError(f"{role}.account", f"want: the IB account code, got: {account!r}")
+        raise BrokerConfigError(
+            f"{role}.account", f"want: the IB account code, got: {_kind(account)}"
+        )
     # IB paper accounts are DU... (DF... for advisors): a paper section that names a
     # real account, or a live one that names a paper account, is a mistake
     if role == "paper" and not account.startswith("D"):
         raise BrokerConfigError(
-            f"{role}.account", f"want: an IB paper account (DU...), got: {account!r}"
+            f"{role}.account", "want: an IB paper account (DU...), got: an account that is not one"
         )
     if role == "live" and account.startswith("D"):
         raise BrokerConfigError(
-            f"{role}.account", f"want: an IB live account, got: paper account {account!r}"
+            f"{role}.account", "want: an IB live account, got: a paper account (D...)"
         )
     timeouts = {
         key: _seconds(section, key, role)
@@ -837,7 +843,7 @@ def _integer(section: Mapping[str, object], key: str, role: str, low: int, high:
     value = section.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise BrokerConfigError(
-            f"{role}.{key}", f"want: an integer in {low}..{high}, got: {value!r}"
+            f"{role}.{key}", f"want: an integer in {low}..{high}, got: {_kind(value)}"
         )
     return value
 
@@ -845,5 +851,19 @@ def _integer(section: Mapping[str, object], key: str, role: str, low: int, high:
 def _seconds(section: Mapping[str, object], key: str, role: str) -> float:
     value = section.get(key)
     if isinstance(value, bool) or not isinstance(value, int | float) or not (0 < value <= 3600):
-        raise BrokerConfigError(f"{role}.{key}", f"want: seconds in (0, 3600], got: {value!r}")
+        raise BrokerConfigError(f"{role}.{key}", f"want: seconds in (0, 3600], got: {_kind(value)}")
     return float(value)
+
+
+def _kind(value: object) -> str:
+    """What a wrong value is, never the value (it may be something secret put in
+    the wrong place)."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int | float):
+        return "a number out of range"
+    if isinstance(value, str):
+        return "empty text" if not value.strip() else "text"
+    return type(value).__name__

@@ -430,7 +430,8 @@ class FakeTWS:
         elif msg == _REQ_ACCOUNT_UPDATES_MULTI:
             req_id, account = int(f[2]), f[3]
             for tag, value in self._account_values(account):
-                client.send(73, 1, req_id, account, "", tag, value, "USD")
+                currency = "" if tag.startswith("Account") else "USD"
+                client.send(73, 1, req_id, account, "", tag, value, currency)
             client.send(74, 1, req_id)
         elif msg == _REQ_CONTRACT_DETAILS:
             self._contract_details(client, int(f[2]), f[4], f[5])

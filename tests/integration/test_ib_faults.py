@@ -191,6 +191,7 @@ def test_reconcile_when_a_fill_happened_while_disconnected_then_it_is_booked(des
     # (on start, on reconnect, every 5 minutes) looks at working orders
     records = desk.gateway.recover()
 
+    assert desk.adapter.connections == 2  # what tells a service it reconnected
     (reconciliation,) = records
     assert reconciliation["resolved"] == [
         {"order_id": resting["order_id"], "outcome": "accepted -> filled"}
