@@ -78,6 +78,7 @@ __all__ = [
     "LIVE_URL",
     "PAPER_URL",
     "AlpacaAdapter",
+    "AlpacaRefused",
     "from_config",
 ]
 
@@ -135,8 +136,9 @@ _MESSAGE_CHARS = 120
 T = TypeVar("T")
 
 
-class _Refused(BrokerError):
-    """Alpaca answered 4xx: it did not take the request (the outcome is known)."""
+class AlpacaRefused(BrokerError):
+    """Alpaca answered 4xx: it did not take the request (the outcome is known).
+    `raw`: its HTTP status, message and code."""
 
     def __init__(self, message: str, raw: dict[str, object]) -> None:
         super().__init__(message)
@@ -212,7 +214,7 @@ class AlpacaAdapter:
             placed = self._call(
                 f"submit of {order.order_id!r}", self._trading.submit_order, request
             )
-        except _Refused as refused:
+        except AlpacaRefused as refused:
             detail = f"{self.name} refused the order (want: HTTP 2xx, got: {refused})"
             return BrokerAck(order.order_id, "", S.BLOCKED, detail=detail, raw=refused.raw)
         return self._ack(_Chain(_order(placed), _order(placed)))
@@ -238,7 +240,7 @@ class AlpacaAdapter:
         what = f"lookup of {order_id!r}"
         try:
             found = self._call(what, self._trading.get_order_by_client_id, order_id)
-        except _Refused as refused:
+        except AlpacaRefused as refused:
             if refused.raw.get("http_status") == 404:
                 return None
             raise
@@ -290,7 +292,7 @@ class AlpacaAdapter:
     def check_credentials(self) -> bool:
         try:
             self._call("credential check", self._trading.get_account)
-        except _Refused as refused:
+        except AlpacaRefused as refused:
             if refused.raw.get("http_status") == 401:
                 return False
             raise
@@ -321,7 +323,7 @@ class AlpacaAdapter:
         what = f"status of {order_id!r}"
         try:
             first = _order(self._call(what, self._trading.get_order_by_id, broker_order_id))
-        except _Refused as refused:
+        except AlpacaRefused as refused:
             if refused.raw.get("http_status") == 404:
                 raise BrokerError(
                     f"{self.name}: order {order_id!r} ({broker_order_id}) is not known",
@@ -462,7 +464,7 @@ class AlpacaAdapter:
             text = f"HTTP {status} {message!r}" + ("" if code is None else f" (code {code})")
             raw: dict[str, object] = {"http_status": status, "message": message, "code": code}
             if isinstance(status, int) and 400 <= status < 500 and status != 408:
-                raise _Refused(f"{self.name} {what}: {text}", raw) from exc
+                raise AlpacaRefused(f"{self.name} {what}: {text}", raw) from exc
             raise BrokerError(f"{self.name} {what}: {text}") from exc
         except requests.Timeout as exc:
             raise BrokerError(
