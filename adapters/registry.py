@@ -22,6 +22,7 @@ from .simulated import SimulatedBroker
 
 __all__ = [
     "ADAPTERS",
+    "GATE_KEYS",
     "KEYS",
     "MODULES",
     "ROLES",
@@ -73,6 +74,11 @@ KEYS: dict[str, dict[str, tuple[Kind, bool]]] = {
     "simulated": {},
 }
 
+# keys any section may hold that are the gate's, not the adapter's (never passed
+# to `from_config`): `position_account`, the gateway account each full
+# reconciliation sets to the broker's positions (engine/gateway/portfolio.py)
+GATE_KEYS: dict[str, tuple[Kind, bool]] = {"position_account": ("text", False)}
+
 # adapter -> the module whose `from_config` builds it (None: not available yet).
 # Tests may point an adapter at a module of their own.
 MODULES: dict[str, str | None] = {
@@ -116,7 +122,8 @@ def build(
             journal=journal(f"simulated-{role}") if journal is not None else None,
         )
     else:
-        broker = _from_module(adapter, role, section, env, clock)
+        own = {k: v for k, v in section.items() if k not in GATE_KEYS}
+        broker = _from_module(adapter, role, own, env, clock)
     caps = broker.capabilities
     if not (caps.paper if role == "paper" else caps.live):
         raise BrokerConfigError(

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from adapters.base import BrokerConfigError
-from adapters.registry import ADAPTERS, KEYS, ROLES, Kind, build
+from adapters.registry import ADAPTERS, GATE_KEYS, KEYS, ROLES, Kind, build
 from engine.broker import BrokerAdapter, BrokerJournal
 from engine.clock import Clock
 
@@ -136,7 +136,7 @@ def _section(role: str, value: object) -> BrokerSection:
             f"want: one of {', '.join(ADAPTERS)}, got: {shown}"
             + (_hint(str(adapter), ADAPTERS) if named else ""),
         )
-    known = KEYS[adapter]
+    known = {**KEYS[adapter], **GATE_KEYS}
     for key in value:
         name = str(key)
         field = f"{role}.{name}"

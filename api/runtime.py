@@ -6,14 +6,14 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.simulated import SimulatedBroker
 from adapters.sql import SqlStore
 from engine import Evaluator, PolicyError, load_policies
-from engine.broker import BrokerAdapter
+from engine.broker import BrokerAck, BrokerAdapter
 from engine.checkpoints import Cadence
 from engine.clock import Clock, system_clock
 from engine.errors import StoreUnavailable
@@ -23,7 +23,7 @@ from engine.gateway.outcome import Actor
 from engine.signing.standing import DevelopmentRoot
 
 from .auth import TokenBook
-from .brokers_config import build_brokers, load_brokers
+from .brokers_config import BrokersConfig, build_brokers, load_brokers
 from .checkpointing import Checkpointer
 from .metrics import Metrics
 from .service_key import service_key
@@ -109,6 +109,8 @@ class Runtime:
             store, evaluator, brokers, clock, listener=metrics.event, compliance=source,
             loaded=loaded,
         )  # fmt: skip
+        if configured is not None:
+            _follow(gateway, configured, brokers)
         if recover if verify is None else verify:
             try:
                 gateway.verify_on_start()
@@ -137,6 +139,7 @@ class Runtime:
                     log.warning("the compliance recheck cannot reach the store (%s)", exc)
                 except Exception:
                     log.exception("the compliance recheck failed; it runs again")
+                self._poll_brokers()
                 try:
                     # every working order with its broker every RECONCILE_EVERY_S (a
                     # fill the broker made while a stream was down shows here);
@@ -188,6 +191,24 @@ class Runtime:
             log.error(line)
         return line
 
+    def _poll_brokers(self) -> None:
+        """A broker without an update stream (Alpaca here) is polled on every
+        sweep: each order it reports changed is booked as its own report."""
+        for broker in self.gateway.brokers().values():
+            poll = getattr(broker, "poll", None)
+            if not callable(poll) or self.gateway.connection_problem(broker) is not None:
+                continue
+            try:
+                acks = poll()
+            except Exception as exc:
+                log.warning("polling %s failed (%s); polled again next sweep", broker.name, exc)
+                continue
+            for ack in acks:
+                try:
+                    self.gateway.report(ack)
+                except Exception:
+                    log.exception("could not book %s's report of %s", broker.name, ack.order_id)
+
     @property
     def sweeping(self) -> bool:
         """Whether the background sweep is running (it outlives a database outage)."""
@@ -207,3 +228,32 @@ class Runtime:
                 except Exception:
                     log.exception("could not close broker %s", broker.name)
         self.store.close()
+
+
+def _follow(
+    gateway: Gateway, configured: BrokersConfig, brokers: Mapping[str, BrokerAdapter]
+) -> None:
+    """Wire each configured broker's updates into the gateway: a broker with an
+    event stream (IB's `subscribe`) reports each change as it happens, booked as
+    the broker's own report; and `position_account` maps its positions into one
+    gateway account (portfolio sync at every full reconciliation)."""
+    for role, section in configured.sections.items():
+        broker = brokers.get(role)
+        if broker is None:
+            continue
+        account = section.get("position_account")
+        if isinstance(account, str):
+            gateway.sync_positions_into(broker.name, account)
+        subscribe = getattr(broker, "subscribe", None)
+        if callable(subscribe):
+            subscribe(_reporter(gateway, broker.name))
+
+
+def _reporter(gateway: Gateway, name: str) -> Callable[[BrokerAck], None]:
+    def report(ack: BrokerAck) -> None:
+        try:
+            gateway.report(ack)
+        except Exception:
+            log.exception("could not book %s's report of %s", name, ack.order_id)
+
+    return report

@@ -27,7 +27,7 @@ from .amend import Amendments
 from .brokers import BrokerChecks
 from .compliance import ComplianceSource, InForce, Verifier, describe
 from .controls import ControlPanel
-from .desk import Desk, Listener
+from .desk import Desk, Listener, connection_problem
 from .executions import Applied, Executions
 from .outcome import SYSTEM, Actor, Outcome
 from .recovery import Recovery
@@ -169,6 +169,10 @@ class Gateway:
 
     def recover(self, stale_after_s: float | None = None) -> list[dict[str, Any]]:
         return self._recovery.recover(SYSTEM, stale_after_s)
+
+    def connection_problem(self, broker: BrokerAdapter) -> str | None:
+        """Why a broker that keeps a connection is down now (None: it is up)."""
+        return connection_problem(broker)
 
     def sync_positions_into(self, broker_name: str, account: str) -> None:
         """Each full reconciliation sets `account`'s positions to the broker's (its
