@@ -16,9 +16,16 @@ average price, not each execution. Each rise of the cumulative quantity this
 adapter sees becomes one `Fill` of the difference, priced so that the fills
 average to Alpaca's average, with the execution id `<first id>:<cumulative
 quantity>`: a repeated or stale poll adds nothing, a later one adds only the
-rest. The steps are remembered per order in memory; a restarted adapter's
-first look at an order is one fill of everything filled so far (see
-docs/alpaca.md for what that means after a partial fill).
+rest. The steps are remembered per order, and with a `BrokerJournal` (the
+store's, named as the broker) also saved, entry `order:<first id>` holding the
+client order id and the steps, so that a restarted adapter reports the same
+steps under the same ids and only the rise since the last one as new. A step
+is saved before the call that saw it answers, so it lands with the store's
+next commit, the one that books it. A save that fails makes the call raise
+`BrokerError` (`journal_unavailable`); the step stands in memory and is saved
+again with the next look at that order. Without a journal a restarted
+adapter's first look at an order is one fill of everything filled so far
+(see docs/alpaca.md for what that means after a partial fill).
 
 Updates by polling: `on_quote(symbol, ...)` asks Alpaca for that symbol's
 orders and returns those whose status or fills changed since this adapter
@@ -66,12 +73,12 @@ from alpaca.trading.requests import (
 )
 from pydantic import ValidationError
 
-from engine.broker import BrokerAck, BrokerError, BrokerOrder, Capabilities, Fill
+from engine.broker import BrokerAck, BrokerError, BrokerJournal, BrokerOrder, Capabilities, Fill
 from engine.clock import Clock
 from engine.lifecycle import OrderStatus
 from engine.models import Quote
 
-from .base import BrokerConfigError
+from .base import BrokerConfigError, JsonDict, fill_from_json, fill_to_json, text
 
 __all__ = [
     "ALPACA_CAPABILITIES",
@@ -132,6 +139,7 @@ _PRICE_DIGITS = 8
 _MAX_CHAIN = 100  # replaces followed before giving up (a loop would be Alpaca's bug)
 _HISTORY_LIMIT = 500  # Alpaca's largest page
 _MESSAGE_CHARS = 120
+_ORDER_KEY = "order:"  # journal entries: order:<first id of the chain>
 
 T = TypeVar("T")
 
@@ -183,6 +191,7 @@ class AlpacaAdapter:
         timeout_s: float = _DEFAULT_TIMEOUT_S,
         name: str = "alpaca",
         role: str = "paper",
+        journal: BrokerJournal | None = None,
     ) -> None:
         _refuse_live(base_url, role)
         self.name = name
@@ -198,6 +207,13 @@ class AlpacaAdapter:
             _configure(client, timeout_s)
         self._lock = threading.Lock()
         self._fills: dict[str, list[Fill]] = {}  # by root id: the steps seen
+        # the journal: per root id, how many steps are saved; one save at a time,
+        # so an entry is never overwritten by an older one
+        self._journal = journal
+        self._saved: dict[str, int] = {}
+        self._save_lock = threading.Lock()
+        if journal is not None:
+            self._restore(journal)
         # by root id: the newest order and its updated_at when last reported, and the ack
         self._last: dict[str, tuple[str, datetime, BrokerAck]] = {}
 
@@ -410,6 +426,7 @@ class AlpacaAdapter:
             average = _float(head.filled_avg_price, "filled_avg_price")
         at = head.filled_at or head.updated_at
         fills = self._fills_of(root_id, cumulative, average, at)
+        self._persist(root_id, chain.root.client_order_id, fills)
         detail = ""
         if status == S.BLOCKED:
             detail = (
@@ -451,6 +468,56 @@ class AlpacaAdapter:
                     )
                 )
             return tuple(steps)
+
+    # --- memory -------------------------------------------------------------------
+
+    def _persist(self, root_id: str, client_order_id: str, fills: tuple[Fill, ...]) -> None:
+        """Save the order's steps unless they are saved already (or a later list is)."""
+        journal = self._journal
+        if journal is None or not fills:
+            return
+        with self._save_lock:
+            if self._saved.get(root_id, 0) >= len(fills):
+                return
+            entry: JsonDict = {
+                "client_order_id": client_order_id,
+                "fills": [fill_to_json(f) for f in fills],
+            }
+            try:
+                journal.save(_ORDER_KEY + root_id, entry)
+            except Exception as exc:
+                raise BrokerError(
+                    f"{self.name}: could not save its memory ({type(exc).__name__}: {exc})",
+                    code="journal_unavailable",
+                ) from exc
+            self._saved[root_id] = len(fills)
+
+    def _restore(self, journal: BrokerJournal) -> None:
+        """The steps reported before a restart."""
+        try:
+            entries = journal.load()
+        except Exception as exc:
+            raise BrokerError(
+                f"{self.name}: could not load its memory ({type(exc).__name__}: {exc})",
+                code="journal_unavailable",
+            ) from exc
+        for key, value in entries.items():
+            try:
+                if not key.startswith(_ORDER_KEY):
+                    raise ValueError(f"key (want: {_ORDER_KEY}..., got: {key!r})")
+                text(value, "client_order_id")
+                listed = value.get("fills")
+                if not isinstance(listed, list) or not all(isinstance(f, dict) for f in listed):
+                    raise ValueError(f"fills (want: a list of fills, got: {type(listed).__name__})")
+                steps = [fill_from_json(f) for f in listed]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise BrokerError(
+                    f"{self.name}: journal entry {key!r} is unreadable ({exc})",
+                    code="journal_unreadable",
+                ) from exc
+            root_id = key.removeprefix(_ORDER_KEY)
+            self._fills[root_id] = steps
+            self._saved[root_id] = len(steps)
 
     # --- calls --------------------------------------------------------------------
 
@@ -544,13 +611,19 @@ def _replace_request(head: Order, order: BrokerOrder) -> ReplaceOrderRequest:
 
 
 def from_config(
-    section: Mapping[str, object], env: Mapping[str, str], *, role: str, clock: Clock
+    section: Mapping[str, object],
+    env: Mapping[str, str],
+    *,
+    role: str,
+    clock: Clock,
+    journal: Callable[[str], BrokerJournal] | None = None,
 ) -> AlpacaAdapter:
     """An adapter from a brokers.yaml section (SPEC section 11): `base_url` (default:
     Alpaca's paper endpoint for paper, its live endpoint for live), `data_url`,
     `key_id_env` and `secret_key_env` (the NAMES of the environment variables that
     hold the keys), optional `timeout_s`. Alpaca's live endpoint serves only the
-    live role. Does not connect."""
+    live role. `journal` gives the store's journal of a name: the adapter's is
+    its broker name (`alpaca-<role>`). Does not connect."""
     for key in section:
         if key not in _KEYS:
             raise BrokerConfigError(
@@ -575,6 +648,7 @@ def from_config(
         timeout_s=float(timeout),
         name=f"alpaca-{role}",
         role=role,
+        journal=None if journal is None else journal(f"alpaca-{role}"),
     )
 
 

@@ -62,7 +62,9 @@ class BrokerConfigError(InvalidArgument):
 # `section`: its mapping in brokers.yaml (`adapter:` included); `env`: the
 # environment to read the credentials it names from; `role`: "paper" or
 # "live"; raises BrokerConfigError naming the field. It does not connect:
-# `check_credentials()` is the first call that reaches the broker.
+# `check_credentials()` is the first call that reaches the broker. A module
+# whose adapter keeps memory across restarts also takes `journal` (a factory:
+# journal name -> BrokerJournal) and opens the one of its broker name.
 AdapterFactory = Callable[..., BrokerAdapter]
 
 _SIDES = frozenset({"buy", "sell"})

@@ -5,12 +5,15 @@ until it is used, and then says so in one line naming the field.
 `KEYS` says, per adapter, which keys its section may hold and what each is; the
 loader (api/brokers_config.py) checks them before anything is built, and each
 adapter's `from_config` checks its own again. `simulated` is built here: the
-in-process simulator, with the store's journal, as the simulation mode's.
+in-process simulator, with the store's journal, as the simulation mode's. An
+adapter whose `from_config` takes `journal` (alpaca: its fill steps) gets the
+store's journal factory and opens the journal of its own broker name.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Literal
 
@@ -123,7 +126,7 @@ def build(
         )
     else:
         own = {k: v for k, v in section.items() if k not in GATE_KEYS}
-        broker = _from_module(adapter, role, own, env, clock)
+        broker = _from_module(adapter, role, own, env, clock, journal)
     caps = broker.capabilities
     if not (caps.paper if role == "paper" else caps.live):
         raise BrokerConfigError(
@@ -133,7 +136,12 @@ def build(
 
 
 def _from_module(
-    adapter: str, role: str, section: Mapping[str, object], env: Mapping[str, str], clock: Clock
+    adapter: str,
+    role: str,
+    section: Mapping[str, object],
+    env: Mapping[str, str],
+    clock: Clock,
+    journal: Callable[[str], BrokerJournal] | None,
 ) -> BrokerAdapter:
     field = f"{role}.adapter"
     module_name = MODULES.get(adapter)
@@ -151,12 +159,22 @@ def _from_module(
         raise AdapterUnavailable(
             field, f"adapter {adapter} is not available (its module has no from_config)"
         )
-    broker = factory(section, env, role=role, clock=clock)
+    if journal is not None and _takes_journal(factory):
+        broker = factory(section, env, role=role, clock=clock, journal=journal)
+    else:
+        broker = factory(section, env, role=role, clock=clock)
     if not isinstance(broker, BrokerAdapter):
         raise AdapterUnavailable(
             field, f"adapter {adapter} is not available (from_config built no broker)"
         )
     return broker
+
+
+def _takes_journal(factory: Callable[..., object]) -> bool:
+    try:
+        return "journal" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # no signature to read: call it without
+        return False
 
 
 def adapter_name(broker: BrokerAdapter) -> str:

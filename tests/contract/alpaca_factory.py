@@ -1,7 +1,8 @@
 """The Alpaca adapter in the broker contract suite: a fake Alpaca on 127.0.0.1
 (tests/fakes/alpaca.py) holding the contract's quote, and adapters on it over
-alpaca-py's real clients. A second `connect()` is a restart: a new adapter with
-no memory, on the same broker."""
+alpaca-py's real clients. A second `connect()` is a restart: a new adapter on
+the same broker and the same journal (as the service gives it the store's), so
+the fill steps it reported are kept."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from adapters.alpaca import AlpacaAdapter
+from adapters.base import MemoryJournal
 from engine.broker import BrokerAdapter
 from tests.fakes.alpaca import FakeAlpaca
 
@@ -24,6 +26,7 @@ def fixed_clock() -> datetime:
 def alpaca() -> Iterator[Callable[[], BrokerAdapter]]:
     with FakeAlpaca() as fake:
         fake.set_quote("AAPL", bid=99.0, ask=101.0, last=100.0)
+        journal = MemoryJournal()
 
         def connect() -> BrokerAdapter:
             return AlpacaAdapter(
@@ -33,6 +36,7 @@ def alpaca() -> Iterator[Callable[[], BrokerAdapter]]:
                 data_url=fake.url,
                 clock=fixed_clock,
                 timeout_s=2.0,
+                journal=journal,
             )
 
         yield connect
