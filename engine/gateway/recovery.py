@@ -42,6 +42,8 @@ class Recovery:
     def __init__(self, desk: Desk, executions: Executions) -> None:
         self._desk = desk
         self._executions = executions
+        # broker name -> its count of connections made, as last seen by a pass
+        self._connections: dict[str, int] = {}
 
     def recover(self, actor: Actor, stale_after_s: float | None = None) -> list[dict[str, Any]]:
         """Reconcile working orders with their brokers; the reconciliation records.
@@ -57,6 +59,10 @@ class Recovery:
                 # a pass has reconciled every one of its working orders
                 self._desk.set_ready(adapter.name, f"disconnected: {problem}")
                 down.add(adapter.name)
+            elif self._reconnected(adapter):
+                # it dropped and came back between two passes: what happened while
+                # it was away is only known after every working order is asked
+                self._desk.set_ready(adapter.name, "reconnected; reconciling")
         unready = self._desk.unready()
         by_broker: dict[str, list[StoredOrder]] = {}
         if stale_after_s is None:
@@ -84,6 +90,16 @@ class Recovery:
             if stale_after_s is None:  # a full pass: the broker's positions too
                 records.extend(self._sync(broker, actor))
         return records
+
+    def _reconnected(self, broker: BrokerAdapter) -> bool:
+        """Whether the broker made a new connection since the last pass (an adapter
+        that keeps one counts them in `connections`)."""
+        count = getattr(broker, "connections", None)
+        if not isinstance(count, int) or isinstance(count, bool):
+            return False
+        before = self._connections.get(broker.name)
+        self._connections[broker.name] = count
+        return before is not None and count != before
 
     def _sync(self, broker: BrokerAdapter, actor: Actor) -> list[dict[str, Any]]:
         account = self._desk.position_accounts.get(broker.name)

@@ -34,6 +34,7 @@ class Connected(FakeLiveBroker):
     down: str | None = None
     filled: dict[str, float] = field(default_factory=dict)
     asked: list[str] = field(default_factory=list)
+    connections: int = 1  # connections made so far, as IB's adapter counts them
 
     def connection_problem(self) -> str | None:
         return self.down
@@ -126,3 +127,22 @@ def test_disconnect_when_the_sweep_runs_while_down_then_nothing_is_asked_and_it_
     assert records == []
     assert broker.asked == []
     assert gateway.readiness() == ["broker socket-paper: disconnected: heartbeat lost"]
+
+
+def test_reconnect_when_it_dropped_between_two_passes_then_the_next_pass_reconciles_first(
+    paper: tuple[Gateway, Connected, SqlStore], clock: FixedClock
+) -> None:
+    gateway, broker, store = paper
+    gateway.recover(stale_after_s=60)  # a pass sees the first connection
+    resting = submit(gateway, clock, "c-1", limit_price=150.00)
+    broker.filled[resting["order_id"]] = 150.00  # filled during a drop nobody saw
+    broker.connections = 2  # it dropped and came back
+
+    records = gateway.recover(stale_after_s=60)
+
+    assert broker.asked == [resting["order_id"]]
+    assert [r["resolved"] for r in records] == [
+        [{"order_id": resting["order_id"], "outcome": "accepted -> filled"}]
+    ]
+    assert store.order(resting["order_id"]).status == OrderStatus.FILLED  # type: ignore[union-attr]
+    assert gateway.readiness() == []
