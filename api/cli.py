@@ -169,11 +169,21 @@ def _parser() -> argparse.ArgumentParser:
         description="A scripted tour in simulation mode, in-process, on a throwaway database.",
     )
     demo.add_argument("--json", action="store_true", help="machine-readable output")
+    demo.add_argument(
+        "--broker",
+        choices=("alpaca", "ib"),
+        help="the tour in paper mode against a fake of this broker the demo starts "
+        "(needs the source checkout's tests/fakes)",
+    )
     demo.set_defaults(handler=_demo, policies=default_dir)
     return parser
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.broker is not None:
+        from .demo_broker import run_broker_demo
+
+        return run_broker_demo(args.broker, as_json=args.json, policies=Path(args.policies))
     from .demo import run_demo
 
     return run_demo(as_json=args.json, policies=Path(args.policies))
