@@ -46,7 +46,7 @@ from engine.signing.verify import (
 )
 
 from ._table import table
-from .cli_service import CLI_ACTOR, CliError
+from .cli_service import CLI_ACTOR, CliError, service_database_exists
 from .key_source import keys_dir
 from .settings import Settings
 
@@ -272,12 +272,9 @@ def _verify(args: argparse.Namespace) -> int:
 def _service_store() -> SqlStore | None:
     """The service's store when its database exists (a SQLite file not yet made
     means no service has run here: nothing to judge a rollback against)."""
-    settings = Settings.from_env()
-    url = settings.database_url
-    if url.startswith("sqlite"):
-        path = url.partition(":///")[2].partition("?")[0]
-        if not path or not Path(path).exists():
-            return None
+    url = Settings.from_env().database_url
+    if not service_database_exists(url):
+        return None
     try:
         store = SqlStore(url)
         store.migrate()

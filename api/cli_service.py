@@ -35,7 +35,7 @@ from .runtime import Runtime
 from .server import add_limit_options, limits_from, serve
 from .settings import Settings
 
-__all__ = ["CliError", "register", "service_state"]
+__all__ = ["CliError", "register", "service_database_exists", "service_state"]
 
 OK, FAILED, USAGE = 0, 1, 2
 ADMIN_TOKEN_FILE = "admin-token"  # in APEX_HOME: the first start's admin token
@@ -233,16 +233,22 @@ def _runtime(*, note: bool = True) -> Runtime:
         raise CliError(f"policy set is invalid ({settings.policies}):\n{exc}") from None
 
 
+def service_database_exists(url: str) -> bool:
+    """Whether a service has a database at `url`: a SQLite file not made yet means
+    no service ran here (a server database is taken to exist; connecting says)."""
+    if not url.startswith("sqlite"):
+        return True
+    path = url.partition(":///")[2].partition("?")[0]
+    return bool(path) and Path(path).exists()
+
+
 def service_state() -> tuple[dict[str, Any], str]:
     """What the service judges an evaluate against now, as engine state fields: its
     mode, that mode's broker, the Omega directive and the gateway's trading state;
     and where they were read. Empty (research mode, no broker) when the service has
     no database yet."""
-    url = Settings.from_env().database_url
-    if url.startswith("sqlite"):
-        path = url.partition(":///")[2].partition("?")[0]
-        if not path or not Path(path).exists():
-            return {}, "no service database yet"
+    if not service_database_exists(Settings.from_env().database_url):
+        return {}, "no service database yet"
     runtime = _runtime(note=False)
     try:
         controls = runtime.store.controls()

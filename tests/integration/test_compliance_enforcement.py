@@ -6,6 +6,7 @@ no valid configuration is in force."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
+from adapters.sql import SqlStore
 from api.app import create_app
 from api.runtime import Runtime
 from api.settings import Settings
@@ -468,3 +470,47 @@ def test_attack_when_the_service_starts_on_it_then_every_order_blocked_with_its_
     assert view["in_force"] is False
     assert finding in [f["code"] for f in start["findings"]] or start["code"] == finding
     assert start["outcome"] == "invalid"
+
+
+# --- compliance verify against the service's store ---------------------------------------
+
+
+def test_cli_verify_when_the_service_has_a_store_then_rollback_judged_and_the_verdict_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.integration.cli_support import run_main, use_home
+
+    team = officers(tmp_path)
+    team.set_version(1, expires="2099-12-31T00:00:00Z")  # judged on the real clock here
+    team.pin()
+    team.sign("alice", "bob", fresh=True)
+    use_home(tmp_path, monkeypatch, team.policies)
+    monkeypatch.setenv("APEX_KEYS", str(team.keys))
+    settings = Settings.from_env()
+    runtime = Runtime.start(settings, clock=FixedClock())  # the service's store exists now
+    runtime.close()
+    argv = ("compliance", "verify", "--json", str(team.policies))
+
+    valid = run_main(capsys, argv)
+    store = SqlStore(settings.database_url)
+    try:
+        store.transact(lambda w: w.set_setting("compliance.accepted_version", 2, FixedClock()()))
+    finally:
+        store.close()
+    rolled_back = run_main(capsys, argv)
+    offline = run_main(capsys, (*argv[:3], "--offline", str(team.policies)))
+    store = SqlStore(settings.database_url)
+    try:
+        records = [r for _, r in store.audit_of_kind("verification", 0, 100)]
+    finally:
+        store.close()
+
+    assert valid.code == 0 and json.loads(valid.out)["recorded_in"] is not None
+    assert rolled_back.code == 1
+    assert [f["code"] for f in json.loads(rolled_back.out)["findings"]] == ["rollback"]
+    assert offline.code == 0 and json.loads(offline.out)["recorded_in"] is None
+    assert [(r["trigger"], r["actor"], r["outcome"], r["code"]) for r in records] == [
+        ("start", "system", "valid", None),
+        ("cli", "cli", "valid", None),
+        ("cli", "cli", "invalid", "rollback"),
+    ]
