@@ -27,10 +27,17 @@ again with the next look at that order. Without a journal a restarted
 adapter's first look at an order is one fill of everything filled so far
 (see docs/alpaca.md for what that means after a partial fill).
 
-Updates by polling: `on_quote(symbol, ...)` asks Alpaca for that symbol's
+Updates. By polling: `on_quote(symbol, ...)` asks Alpaca for that symbol's
 orders and returns those whose status or fills changed since this adapter
-last reported them; `poll()` does the same for every symbol. The
-trade-updates stream is not used.
+last reported them; `poll()` does the same for every symbol. And, when a
+`stream_url` is configured, on the trade-updates stream: `subscribe(listener)`
+starts alpaca-py's own `TradingStream` on a thread and event loop of its own,
+and each update of an order this adapter has reported becomes the same ack a
+poll would give (the same conversion, the same journaled steps), handed to
+`listener` when its status or fills changed. A change seen on both the stream
+and a poll is reported once: whichever comes second finds nothing new.
+`close()` stops the stream. Without `stream_url` there is no stream and
+`subscribe` does nothing: polling only.
 
 Errors. alpaca-py is built on requests with no timeout and retries 429 and 504
 three times after 3 s sleeps; this adapter gives every request a timeout and
@@ -44,7 +51,10 @@ words in `detail` and `raw`. No credential is ever in a message.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 import math
 import threading
 from collections.abc import Callable, Mapping
@@ -71,6 +81,7 @@ from alpaca.trading.requests import (
     ReplaceOrderRequest,
     StopOrderRequest,
 )
+from alpaca.trading.stream import TradingStream
 from pydantic import ValidationError
 
 from engine.broker import BrokerAck, BrokerError, BrokerJournal, BrokerOrder, Capabilities, Fill
@@ -94,7 +105,13 @@ LIVE_URL = "https://api.alpaca.markets"
 DATA_URL = "https://data.alpaca.markets"
 _LIVE_HOST = "api.alpaca.markets"
 _DEFAULT_TIMEOUT_S = 10.0
-_KEYS = frozenset({"adapter", "base_url", "data_url", "key_id_env", "secret_key_env", "timeout_s"})
+_KEYS = frozenset(
+    {"adapter", "base_url", "data_url", "stream_url", "key_id_env", "secret_key_env", "timeout_s"}
+)
+_STREAM_STOP_S = 5.0  # how long close() waits for the stream's thread
+
+log = logging.getLogger(__name__)
+Listener = Callable[[BrokerAck], None]
 
 ALPACA_CAPABILITIES = Capabilities(
     order_types=frozenset({"market", "limit", "stop"}),
@@ -192,8 +209,11 @@ class AlpacaAdapter:
         name: str = "alpaca",
         role: str = "paper",
         journal: BrokerJournal | None = None,
+        stream_url: str | None = None,
     ) -> None:
         _refuse_live(base_url, role)
+        if stream_url is not None:
+            _refuse_live(stream_url, role, "stream_url")
         self.name = name
         self.role = role
         self.capabilities = ALPACA_CAPABILITIES
@@ -216,6 +236,21 @@ class AlpacaAdapter:
             self._restore(journal)
         # by root id: the newest order and its updated_at when last reported, and the ack
         self._last: dict[str, tuple[str, datetime, BrokerAck]] = {}
+        # the trade-updates stream (none without stream_url): started by subscribe
+        self.stream_url = stream_url
+        self._stream = (
+            None
+            if stream_url is None
+            else TradingStream(key_id, secret_key, raw_data=True, url_override=stream_url)
+        )
+        self._listeners: list[Listener] = []
+        # one "what changed since the last report" at a time (stream and poll), and
+        # the stream's delivery under it: a change is reported by one of them only
+        self._report_lock = threading.RLock()
+        self._stream_run: (
+            tuple[asyncio.AbstractEventLoop, asyncio.Task[None], threading.Thread] | None
+        ) = None
+        self._closed = False
 
     def __repr__(self) -> str:  # never the keys
         return f"AlpacaAdapter(name={self.name!r}, role={self.role!r}, base_url={self.base_url!r})"
@@ -274,6 +309,101 @@ class AlpacaAdapter:
         """Poll Alpaca for every order; the acks of those that changed since this
         adapter last reported them."""
         return self._changed(self._chains(None))
+
+    # --- the trade-updates stream ------------------------------------------------------
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call `listener(ack)` (on the stream's thread) for every change the
+        trade-updates stream reports of an order this adapter has reported: a
+        resting order filling, a cancel, a fill after a cancel. The service hands
+        these to `Gateway.report`. Starts the stream on the first call; without
+        `stream_url` it does nothing (the sweep's `poll` brings the updates)."""
+        stream = self._stream
+        if stream is None:
+            return
+        with self._lock:
+            if self._closed:
+                return
+            self._listeners.append(listener)
+            if self._stream_run is not None:
+                return
+            stream.subscribe_trade_updates(self._on_update)
+            loop = asyncio.new_event_loop()
+            task = loop.create_task(self._stream_forever(stream))
+            thread = threading.Thread(
+                target=_run_until_cancelled,
+                args=(loop, task),
+                name=f"{self.name}-trade-updates",
+                daemon=True,
+            )
+            self._stream_run = (loop, task, thread)
+        thread.start()
+
+    def close(self) -> None:
+        """Stop the trade-updates stream and its thread (idempotent)."""
+        with self._lock:
+            self._closed = True
+            running, self._stream_run = self._stream_run, None
+        if running is None:
+            return
+        loop, task, thread = running
+        with contextlib.suppress(RuntimeError):  # the loop has ended already
+            loop.call_soon_threadsafe(task.cancel)
+        thread.join(_STREAM_STOP_S)
+        if thread.is_alive():
+            log.warning("%s: the trade-updates stream did not stop in time", self.name)
+        else:
+            loop.close()
+
+    async def _stream_forever(self, stream: TradingStream) -> None:
+        """alpaca-py's own loop (connect, authenticate, listen, reconnect with
+        backoff) until cancelled by `close`; then the socket is closed."""
+        try:
+            await stream._run_forever()  # type: ignore[no-untyped-call]
+        finally:
+            try:
+                await stream.close()
+            except Exception as exc:
+                log.debug("%s: closing the trade-updates stream: %s", self.name, exc)
+
+    async def _on_update(self, message: object) -> None:
+        """One trade update (raw: `{"stream": "trade_updates", "data": {...}}`)."""
+        try:
+            chain = self._update(message)
+        except Exception as exc:
+            # fail closed: nothing is booked from an update that cannot be read; the
+            # sweep's poll and reconciliation look at the order again
+            log.warning("%s: a trade update was not used (%s)", self.name, exc)
+            return
+        with self._lock:
+            listeners = list(self._listeners)
+        with self._report_lock:  # delivered before a poll can see the next change
+            try:
+                acks = self._changed([chain])
+            except Exception as exc:
+                log.warning("%s: a trade update was not used (%s)", self.name, exc)
+                return
+            for ack in acks:
+                for listener in listeners:
+                    try:
+                        listener(ack)
+                    except Exception:
+                        log.exception("%s: a listener failed on %s", self.name, ack.order_id)
+
+    def _update(self, message: object) -> _Chain:
+        """The chain of the order a trade update carries (asks Alpaca for the rest
+        of a replace chain)."""
+        data = message.get("data") if isinstance(message, dict) else None
+        found = data.get("order") if isinstance(data, dict) else None
+        if not isinstance(found, dict):
+            raise self._unparseable("trade update", "an update carrying its order")
+        try:
+            order = Order(**found)
+        except ValidationError as exc:
+            raise self._unparseable(
+                "trade update", f"a valid order ({exc.error_count()} errors)"
+            ) from exc
+        return self._follow(self._back(order))
 
     # --- account -------------------------------------------------------------------
 
@@ -398,14 +528,15 @@ class AlpacaAdapter:
         out = []
         for chain in chains:
             root = str(chain.root.id)
-            with self._lock:
-                last = self._last.get(root)
-            if last is None:
-                continue  # never reported by this adapter: recovery asks for it by id
-            before = last[2]
-            ack = self._ack(chain)
-            if (ack.status, ack.filled_quantity) != (before.status, before.filled_quantity):
-                out.append(ack)
+            with self._report_lock:
+                with self._lock:
+                    last = self._last.get(root)
+                if last is None:
+                    continue  # never reported by this adapter: recovery asks for it by id
+                before = last[2]
+                ack = self._ack(chain)
+                if (ack.status, ack.filled_quantity) != (before.status, before.filled_quantity):
+                    out.append(ack)
         return out
 
     def _ack(self, chain: _Chain) -> BrokerAck:
@@ -621,9 +752,11 @@ def from_config(
     """An adapter from a brokers.yaml section (SPEC section 11): `base_url` (default:
     Alpaca's paper endpoint for paper, its live endpoint for live), `data_url`,
     `key_id_env` and `secret_key_env` (the NAMES of the environment variables that
-    hold the keys), optional `timeout_s`. Alpaca's live endpoint serves only the
-    live role. `journal` gives the store's journal of a name: the adapter's is
-    its broker name (`alpaca-<role>`). Does not connect."""
+    hold the keys), optional `timeout_s`, optional `stream_url` (the trade-updates
+    websocket, e.g. wss://paper-api.alpaca.markets/stream; without it: polling
+    only). Alpaca's live endpoint serves only the live role. `journal` gives the
+    store's journal of a name: the adapter's is its broker name (`alpaca-<role>`).
+    Does not connect."""
     for key in section:
         if key not in _KEYS:
             raise BrokerConfigError(
@@ -634,6 +767,10 @@ def from_config(
     base_url = _url(section, "base_url", role, LIVE_URL if role == "live" else PAPER_URL)
     data_url = _url(section, "data_url", role, DATA_URL)
     _refuse_live(base_url, role)
+    stream_url = None
+    if "stream_url" in section:
+        stream_url = _ws_url(section.get("stream_url"), role)
+        _refuse_live(stream_url, role, "stream_url")
     key_id = _secret(section, env, "key_id_env", role)
     secret_key = _secret(section, env, "secret_key_env", role)
     timeout = section.get("timeout_s", _DEFAULT_TIMEOUT_S)
@@ -649,15 +786,27 @@ def from_config(
         name=f"alpaca-{role}",
         role=role,
         journal=None if journal is None else journal(f"alpaca-{role}"),
+        stream_url=stream_url,
     )
 
 
-def _refuse_live(base_url: str, role: str) -> None:
+def _run_until_cancelled(loop: asyncio.AbstractEventLoop, task: asyncio.Task[None]) -> None:
+    """The stream's thread: its loop runs the stream's task until `close` cancels it."""
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(task)
+    except asyncio.CancelledError:
+        pass  # closed
+    except Exception:
+        log.exception("the trade-updates stream ended")
+
+
+def _refuse_live(base_url: str, role: str, key: str = "base_url") -> None:
     """Fail closed: Alpaca's live endpoint (real money) serves only the live role,
     which the gate's live unlock guards."""
     if role != "live" and urlsplit(base_url).hostname == _LIVE_HOST:
         raise BrokerConfigError(
-            f"{role}.base_url",
+            f"{role}.{key}",
             f"Alpaca's live endpoint serves only the live role (want: a paper endpoint "
             f"such as {PAPER_URL}, got: {base_url})",
         )
@@ -669,6 +818,13 @@ def _url(section: Mapping[str, object], key: str, role: str, default: str) -> st
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise BrokerConfigError(f"{role}.{key}", f"want: an http(s) URL, got: {value!r}")
     return str(value).rstrip("/")
+
+
+def _ws_url(value: object, role: str) -> str:
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if parts is None or parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise BrokerConfigError(f"{role}.stream_url", f"want: a ws(s) URL, got: {value!r}")
+    return str(value)
 
 
 def _secret(section: Mapping[str, object], env: Mapping[str, str], key: str, role: str) -> str:

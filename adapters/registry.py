@@ -48,6 +48,7 @@ KEYS: dict[str, dict[str, tuple[Kind, bool]]] = {
     "alpaca": {
         "base_url": ("url", False),
         "data_url": ("url", False),
+        "stream_url": ("ws_url", False),
         "key_id_env": ("env", True),
         "secret_key_env": ("env", True),
         "timeout_s": ("seconds", False),

@@ -21,8 +21,19 @@ Fills: the fake keeps one quote per symbol (`set_quote`). An order that is
 marketable against it fills at once, whole, at the touch (the ask for a buy,
 the bid for a sell); a resting order fills when a later quote reaches it;
 `fill` fills part or all of a working order by hand; `late_fill` books a fill
-on a cancelled order. Updates are served by polling only: there is no
-trade-updates stream.
+on a cancelled order.
+
+Updates are served both ways: by polling the order routes, and on the
+trade-updates stream at `stream_url` (`ws://127.0.0.1:<port>/stream`, a
+websocket on a port of its own), which speaks what alpaca-py's `TradingStream`
+expects: `{"action": "authenticate", "data": {"key_id", "secret_key"}}` answered
+`{"stream": "authorization", "data": {"status": "authorized" | "unauthorized"}}`
+(closed after a refusal), `{"action": "listen", "data": {"streams":
+["trade_updates"]}}` answered `{"stream": "listening", ...}`, then one
+`{"stream": "trade_updates", "data": {"event", "order", "timestamp", ...}}` per
+change of an order's status or filled quantity (`new`, `partial_fill`, `fill`,
+`canceled`, `replaced`, `rejected`, ...), carrying the order as it truly is (a
+`LostReport` hides a fill from the order routes only).
 
 Faults, on demand (`inject`, or `POST /_fake/faults` with the same fields as
 JSON): see `HttpError`, `Reject`, `Slow`, `Malformed`, `Disconnect`,
@@ -36,6 +47,7 @@ Run by hand: `python -m tests.fakes.alpaca --port 8701`.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import socket
@@ -47,6 +59,9 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 
 __all__ = [
     "Disconnect",
@@ -268,6 +283,8 @@ class FakeAlpaca:
         self._server.daemon_threads = True
         self._server.block_on_close = False
         self._thread: threading.Thread | None = None
+        self._stream = _TradeUpdates(self, host)
+        self._pushed: dict[str, tuple[str, float]] = {}  # by id: (status, filled) last pushed
 
     # --- running -----------------------------------------------------------------
 
@@ -276,7 +293,13 @@ class FakeAlpaca:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
 
+    @property
+    def stream_url(self) -> str:
+        """The trade-updates stream (a websocket; alpaca-py's `TradingStream`)."""
+        return f"ws://{self._stream.host}:{self._stream.port}/stream"
+
     def start(self) -> FakeAlpaca:
+        self._stream.start()
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), name="fake-alpaca", daemon=True
         )
@@ -286,6 +309,7 @@ class FakeAlpaca:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+        self._stream.stop()
 
     def __enter__(self) -> FakeAlpaca:
         return self.start()
@@ -311,6 +335,7 @@ class FakeAlpaca:
             for order in list(self._orders.values()):
                 if order.symbol == symbol and order.status in _OPEN:
                     self._try_fill(order)
+            self._publish()
 
     def fill(self, client_order_id: str, quantity: float, price: float) -> None:
         """Fill `quantity` of a working order at `price` (a partial fill if less
@@ -320,6 +345,7 @@ class FakeAlpaca:
             if order.status not in _OPEN:
                 raise ValueError(f"order {client_order_id} is {order.status}, not open")
             self._execute(order, min(quantity, order.qty - order.filled_qty), price)
+            self._publish()
 
     def late_fill(self, client_order_id: str, quantity: float, price: float) -> None:
         """A fill that overtook the cancel: booked on the order, which stays canceled."""
@@ -328,6 +354,7 @@ class FakeAlpaca:
             status = order.status
             self._execute(order, quantity, price)
             order.status = status
+            self._publish()
 
     def received(self, client_order_id: str) -> int:
         """How many submits carried this client order id."""
@@ -347,6 +374,13 @@ class FakeAlpaca:
     # --- the routes ------------------------------------------------------------------
 
     def answer(self, method: str, path: str, query: dict[str, str], body: Any) -> _Answer:
+        with self._lock:
+            try:
+                return self._answer(method, path, query, body)
+            finally:
+                self._publish()
+
+    def _answer(self, method: str, path: str, query: dict[str, str], body: Any) -> _Answer:
         with self._lock:
             self.requests.append((method, path))
             route = _route_of(method, path)
@@ -608,6 +642,34 @@ class FakeAlpaca:
             return min(touch, limit) if limit >= touch else None
         return max(touch, limit) if limit <= touch else None
 
+    # --- the trade-updates stream ----------------------------------------------------------
+
+    def _publish(self) -> None:
+        """Push a trade update for every order whose status or filled quantity
+        changed since the last push (called under the lock, after each change)."""
+        for order in self._orders.values():
+            now = (order.status, order.filled_qty)
+            before = self._pushed.get(order.id)
+            if before == now:
+                continue
+            self._pushed[order.id] = now
+            data: dict[str, Any] = {
+                "event": _EVENTS.get(order.status, order.status),
+                "timestamp": order.updated_at or order.created_at,
+                "order": order.json(),
+            }
+            filled = order.filled_qty - (0.0 if before is None else before[1])
+            if filled > _EPSILON:
+                held = self._positions.get(order.symbol, (0.0, 0.0))[0]
+                data.update(
+                    event="fill" if order.status == "filled" else "partial_fill",
+                    execution_id=str(uuid.uuid4()),
+                    qty=_num(filled),
+                    price=data["order"]["filled_avg_price"],
+                    position_qty=_num(held),
+                )
+            self._stream.push(json.dumps({"stream": "trade_updates", "data": data}))
+
     # --- helpers ------------------------------------------------------------------------
 
     def _change(self, order: _Order) -> None:
@@ -674,6 +736,111 @@ class FakeAlpaca:
         except (KeyError, TypeError, ValueError) as exc:
             return _Answer(400, {"message": f"{type(exc).__name__}: {exc}"})
         return _Answer(200, {"ok": True})
+
+
+# an order's status -> the trade-updates event that reports it
+_EVENTS = {"partially_filled": "partial_fill", "filled": "fill", "canceled": "canceled"}
+
+
+class _TradeUpdates:
+    """The trade-updates websocket: an asyncio server on a thread of its own."""
+
+    def __init__(self, fake: FakeAlpaca, host: str) -> None:
+        self._fake = fake
+        self.host = host
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: Server | None = None
+        self._queues: dict[ServerConnection, asyncio.Queue[str]] = {}  # the listening ones
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        ready = threading.Event()
+        loop = self._loop = asyncio.new_event_loop()
+
+        async def listen() -> Server:
+            return await serve(self._session, self.host, 0)
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            self._server = loop.run_until_complete(listen())
+            self.port = int(next(iter(self._server.sockets)).getsockname()[1])
+            ready.set()
+            loop.run_forever()
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="fake-alpaca-stream", daemon=True)
+        self._thread.start()
+        if not ready.wait(5):
+            raise RuntimeError("the fake's trade-updates stream did not start")
+
+    def stop(self) -> None:
+        loop = self._loop
+        if self._thread is None or loop is None or loop.is_closed():
+            return
+
+        async def halt() -> None:
+            if self._server is not None:
+                self._server.close()
+                await self._server.wait_closed()
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(halt(), loop).result(5)
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(loop.stop)
+        self._thread.join(5)
+
+    def push(self, message: str) -> None:
+        """Send `message` to every listening connection (from any thread)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(self._broadcast, message)
+
+    def _broadcast(self, message: str) -> None:
+        for queue in self._queues.values():
+            queue.put_nowait(message)
+
+    async def _session(self, ws: ServerConnection) -> None:
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        sender = asyncio.ensure_future(self._send_all(ws, queue))
+        try:
+            first = json.loads(await ws.recv())
+            data = first.get("data") if isinstance(first, dict) else None
+            ok = (
+                isinstance(data, dict)
+                and first.get("action") in ("authenticate", "auth")
+                and data.get("key_id") == self._fake.key_id
+                and data.get("secret_key") == self._fake.secret_key
+            )
+            status = "authorized" if ok else "unauthorized"
+            reply = {
+                "stream": "authorization",
+                "data": {"action": "authenticate", "status": status},
+            }
+            await ws.send(json.dumps(reply))
+            if not ok:
+                return
+            async for raw in ws:
+                message = json.loads(raw)
+                if not isinstance(message, dict) or message.get("action") != "listen":
+                    continue
+                streams = [s for s in message.get("data", {}).get("streams", []) if s]
+                queue.put_nowait(json.dumps({"stream": "listening", "data": {"streams": streams}}))
+                if "trade_updates" in streams:
+                    self._queues[ws] = queue
+        except (ConnectionClosed, ValueError, AttributeError):
+            pass
+        finally:
+            self._queues.pop(ws, None)
+            sender.cancel()
+
+    @staticmethod
+    async def _send_all(ws: ServerConnection, queue: asyncio.Queue[str]) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await ws.send(await queue.get())
 
 
 def _route_of(method: str, path: str) -> str | None:
@@ -811,12 +978,14 @@ def main(argv: list[str] | None = None) -> None:
     fake = FakeAlpaca(key_id=args.key_id, secret_key=args.secret_key, port=args.port)
     fake.start()
     print(
-        f"fake Alpaca on {fake.url} (trading and market data)\n"
+        f"fake Alpaca on {fake.url} (trading and market data), "
+        f"trade updates on {fake.stream_url}\n"
         "brokers.yaml:\n"
         "  paper:\n"
         "    adapter: alpaca\n"
         f"    base_url: {fake.url}\n"
         f"    data_url: {fake.url}\n"
+        f"    stream_url: {fake.stream_url}\n"
         "    key_id_env: APCA_API_KEY_ID\n"
         "    secret_key_env: APCA_API_SECRET_KEY\n"
         "environment:\n"
