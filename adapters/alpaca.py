@@ -89,7 +89,7 @@ from engine.clock import Clock
 from engine.lifecycle import OrderStatus
 from engine.models import Quote
 
-from .base import BrokerConfigError, JsonDict, fill_from_json, fill_to_json, text
+from .base import BrokerConfigError, JsonDict, fill_from_json, fill_to_json, load_journal, text
 
 __all__ = [
     "ALPACA_CAPABILITIES",
@@ -625,13 +625,7 @@ class AlpacaAdapter:
 
     def _restore(self, journal: BrokerJournal) -> None:
         """The steps reported before a restart."""
-        try:
-            entries = journal.load()
-        except Exception as exc:
-            raise BrokerError(
-                f"{self.name}: could not load its memory ({type(exc).__name__}: {exc})",
-                code="journal_unavailable",
-            ) from exc
+        entries = load_journal(self.name, journal)
         for key, value in entries.items():
             try:
                 if not key.startswith(_ORDER_KEY):

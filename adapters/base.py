@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import cast
 
-from engine.broker import BrokerAdapter, BrokerOrder, Fill
+from engine.broker import BrokerAdapter, BrokerError, BrokerJournal, BrokerOrder, Fill
 from engine.clock import format_utc, parse_utc
 from engine.errors import InvalidArgument
 from engine.models import OrderType, Quote, Side, TimeInForce
@@ -31,6 +31,7 @@ __all__ = [
     "fill_to_json",
     "flag",
     "integer",
+    "load_journal",
     "mapping",
     "number",
     "optional_number",
@@ -70,6 +71,18 @@ AdapterFactory = Callable[..., BrokerAdapter]
 _SIDES = frozenset({"buy", "sell"})
 _ORDER_TYPES = frozenset({"market", "limit", "stop"})
 _TIMES_IN_FORCE = frozenset({"day", "gtc", "ioc", "fok", "opg", "cls"})
+
+
+def load_journal(name: str, journal: BrokerJournal) -> dict[str, dict[str, object]]:
+    """Every entry of broker `name`'s journal (a restart); `BrokerError`
+    (`journal_unavailable`) when the store cannot give it."""
+    try:
+        return journal.load()
+    except Exception as exc:
+        raise BrokerError(
+            f"{name}: could not load its memory ({type(exc).__name__}: {exc})",
+            code="journal_unavailable",
+        ) from exc
 
 
 class MemoryJournal:

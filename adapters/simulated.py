@@ -54,6 +54,7 @@ from .base import (
     fill_from_json,
     fill_to_json,
     integer,
+    load_journal,
     mapping,
     order_from_json,
     order_to_json,
@@ -647,13 +648,7 @@ class SimulatedBroker:
 
     def _restore(self, journal: BrokerJournal) -> None:
         """Rebuild everything from the journal (a restart)."""
-        try:
-            entries = journal.load()
-        except Exception as exc:
-            raise BrokerError(
-                f"{self.name}: could not load its memory ({type(exc).__name__}: {exc})",
-                code="journal_unavailable",
-            ) from exc
+        entries = load_journal(self.name, journal)
         records: list[_SimOrder] = []
         quotes: dict[str, tuple[int, Quote]] = {}
         for key, value in entries.items():
