@@ -67,6 +67,7 @@ KEYS: dict[str, dict[str, tuple[Kind, bool]]] = {
         "base_url": ("url", True),
         "ws_url": ("ws_url", False),
         "token_env": ("env", True),
+        "timeout_s": ("seconds", False),
     },
     "oms_fix": {
         "host": ("host", True),
@@ -88,7 +89,7 @@ GATE_KEYS: dict[str, tuple[Kind, bool]] = {"position_account": ("text", False)}
 MODULES: dict[str, str | None] = {
     "alpaca": "adapters.alpaca",
     "ib": "adapters.ib",
-    "oms_rest": None,  # issue 11
+    "oms_rest": "adapters.oms_rest",
     "oms_fix": None,  # issue 11
 }
 

@@ -23,6 +23,7 @@ from engine.lifecycle import OrderStatus
 from engine.models import Quote
 from tests.contract.alpaca_factory import alpaca
 from tests.contract.ib_factory import ib
+from tests.contract.oms_rest_factory import oms_rest
 
 NOW = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)
 QUOTE = Quote(bid=99.0, ask=101.0, last=100.0, timestamp=NOW)
@@ -53,11 +54,13 @@ ADAPTERS = [
     pytest.param(simulated_with_journal, id="simulated-journal"),
     pytest.param(ib, id="ib"),
     pytest.param(alpaca, id="alpaca"),
+    pytest.param(oms_rest, id="oms_rest"),
 ]
 DURABLE = [
     pytest.param(simulated_with_journal, id="simulated-journal"),
     pytest.param(ib, id="ib"),
     pytest.param(alpaca, id="alpaca"),
+    pytest.param(oms_rest, id="oms_rest"),
 ]
 
 

@@ -300,13 +300,13 @@ def test_brokers_check_when_ok_then_the_account_shown_holds_no_secret(
     [
         (f"paper:\n  adapter: alpaca\n  key_id: {BAD_SECRET}\n  secret_key_env: S\n",
          "apex-oms: paper.key_id: credentials are never in this file"),
-        ("paper:\n  adapter: oms_rest\n  base_url: http://h\n  token_env: T\n",
-         "apex-oms: paper.adapter: adapter oms_rest is not available yet"),
+        ("paper:\n  adapter: oms_rest\n  base_url: http://h\n  token_env: NO_SUCH_TOKEN_ENV\n",
+         "apex-oms: paper.token_env: environment variable NO_SUCH_TOKEN_ENV is not set"),
         ("live:\n  adapter: simulated\n",
          "apex-oms: live.adapter: the simulated broker never serves live"),
         ("", "apex-oms: no broker configured"),
     ],
-    ids=["credential-pasted", "not-available", "simulated-live", "nothing-configured"],
+    ids=["credential-pasted", "token-env-unset", "simulated-live", "nothing-configured"],
 )  # fmt: skip
 def test_brokers_check_when_the_configuration_is_unusable_then_exit_2_one_line(
     cli: Callable[..., Run], home: Path, text: str, line: str

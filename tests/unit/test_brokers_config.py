@@ -204,7 +204,7 @@ def test_build_when_simulated_for_live_then_refused(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.parametrize("adapter", ["oms_rest", "oms_fix"])
+@pytest.mark.parametrize("adapter", ["oms_fix"])
 def test_build_when_adapter_not_written_yet_then_not_available_naming_it(
     tmp_path: Path, adapter: str
 ) -> None:
