@@ -14,9 +14,17 @@ import json
 import math
 import threading
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import cast
 
-from engine.broker import BrokerAdapter, BrokerError, BrokerJournal, BrokerOrder, Fill
+from engine.broker import (
+    BrokerAdapter,
+    BrokerError,
+    BrokerJournal,
+    BrokerOrder,
+    Fill,
+    LoggedMessage,
+)
 from engine.clock import format_utc, parse_utc
 from engine.errors import InvalidArgument
 from engine.models import OrderType, Quote, Side, TimeInForce
@@ -26,6 +34,7 @@ __all__ = [
     "BrokerConfigError",
     "JsonDict",
     "MemoryJournal",
+    "MemorySessionLog",
     "choice",
     "fill_from_json",
     "fill_to_json",
@@ -108,6 +117,66 @@ class MemoryJournal:
         with self._lock:
             self._entries[key] = text
             self.saves += 1
+
+
+class MemorySessionLog:
+    """A `SessionLog` (engine/broker.py) in memory, for tests and demos: one FIX
+    session's sequence numbers and messages. Share one between two adapters to
+    play a restart. `writes` counts the durable writes a store would make."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next = (1, 1)
+        self._messages: list[tuple[int, LoggedMessage]] = []  # (epoch, message)
+        self._epoch = 0
+        self.writes = 0
+
+    def sequences(self) -> tuple[int, int]:
+        with self._lock:
+            return self._next
+
+    def sent(
+        self, seq: int, msg_type: str, message: bytes, at: datetime, cl_ord_id: str | None = None
+    ) -> None:
+        with self._lock:
+            self._messages.append(
+                (self._epoch, LoggedMessage("out", seq, msg_type, message, at, cl_ord_id))
+            )
+            self._next = (max(self._next[0], seq + 1), self._next[1])
+            self.writes += 1
+
+    def received(
+        self, seq: int, msg_type: str, message: bytes, at: datetime, next_in: int | None
+    ) -> None:
+        with self._lock:
+            self._messages.append((self._epoch, LoggedMessage("in", seq, msg_type, message, at)))
+            if next_in is not None:
+                self._next = (self._next[0], next_in)
+            self.writes += 1
+
+    def reset(self, next_out: int, next_in: int) -> None:
+        with self._lock:
+            self._next = (next_out, next_in)
+            self._epoch += 1
+            self.writes += 1
+
+    def outgoing(self, begin: int, end: int) -> list[LoggedMessage]:
+        with self._lock:
+            first: dict[int, LoggedMessage] = {}
+            for epoch, m in self._messages:
+                if epoch == self._epoch and m.direction == "out" and begin <= m.seq <= end:
+                    first.setdefault(m.seq, m)
+        return [first[seq] for seq in sorted(first)]
+
+    def sent_for(self, cl_ord_id: str) -> list[LoggedMessage]:
+        with self._lock:
+            return [
+                m for _, m in self._messages if m.direction == "out" and m.cl_ord_id == cl_ord_id
+            ]
+
+    def tail(self, limit: int) -> list[LoggedMessage]:
+        with self._lock:
+            return [m for _, m in self._messages[-limit:]] if limit > 0 else []
 
 
 # --- writers ------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Literal
 
-from engine.broker import BrokerAdapter, BrokerJournal
+from engine.broker import BrokerAdapter, BrokerJournal, SessionLog
 from engine.clock import Clock
 
 from .base import BrokerConfigError
@@ -40,8 +40,8 @@ ADAPTERS = ("alpaca", "ib", "oms_rest", "oms_fix", "simulated")
 
 # what a key holds: an http(s) URL, a ws(s) URL, the NAME of an environment
 # variable (never a credential), a host name, a TCP port, a non-negative integer,
-# text, a positive number of seconds
-Kind = Literal["url", "ws_url", "env", "host", "port", "integer", "text", "seconds"]
+# text, a positive number of seconds, true or false
+Kind = Literal["url", "ws_url", "env", "host", "port", "integer", "text", "seconds", "boolean"]
 
 # adapter -> key -> (kind, required); `adapter` itself is every section's first key
 KEYS: dict[str, dict[str, tuple[Kind, bool]]] = {
@@ -75,6 +75,8 @@ KEYS: dict[str, dict[str, tuple[Kind, bool]]] = {
         "sender_comp_id": ("text", True),
         "target_comp_id": ("text", True),
         "heartbeat_s": ("seconds", False),
+        "mass_status": ("boolean", False),
+        "positions": ("boolean", False),
     },
     "simulated": {},
 }
@@ -90,7 +92,7 @@ MODULES: dict[str, str | None] = {
     "alpaca": "adapters.alpaca",
     "ib": "adapters.ib",
     "oms_rest": "adapters.oms_rest",
-    "oms_fix": None,  # issue 11
+    "oms_fix": "adapters.oms_fix",
 }
 
 
@@ -108,6 +110,7 @@ def build(
     journal: Callable[[str], BrokerJournal] | None = None,
     seed: int = 0,
     slippage_bps: float = 0.0,
+    session_log: Callable[[str], SessionLog] | None = None,
 ) -> BrokerAdapter:
     """The adapter for one validated section; raises `BrokerConfigError` naming the
     field. Refuses an adapter whose capabilities do not declare `role`, and the
@@ -128,7 +131,7 @@ def build(
         )
     else:
         own = {k: v for k, v in section.items() if k not in GATE_KEYS}
-        broker = _from_module(adapter, role, own, env, clock, journal)
+        broker = _from_module(adapter, role, own, env, clock, journal, session_log)
     caps = broker.capabilities
     if not (caps.paper if role == "paper" else caps.live):
         raise BrokerConfigError(
@@ -144,6 +147,7 @@ def _from_module(
     env: Mapping[str, str],
     clock: Clock,
     journal: Callable[[str], BrokerJournal] | None,
+    session_log: Callable[[str], SessionLog] | None = None,
 ) -> BrokerAdapter:
     field = f"{role}.adapter"
     module_name = MODULES.get(adapter)
@@ -161,10 +165,12 @@ def _from_module(
         raise AdapterUnavailable(
             field, f"adapter {adapter} is not available (its module has no from_config)"
         )
-    if journal is not None and _takes_journal(factory):
-        broker = factory(section, env, role=role, clock=clock, journal=journal)
-    else:
-        broker = factory(section, env, role=role, clock=clock)
+    extra: dict[str, object] = {}
+    if journal is not None and _takes(factory, "journal"):
+        extra["journal"] = journal
+    if session_log is not None and _takes(factory, "session_log"):
+        extra["session_log"] = session_log  # a FIX session's sequence numbers and messages
+    broker = factory(section, env, role=role, clock=clock, **extra)
     if not isinstance(broker, BrokerAdapter):
         raise AdapterUnavailable(
             field, f"adapter {adapter} is not available (from_config built no broker)"
@@ -172,9 +178,9 @@ def _from_module(
     return broker
 
 
-def _takes_journal(factory: Callable[..., object]) -> bool:
+def _takes(factory: Callable[..., object], name: str) -> bool:
     try:
-        return "journal" in inspect.signature(factory).parameters
+        return name in inspect.signature(factory).parameters
     except (TypeError, ValueError):  # no signature to read: call it without
         return False
 

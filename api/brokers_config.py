@@ -23,7 +23,7 @@ import yaml
 
 from adapters.base import BrokerConfigError
 from adapters.registry import ADAPTERS, GATE_KEYS, KEYS, ROLES, Kind, build
-from engine.broker import BrokerAdapter, BrokerJournal
+from engine.broker import BrokerAdapter, BrokerJournal, SessionLog
 from engine.clock import Clock
 
 __all__ = ["BrokerSection", "BrokersConfig", "build_brokers", "load_brokers"]
@@ -99,6 +99,7 @@ def build_brokers(
     seed: int = 0,
     slippage_bps: float = 0.0,
     taken: tuple[str, ...] = ("simulated",),
+    session_log: Callable[[str], SessionLog] | None = None,
 ) -> dict[str, BrokerAdapter]:
     """Role -> adapter for every section; raises `BrokerConfigError` naming the field.
     Every broker's name is unique (orders and the journal are keyed by it), also
@@ -108,7 +109,7 @@ def build_brokers(
     for role, section in config.sections.items():
         broker = build(
             role, section.values, env, clock=clock, journal=journal, seed=seed,
-            slippage_bps=slippage_bps,
+            slippage_bps=slippage_bps, session_log=session_log,
         )  # fmt: skip
         if not broker.name or len(broker.name) > 32 or broker.name in names:
             raise BrokerConfigError(
@@ -166,6 +167,10 @@ def _check(field: str, kind: Kind, value: object) -> None:
         low, high = (1, 65535) if kind == "port" else (0, 2**31 - 1)
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise BrokerConfigError(field, f"want: an integer {low}..{high}, got: {_kind(value)}")
+        return
+    if kind == "boolean":
+        if not isinstance(value, bool):
+            raise BrokerConfigError(field, f"want: true or false, got: {_kind(value)}")
         return
     if kind == "seconds":
         if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:

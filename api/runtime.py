@@ -97,6 +97,7 @@ class Runtime:
                 brokers |= build_brokers(
                     configured, os.environ, clock=clock, journal=store.journal,
                     seed=settings.sim_seed, slippage_bps=settings.sim_slippage_bps,
+                    session_log=store.session_log,
                 )  # fmt: skip
             except Exception:
                 store.close()

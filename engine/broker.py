@@ -26,6 +26,8 @@ __all__ = [
     "BrokerStatus",
     "Capabilities",
     "Fill",
+    "LoggedMessage",
+    "SessionLog",
 ]
 
 # What a broker may say of an order: the lifecycle's statuses (engine/lifecycle.py);
@@ -188,4 +190,62 @@ class BrokerJournal(Protocol):
         atomically with it. The gateway books each broker answer in a transaction
         right after the call, so the broker's memory and the gateway's booking of
         an order land together or not at all."""
+        ...
+
+
+@dataclass(frozen=True)
+class LoggedMessage:
+    """One message of a FIX session's log: as sent or received, byte for byte."""
+
+    direction: str  # "in" | "out"
+    seq: int
+    msg_type: str
+    message: bytes
+    at: datetime
+    cl_ord_id: str | None = None
+
+
+class SessionLog(Protocol):
+    """Durable memory of one FIX session: its sequence numbers and every message in
+    and out (the FIX message log, not the audit chain).
+
+    Unlike `BrokerJournal`, each write is durable when the call returns, in a
+    transaction of its own: an outgoing message is logged (and `next_out` moved
+    past it) before it is written to the socket, so a crash never makes the
+    adapter reuse a sequence number the counterparty may have seen, and a
+    ResendRequest can be answered with the messages as they were sent."""
+
+    def sequences(self) -> tuple[int, int]:
+        """(next_out, next_in): the next MsgSeqNum to send and to expect; (1, 1)
+        for a session never used."""
+        ...
+
+    def sent(self, seq: int, msg_type: str, message: bytes, at: datetime,
+             cl_ord_id: str | None = None) -> None:  # fmt: skip
+        """Log an outgoing message and move `next_out` to `seq + 1` (a resend of
+        an earlier `seq` leaves it), durable before returning."""
+        ...
+
+    def received(
+        self, seq: int, msg_type: str, message: bytes, at: datetime, next_in: int | None
+    ) -> None:
+        """Log an incoming message; `next_in` (when not None) is the next MsgSeqNum
+        expected after it. Durable before returning."""
+        ...
+
+    def reset(self, next_out: int, next_in: int) -> None:
+        """Set both sequence numbers (a session reset)."""
+        ...
+
+    def outgoing(self, begin: int, end: int) -> list[LoggedMessage]:
+        """The messages sent with MsgSeqNum in [begin, end] since the last reset,
+        in order, the first sending of each (what a ResendRequest replays)."""
+        ...
+
+    def sent_for(self, cl_ord_id: str) -> list[LoggedMessage]:
+        """The application messages sent with this ClOrdID (11), in order."""
+        ...
+
+    def tail(self, limit: int) -> list[LoggedMessage]:
+        """The last `limit` messages in and out, oldest first."""
         ...

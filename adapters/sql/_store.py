@@ -34,8 +34,10 @@ from ._reads import DriverPool, Reads
 from ._transactions import SqlTransactions
 from ._writer import SqlWriter
 from .journal import SqlJournal
+from .session_log import SqlSessionLog, fix_log
 
 if TYPE_CHECKING:
+    from engine.broker import LoggedMessage
     from engine.ports import Store, Writer
 
 __all__ = ["SqlStore"]
@@ -102,6 +104,15 @@ class SqlStore(Reads):
     def journal(self, broker: str) -> SqlJournal:
         """Durable memory for an in-process broker of this name."""
         return SqlJournal(broker, self._pool, self._db, self._transactions.queue_journal)
+
+    def session_log(self, session: str) -> SqlSessionLog:
+        """A FIX session's sequence numbers and message log (each write its own
+        commit: adapters/sql/session_log.py)."""
+        return SqlSessionLog(session, self.engine, self._db.errors)
+
+    def fix_log(self, limit: int, session: str | None = None) -> list[LoggedMessage]:
+        """The last `limit` FIX messages (of one session), oldest first."""
+        return fix_log(self.engine, self._db.errors, limit, session)
 
 
 if TYPE_CHECKING:  # mypy holds the store and its writer to the ports

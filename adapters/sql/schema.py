@@ -29,6 +29,8 @@ __all__ = [
     "chain_head",
     "client_orders",
     "fills",
+    "fix_messages",
+    "fix_sessions",
     "metadata",
     "order_events",
     "order_sequences",
@@ -173,4 +175,35 @@ broker_journal = Table(
     Column("key", String(64), primary_key=True),
     Column("value", Text, nullable=False),
     Column("updated_at", _When, nullable=False),
+)
+
+# A FIX session's sequence numbers (oms_fix), one row per session (the broker's
+# name). `epoch` counts sequence resets: the messages of older epochs are kept
+# for the log but never resent.
+fix_sessions = Table(
+    "fix_sessions",
+    metadata,
+    Column("session", String(32), primary_key=True),
+    Column("next_out", BigInteger, nullable=False),
+    Column("next_in", BigInteger, nullable=False),
+    Column("epoch", Integer, nullable=False),
+    Column("updated_at", _When, nullable=False),
+)
+
+# Every FIX message in and out, byte for byte (SOH kept): the FIX message log,
+# not the audit chain. Resends are answered from it; `brokers fix-log` prints it.
+fix_messages = Table(
+    "fix_messages",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("session", String(32), nullable=False),
+    Column("epoch", Integer, nullable=False),
+    Column("direction", String(3), nullable=False),  # in | out
+    Column("seq", BigInteger, nullable=False),
+    Column("msg_type", String(8), nullable=False),
+    Column("cl_ord_id", String(64), nullable=True),
+    Column("message", Text, nullable=False),
+    Column("at", _When, nullable=False),
+    Index("ix_fix_messages_seq", "session", "epoch", "direction", "seq"),
+    Index("ix_fix_messages_cl_ord_id", "session", "cl_ord_id"),
 )

@@ -23,6 +23,7 @@ from engine.lifecycle import OrderStatus
 from engine.models import Quote
 from tests.contract.alpaca_factory import alpaca
 from tests.contract.ib_factory import ib
+from tests.contract.oms_fix_factory import oms_fix, oms_fix_mass_status
 from tests.contract.oms_rest_factory import oms_rest
 
 NOW = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)
@@ -55,12 +56,16 @@ ADAPTERS = [
     pytest.param(ib, id="ib"),
     pytest.param(alpaca, id="alpaca"),
     pytest.param(oms_rest, id="oms_rest"),
+    pytest.param(oms_fix, id="oms_fix"),
+    pytest.param(oms_fix_mass_status, id="oms_fix-mass_status-positions"),
 ]
 DURABLE = [
     pytest.param(simulated_with_journal, id="simulated-journal"),
     pytest.param(ib, id="ib"),
     pytest.param(alpaca, id="alpaca"),
     pytest.param(oms_rest, id="oms_rest"),
+    pytest.param(oms_fix, id="oms_fix"),
+    pytest.param(oms_fix_mass_status, id="oms_fix-mass_status-positions"),
 ]
 
 

@@ -1,0 +1,176 @@
+"""FIX 4.4 on the wire for the `oms_fix` adapter: framing, checking and building
+messages. simplefix builds and parses; everything it does not check is checked
+here.
+
+Framing. simplefix's parser trusts BodyLength (9) and never verifies CheckSum
+(10), so a garbled message could swallow the next one. `Framer` cuts frames
+itself: a frame starts at `8=FIX.4.4<SOH>9=`, ends at the first `<SOH>10=nnn<SOH>`
+after it, and is kept only when its BodyLength and CheckSum are right; a bad one
+is dropped whole and reported, so the session can let its sequence number fall
+into a gap that a ResendRequest recovers.
+
+Quantities are read in integer or decimal notation (`100`, `100.0`, `1E2` is
+not FIX and is refused) and sent in integer notation when whole.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import simplefix
+from simplefix import FixMessage
+
+__all__ = [
+    "ADMIN_TYPES",
+    "BEGIN_STRING",
+    "SOH",
+    "FixMessage",
+    "Frame",
+    "Framer",
+    "build",
+    "decimal",
+    "fix_time",
+    "parse_time",
+    "quantity_text",
+    "readable",
+]
+
+BEGIN_STRING = "FIX.4.4"
+SOH = b"\x01"
+_START = b"8=FIX.4.4\x019="
+_END = re.compile(rb"\x0110=(\d{3})\x01")
+# session-level message types: answered with a gap fill, never resent (FIX 4.4 vol. 2)
+ADMIN_TYPES = frozenset({"0", "1", "2", "3", "4", "5", "A"})
+_DECIMAL = re.compile(r"^-?(\d+(\.\d*)?|\.\d+)$")
+_TIME_FORMATS = ("%Y%m%d-%H:%M:%S.%f", "%Y%m%d-%H:%M:%S")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One cut of the input: `raw` as received; `message` when it checked out,
+    else `problem` says why it was dropped."""
+
+    raw: bytes
+    message: FixMessage | None
+    problem: str = ""
+
+
+class Framer:
+    """Cut received bytes into checked frames."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, data: bytes) -> list[Frame]:
+        self._buffer += data
+        frames: list[Frame] = []
+        while True:
+            start = self._buffer.find(_START)
+            if start < 0:
+                # keep a tail that may be the beginning of a frame
+                self._buffer = self._buffer[-len(_START) :]
+                return frames
+            if start > 0:
+                frames.append(Frame(self._buffer[:start], None, "bytes outside a frame"))
+                self._buffer = self._buffer[start:]
+            end = _END.search(self._buffer, len(_START))
+            if end is None:
+                return frames
+            raw, self._buffer = self._buffer[: end.end()], self._buffer[end.end() :]
+            frames.append(_check(raw, end.start() + 1))
+
+
+def _check(raw: bytes, checksum_at: int) -> Frame:
+    """A frame whose CheckSum field starts at `checksum_at`."""
+    length_end = raw.find(SOH, len(_START))
+    length_text = raw[len(_START) : length_end]
+    if not length_text.isdigit():
+        return Frame(raw, None, f"BodyLength is not a number (got: {length_text!r})")
+    body = checksum_at - (length_end + 1)
+    if int(length_text) != body:
+        return Frame(raw, None, f"BodyLength wrong (want: {body}, got: {int(length_text)})")
+    stated = int(raw[checksum_at + 3 : checksum_at + 6])
+    computed = sum(raw[:checksum_at]) % 256
+    if stated != computed:
+        return Frame(raw, None, f"CheckSum wrong (want: {computed:03d}, got: {stated:03d})")
+    parser = simplefix.FixParser()
+    parser.append_buffer(raw)
+    message = parser.get_message()
+    if message is None or message.get(35) is None or message.get(34) is None:
+        return Frame(raw, None, "MsgType or MsgSeqNum missing")
+    return Frame(raw, message)
+
+
+def build(
+    msg_type: str,
+    fields: list[tuple[int, str]],
+    *,
+    sender: str,
+    target: str,
+    seq: int,
+    sent_at: datetime,
+    orig_sent_at: str | None = None,
+) -> bytes:
+    """One message, header in the order 8, 9, 35, 49, 56, 34, 52 (then 43 and 122
+    for a possible duplicate); simplefix adds BodyLength and CheckSum."""
+    message = simplefix.FixMessage()
+    message.append_pair(8, BEGIN_STRING, header=True)
+    message.append_pair(35, msg_type, header=True)
+    message.append_pair(49, sender, header=True)
+    message.append_pair(56, target, header=True)
+    message.append_pair(34, str(seq), header=True)
+    message.append_pair(52, fix_time(sent_at), header=True)
+    if orig_sent_at is not None:
+        message.append_pair(43, "Y", header=True)
+        message.append_pair(122, orig_sent_at, header=True)
+    for tag, value in fields:
+        message.append_pair(tag, value)
+    encoded: bytes = message.encode()
+    return encoded
+
+
+def fix_time(moment: datetime) -> str:
+    """UTCTimestamp with milliseconds: `20261130-15:00:00.123`."""
+    utc = moment.astimezone(UTC)
+    return utc.strftime("%Y%m%d-%H:%M:%S.") + f"{utc.microsecond // 1000:03d}"
+
+
+def parse_time(value: bytes | str | None) -> datetime | None:
+    if value is None:
+        return None
+    text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+    for pattern in _TIME_FORMATS:
+        try:
+            return datetime.strptime(text[:21] if "." in text else text, pattern).replace(
+                tzinfo=UTC
+            )
+        except ValueError:
+            continue
+    return None
+
+
+def decimal(value: bytes | str | None) -> float | None:
+    """A Qty, Price or Amt field in integer or decimal notation; None when absent
+    or not a FIX decimal."""
+    if value is None:
+        return None
+    text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+    if not _DECIMAL.match(text):
+        return None
+    number = float(text)
+    return number if math.isfinite(number) else None
+
+
+def quantity_text(value: float) -> str:
+    """A quantity in integer notation when whole (`100`), else the shortest decimal."""
+    if float(value).is_integer():
+        return str(int(value))
+    return repr(float(value))
+
+
+def readable(raw: bytes) -> str:
+    """tag=value form with `|` for SOH, as `brokers fix-log` prints it."""
+    return raw.decode("ascii", "replace").replace("\x01", "|")
