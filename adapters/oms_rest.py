@@ -488,11 +488,13 @@ class OmsRestAdapter:
             order = event.get("order")
             if not isinstance(order, dict):
                 raise self._unparseable(f"event {sequence}", "an event carrying its order")
-            held = self._merge(self._order(order, f"event {sequence}"))
+            cid = text(self._order(order, f"event {sequence}"), "client_order_id")
             execution = event.get("execution")
-            if isinstance(execution, dict):
-                self._add_fill(held, execution, f"event {sequence}")
-            cid = str(order.get("client_order_id"))
+            if isinstance(execution, dict):  # first: the order lists it too
+                with self._lock:
+                    fresh = self._held.setdefault(cid, _Held(None, {}))
+                self._add_fill(fresh, execution, f"event {sequence}")
+            held = self._merge(order)
             self.booked = sequence
             with self._lock:
                 ours = cid in self._last

@@ -273,6 +273,7 @@ class FakeOms:
         self.ws_sessions: list[int] = []  # the `after` each socket session resumed from
         self._socket_down = False
         self._silent = False
+        self._halted = False
         self._start = datetime(2026, 11, 30, 14, 0, tzinfo=UTC)
         self._tick = 0
         self._server = ThreadingHTTPServer((host, port), _handler(self))
@@ -301,6 +302,9 @@ class FakeOms:
         return self
 
     def stop(self) -> None:
+        """Stop serving; a connection kept alive by a client is dropped at its next
+        request (the OMS is down)."""
+        self._halted = True
         self._server.shutdown()
         self._server.server_close()
         self._stream.stop()
@@ -805,6 +809,11 @@ def _handler(fake: FakeOms) -> type[BaseHTTPRequestHandler]:
             return
 
         def _handle(self, method: str) -> None:
+            if fake._halted:
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                return
             parts = urlsplit(self.path)
             query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
             length = int(self.headers.get("Content-Length") or 0)
