@@ -13,7 +13,19 @@ import pytest
 import simplefix
 
 from tests.fakes.fix_acceptor import (
+    BusinessReject,
+    CancelReject,
+    DisconnectMidOrder,
+    DuplicateExecution,
     FakeFixAcceptor,
+    FillAfterCancel,
+    Garbled,
+    PartialFill,
+    Reject,
+    ResendAsk,
+    SequenceGap,
+    SessionReject,
+    Silence,
 )
 
 WAIT = 10.0  # generous: a loaded 2-core CI machine
@@ -22,6 +34,15 @@ WAIT = 10.0  # generous: a loaded 2-core CI machine
 def _stamp(moment: datetime | None = None) -> str:
     moment = moment or datetime.now(UTC)
     return moment.strftime("%Y%m%d-%H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
+
+
+def _intact(message: simplefix.FixMessage) -> bool:
+    """BodyLength and CheckSum as the initiator must check them (simplefix does not)."""
+    raw = message.encode(raw=True)
+    trailer = raw.rindex(b"10=")
+    body = raw[raw.index(b"35=") : trailer]
+    length_ok = int(_s(message, 9) or -1) == len(body)
+    return length_ok and sum(raw[:trailer]) % 256 == int(_s(message, 10) or -1)
 
 
 def _s(message: simplefix.FixMessage, tag: int) -> str | None:
@@ -511,3 +532,178 @@ def test_fill_while_disconnected_reaches_the_initiator_through_a_resend(
     again.send("2", [(7, 3), (16, 0)])
     trade = again.expect("8")
     assert [_s(trade, t) for t in (34, 43, 150, 39, 32)] == ["3", "Y", "F", "1", "4"]
+
+
+# --- faults -------------------------------------------------------------------------
+
+
+def test_reject_refuses_the_next_order(fake: FakeFixAcceptor, client: Client) -> None:
+    fake.inject(Reject("margin"))
+    client.order("F1")
+    report = client.expect("8")
+    assert [_s(report, t) for t in (150, 39, 103, 58, 14, 151)] == [
+        "8",
+        "8",
+        "0",
+        "margin",
+        "0",
+        "0",
+    ]
+    client.order("F2")
+    assert _s(client.expect("8"), 150) == "0"
+
+
+def test_cancel_reject_refuses_the_next_cancel(fake: FakeFixAcceptor, client: Client) -> None:
+    client.order("F3", ord_type="2", tags=[(44, 90)])
+    client.expect("8")
+    fake.inject(CancelReject("not now"))
+    client.send("F", [(11, "F3x"), (41, "F3"), (55, "AAPL"), (54, 1), (60, _stamp())])
+    refused = client.expect("9")
+    assert [_s(refused, t) for t in (434, 102, 58, 39, 11, 41)] == [
+        "1",
+        "2",
+        "not now",
+        "0",
+        "F3x",
+        "F3",
+    ]
+
+
+def test_partial_fill_splits_the_next_fill(client: Client, fake: FakeFixAcceptor) -> None:
+    fake.inject(PartialFill(pieces=2))
+    client.order("F4", qty=10)
+    client.expect("8")
+    first, second = client.expect("8"), client.expect("8")
+    assert [(_s(r, 39), _s(r, 32), _s(r, 14), _s(r, 151)) for r in (first, second)] == [
+        ("1", "5", "5", "5"),
+        ("2", "5", "10", "0"),
+    ]
+
+
+def test_fill_after_cancel_fills_then_refuses_too_late(
+    fake: FakeFixAcceptor, client: Client
+) -> None:
+    client.order("F5", ord_type="2", tags=[(44, 90)])
+    client.expect("8")
+    fake.inject(FillAfterCancel())
+    client.send("F", [(11, "F5x"), (41, "F5"), (55, "AAPL"), (54, 1), (60, _stamp())])
+    trade = client.expect("8")
+    assert [_s(trade, t) for t in (150, 39, 32)] == ["F", "2", "10"]
+    refused = client.expect("9")
+    assert [_s(refused, t) for t in (102, 39, 434)] == ["0", "2", "1"]
+
+
+def test_duplicate_execution_repeats_the_exec_id_under_a_new_number(
+    fake: FakeFixAcceptor, client: Client
+) -> None:
+    fake.inject(DuplicateExecution())
+    client.order("F6")
+    client.expect("8")
+    first, second = client.expect("8"), client.expect("8")
+    assert _s(first, 17) == _s(second, 17) and _s(first, 150) == "F"
+    assert int(_s(second, 34) or 0) == int(_s(first, 34) or 0) + 1
+    assert _s(second, 43) is None
+
+
+def test_sequence_gap_skips_numbers_that_a_resend_gap_fills(
+    fake: FakeFixAcceptor, client: Client
+) -> None:
+    fake.inject(SequenceGap(skip=3))
+    client.send("1", [(112, "g")])
+    heartbeat = client.expect("0")
+    assert _s(heartbeat, 34) == "5"  # 2, 3, 4 skipped
+    client.send("2", [(7, 2), (16, 4)])
+    fill = client.expect("4")
+    assert [_s(fill, t) for t in (34, 123, 36, 43)] == ["2", "Y", "5", "Y"]
+
+
+@pytest.mark.parametrize("kind", ["checksum", "body_length"])
+def test_a_garbled_report_is_recovered_by_a_resend(
+    fake: FakeFixAcceptor, client: Client, kind: str
+) -> None:
+    fake.inject(Garbled(kind))
+    client.order("F7")
+    garbled, trade = client.expect("8"), client.expect("8")
+    assert not _intact(garbled) and _intact(trade)
+    assert (_s(garbled, 34), _s(trade, 34)) == ("2", "3")
+    client.send("2", [(7, 2), (16, 2)])
+    resent = client.expect("8")
+    assert _intact(resent)
+    assert [_s(resent, t) for t in (34, 43, 150, 11)] == ["2", "Y", "0", "F7"]
+    assert _s(resent, 122) == _s(garbled, 52)
+
+
+def test_silence_answers_nothing_until_a_new_connection(
+    fake: FakeFixAcceptor, client: Client
+) -> None:
+    fake.inject(Silence())
+    client.send("1", [(112, "anyone")])
+    with pytest.raises((AssertionError, TimeoutError)):
+        client.recv(timeout=1.5)
+    client.close()
+    fake.wait_for(lambda: fake.conn is None)
+    again = Client(fake.port)
+    again.seq = 3
+    again.logon()  # the TestRequest (2) was never processed: expected is 2
+    assert _s(again.expect("2"), 7) == "2"
+
+
+def test_disconnect_mid_order_keeps_the_order_and_its_reports(
+    fake: FakeFixAcceptor, client: Client
+) -> None:
+    fake.inject(DisconnectMidOrder())
+    client.order("F8")
+    assert client.closed()
+    fake.wait_for(lambda: len(fake.orders()) == 1)
+    (order,) = fake.orders().values()
+    assert order["status"] == "2" and fake.new_orders["F8"] == 1
+    again = Client(fake.port)
+    again.seq = 3
+    assert _s(again.logon(), 34) == "4"  # 2 and 3 are the order's reports
+    again.send("2", [(7, 2), (16, 0)])
+    new, trade = again.expect("8"), again.expect("8")
+    assert (_s(new, 150), _s(trade, 150)) == ("0", "F")
+    assert _s(again.expect("4"), 36) == "5"  # our Logon, gap-filled
+    again.send("H", [(11, "F8"), (55, "AAPL"), (54, 1)])
+    assert _s(again.expect("8"), 39) == "2"
+
+
+def test_disconnect_after_ack_sends_the_new_first(fake: FakeFixAcceptor, client: Client) -> None:
+    fake.inject(DisconnectMidOrder(after_ack=True))
+    client.order("F9")
+    assert _s(client.expect("8"), 150) == "0"
+    assert client.closed()
+    fake.wait_for(lambda: any(o["status"] == "2" for o in fake.orders().values()))
+
+
+def test_business_reject_answers_the_next_app_message(
+    fake: FakeFixAcceptor, client: Client
+) -> None:
+    fake.inject(BusinessReject("desk closed"))
+    client.order("F10")
+    reject = client.expect("j")
+    assert [_s(reject, t) for t in (45, 372, 380, 58, 379)] == ["2", "D", "0", "desk closed", "F10"]
+    assert fake.new_orders["F10"] == 0
+
+
+def test_session_reject_answers_the_next_app_message(fake: FakeFixAcceptor, client: Client) -> None:
+    fake.inject(SessionReject("bad message"))
+    client.order("F11")
+    reject = client.expect("3")
+    assert [_s(reject, t) for t in (45, 372, 373, 58)] == ["2", "D", "99", "bad message"]
+    assert fake.next_in == 3 and fake.new_orders["F11"] == 0
+
+
+def test_resend_ask_gets_poss_dup_resends_that_do_not_execute_twice(
+    fake: FakeFixAcceptor, client: Client
+) -> None:
+    client.order("F12")
+    client.expect("8"), client.expect("8")
+    fake.inject(ResendAsk(1))
+    request = client.expect("2")
+    assert (_s(request, 7), _s(request, 16)) == ("1", "0")
+    client.send("4", [(123, "Y"), (36, 2)], seq=1, poss_dup=True)
+    client.order("F12", seq=2, poss_dup=True)
+    client.send("1", [(112, "done")])
+    assert _s(client.expect("0"), 112) == "done"
+    assert fake.new_orders["F12"] == 1 and len(fake.orders()) == 1

@@ -191,8 +191,8 @@ class Session:
                     if conn.closed:
                         break
                     self._on_frame(conn, frame)
-        except ConnectionError:
-            pass
+        except (ConnectionError, asyncio.CancelledError):
+            pass  # the peer went away, or the fake is stopping
         except Exception:
             log.exception("fake FIX acceptor failed on a message")
         finally:
@@ -430,13 +430,13 @@ class Session:
     def _good_times(self, conn: Connection, m: simplefix.FixMessage) -> bool:
         stamp = get(m, 52)
         if stamp is None:
-            self.session_reject(m, "1", "Required tag missing: SendingTime (52)", 52, conn)
             self._consume(m)
+            self.session_reject(m, "1", "Required tag missing: SendingTime (52)", 52, conn)
             return False
         sent = parse_utc(stamp)
         if sent is None:
-            self.session_reject(m, "6", f"SendingTime (52) not a UTCTimestamp: {stamp}", 52, conn)
             self._consume(m)
+            self.session_reject(m, "6", f"SendingTime (52) not a UTCTimestamp: {stamp}", 52, conn)
             return False
         skew = abs((datetime.now(UTC) - sent).total_seconds())
         if skew > MAX_LATENCY_S:
@@ -449,8 +449,8 @@ class Session:
             orig = parse_utc(orig_text) if orig_text else None
             if orig_text is None:
                 text = "Required tag missing: OrigSendingTime (122) on a PossDup message"
-                self.session_reject(m, "1", text, 122, conn)
                 self._consume(m)
+                self.session_reject(m, "1", text, 122, conn)
                 return False
             if orig is None or orig > sent:
                 text = f"OrigSendingTime (122) {orig_text} later than SendingTime {stamp}"
