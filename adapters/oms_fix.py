@@ -139,6 +139,7 @@ class OmsFixAdapter:
         self._by_cl: dict[str, str] = {}  # any ClOrdID of ours -> gate order id
         self._waiters: list[Waiter] = []
         self._busy: set[str] = set()  # gate order ids with a call of ours in flight
+        self._changed: set[str] = set()  # ... whose order changed meanwhile
         self._call_lock: asyncio.Lock | None = None
         self._listeners: list[Listener] = []
         self._requests = 0
@@ -268,7 +269,9 @@ class OmsFixAdapter:
             return  # an OrderStatusRequest's "never heard of it": judged by the caller
         if booked.apply(report, self._clock(), self.name):
             self._save(booked)
-            if booked.order.order_id not in self._busy and self._listeners:
+            if booked.order.order_id in self._busy:
+                self._changed.add(booked.order.order_id)
+            elif self._listeners:
                 self._tell(booked.ack(consume=True))
 
     def _on_down(self, problem: str) -> None:
@@ -290,6 +293,16 @@ class OmsFixAdapter:
                     await self._status(booked)
         except BrokerError as exc:
             log.warning("%s: resolving open orders after logon failed: %s", self.name, exc)
+
+    def _release(self, order_id: str, answered: bool) -> None:
+        """A call on the order ended. What the counterparty changed meanwhile is in
+        the call's answer, or, when the call failed, told to the listeners."""
+        self._busy.discard(order_id)
+        if order_id in self._changed:
+            self._changed.discard(order_id)
+            booked = self._book.get(order_id)
+            if not answered and booked is not None and self._listeners:
+                self._tell(booked.ack(consume=True))
 
     def _tell(self, ack: BrokerAck) -> None:
         for listener in list(self._listeners):
@@ -528,12 +541,14 @@ class OmsFixAdapter:
             )
 
         self._busy.add(cl)
+        answered_ok = False
         try:
             await self._request("D", _new_order(order, cl, self._clock), cl, answered,
                                 f"the order {cl}")  # fmt: skip
             await self._settle(booked)
+            answered_ok = True
         finally:
-            self._busy.discard(cl)
+            self._release(cl, answered_ok)
         self._save(booked)
         return booked.ack(consume=True)
 
@@ -571,13 +586,15 @@ class OmsFixAdapter:
             )
 
         self._busy.add(order_id)
+        refused = True
         try:
             answer = await self._request("F", fields, cl, answered, f"the cancel of {order_id}")
+            if text_of(answer, 35) == "9":
+                said = text_of(answer, 58) or "no reason given"
+                raise BrokerError(f"{self.name} refused the cancel of {order_id}: {said}")
+            refused = False
         finally:
-            self._busy.discard(order_id)
-        if text_of(answer, 35) == "9":
-            said = text_of(answer, 58) or "no reason given"
-            raise BrokerError(f"{self.name} refused the cancel of {order_id}: {said}")
+            self._release(order_id, not refused)
         self._save(booked)
         return booked.ack(consume=True)
 
@@ -616,9 +633,10 @@ class OmsFixAdapter:
                 said = text_of(answer, 58) or "no reason given"
                 raise BrokerError(f"{self.name} refused the replace of {order.order_id}: {said}")
             await self._settle(booked)
+            answered_ok = True
         finally:
-            self._busy.discard(order.order_id)
             self._save(booked)
+            self._release(order.order_id, answered_ok)
         return booked.ack(consume=True)
 
     async def _positions(self, account: str) -> dict[str, float]:
