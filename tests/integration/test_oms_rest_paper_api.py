@@ -26,6 +26,7 @@ from engine.gateway import Actor
 from engine.lifecycle import OrderStatus
 from tests.conftest import POLICIES, FixedClock, OrderBuilder, role_tokens
 from tests.fakes.oms_rest import FakeOms, Reject
+from tests.integration.cli_support import run_main, use_home
 
 ADMIN = Actor.of("t-admin", "admin")
 TOKEN = "oms-fake-token-K7Q"
@@ -199,3 +200,29 @@ def test_a_fill_delivered_by_the_socket_and_by_the_cursor_is_booked_once(
     records = list(runtime.store.audit_records())
     assert [r for r in records if r.get("kind") == "execution_anomaly"] == []
     assert verify_chain(records).ok
+
+
+def test_brokers_check_when_an_oms_rest_section_then_health_and_account_and_a_wrong_token_fails(
+    fake: FakeOms, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    home = use_home(tmp_path, monkeypatch, POLICIES)
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "brokers.yaml").write_text(
+        f"paper:\n  adapter: oms_rest\n  base_url: {fake.url}\n  token_env: FAKE_OMS_TOKEN\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("FAKE_OMS_TOKEN", TOKEN)
+    good = run_main(capsys, ("brokers", "check"))
+    monkeypatch.setenv("FAKE_OMS_TOKEN", "a-wrong-token")
+    bad = run_main(capsys, ("brokers", "check", "--json"))
+
+    assert good.code == 0
+    assert good.out.splitlines()[2].split()[:6] == [
+        "paper", "oms_rest-paper", "oms_rest", "ok", "OMS-FAKE-1", "active"
+    ]  # fmt: skip
+    assert fake.requests[:2] == [("GET", "/v1/health"), ("GET", "/v1/account")]
+    assert bad.code == 1
+    assert json.loads(bad.out)[0]["ok"] is False
+    assert TOKEN not in good.out + good.err + bad.out + bad.err
+    assert "a-wrong-token" not in bad.out + bad.err
