@@ -156,11 +156,9 @@ class Session:
         return None
 
     def add_fault(self, fault: Fault) -> None:
-        if isinstance(fault, ResendAsk):
-            self._asked = (fault.begin, fault.end or 2**31)
-            if self.conn is not None and self.conn.logged_on:
-                self._send_resend_request(fault.begin, fault.end)
-                return
+        if isinstance(fault, ResendAsk) and self.conn is not None and self.conn.logged_on:
+            self._ask(fault)
+            return
         if isinstance(fault, Silence) and self.conn is not None:
             self.conn.silent = True
             return
@@ -311,6 +309,12 @@ class Session:
     def _send_resend_request(self, begin: int, end: int = 0) -> None:
         self.counts["resend_requests_sent"] += 1
         self.send("2", [(7, str(begin)), (16, str(end))])
+
+    def _ask(self, fault: ResendAsk) -> None:
+        """Our own ResendRequest (a fault): the PossDup answers in that range are
+        processed by the desk, not dropped as duplicates."""
+        self._asked = (fault.begin, fault.end or 2**31)
+        self._send_resend_request(fault.begin, fault.end)
 
     def session_reject(
         self,
@@ -516,9 +520,10 @@ class Session:
         self.send("A", reply, conn=conn)
         if self.take(Silence) is not None:
             conn.silent = True
+        self._asked = None
         asked = self.take(ResendAsk)
         if asked is not None:
-            self._send_resend_request(asked.begin, asked.end)
+            self._ask(asked)
 
     def _sequence_reset(self, conn: Connection, m: simplefix.FixMessage, seq: int) -> None:
         new_text = get(m, 36)
