@@ -208,14 +208,19 @@ class FakeFixAcceptor(Session):
             if known is None:
                 self.book.orders[order.order_id] = order
             self.send("8", self.book.report(order, "8", text=text, reason=reason))
+            self._cut_after_ack()
             return
         self.book.orders[order.order_id] = order
         self.send("8", self.book.report(order, "0"))
+        self._cut_after_ack()
+        self._work(order)
+
+    def _cut_after_ack(self) -> None:
+        """DisconnectMidOrder(after_ack=True): the order's first answer went out."""
         conn = self.conn
         if conn is not None and conn.close_after_ack:
             conn.close_after_ack = False
             self.close(conn)
-        self._work(order)
 
     def _refuse(self, order: Order, duplicate: bool) -> tuple[str, str] | None:
         """(OrdRejReason, text) if the order is refused, else None."""
