@@ -1,5 +1,7 @@
 """`apex-oms brokers check [--json]`: validate the credentials of every broker
 brokers.yaml configures and show the account each reaches (docs/brokers.md).
+`apex-oms brokers fix-log [--role paper|live] [--limit N] [--json]`: the FIX
+message log of the `oms_fix` sessions, one message a line (docs/oms-fix.md).
 
 Each check is recorded on the service's store (a `broker_check` record in the
 chain, and the setting paper's entry reads: SPEC section 3, paper needs a
@@ -14,7 +16,10 @@ import argparse
 import json
 from typing import Any
 
+from adapters.fix_codec import readable
+from adapters.sql import SqlStore
 from engine import PolicyError
+from engine.clock import format_utc
 from engine.gateway import Actor
 
 from ._table import table
@@ -44,6 +49,17 @@ def add_brokers_parser(commands: Any) -> None:
     )
     check.add_argument("--json", action="store_true", help="print a list of objects")
     check.set_defaults(handler=_check)
+    fix_log = actions.add_parser(
+        "fix-log",
+        help="print the FIX message log (oms_fix) from the store",
+        description="Print the FIX messages an oms_fix session sent and received, oldest "
+        "first, one a line: time, direction, and the message in tag=value form with | for "
+        "SOH. It is the adapter's own log (not the audit chain).",
+    )
+    fix_log.add_argument("--role", choices=("paper", "live"), help="one session (default: all)")
+    fix_log.add_argument("--limit", type=int, default=100, help="the last N messages (100)")
+    fix_log.add_argument("--json", action="store_true", help="print a list of objects")
+    fix_log.set_defaults(handler=_fix_log)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -97,3 +113,30 @@ def _account(summary: dict[str, str]) -> str:
     shown = ident if not number or number == ident else f"{ident} ({number})"
     status = summary.get("status")
     return f"{shown} {status}" if status else shown
+
+
+def _fix_log(args: argparse.Namespace) -> int:
+    if args.limit < 1:
+        raise CliError(f"--limit: want: a positive number, got: {args.limit}")
+    settings = Settings.from_env()
+    if settings.database_url.startswith("sqlite"):
+        settings.home.mkdir(parents=True, exist_ok=True)
+    store = SqlStore(settings.database_url)
+    try:
+        store.migrate()
+        # the adapter names its session after its broker (adapters/oms_fix.py)
+        session = None if args.role is None else f"oms_fix-{args.role}"
+        messages = store.fix_log(args.limit, session)
+    finally:
+        store.close()
+    if args.json:
+        rows = [
+            {"at": format_utc(m.at), "direction": m.direction, "seq": m.seq,
+             "msg_type": m.msg_type, "message": readable(m.message)}
+            for m in messages
+        ]  # fmt: skip
+        print(json.dumps(rows, indent=2))
+    else:
+        for m in messages:
+            print(f"{format_utc(m.at)} {m.direction:<3} {readable(m.message)}")
+    return OK
