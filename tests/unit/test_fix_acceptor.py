@@ -463,7 +463,9 @@ def test_a_duplicate_cl_ord_id_is_rejected(fake: FakeFixAcceptor, client: Client
     client.expect("8")
     client.order("D1", ord_type="2", tags=[(44, 90)])
     report = client.expect("8")
-    assert [_s(report, t) for t in (150, 103, 58)] == ["8", "6", "duplicate ClOrdID D1"]
+    assert [_s(report, t) for t in (150, 103, 58, 37)] == ["8", "6", "duplicate ClOrdID D1", "NONE"]
+    (order,) = fake.orders().values()
+    assert order["status"] == "0"
     assert fake.new_orders["D1"] == 2  # the initiator sent it twice
 
 

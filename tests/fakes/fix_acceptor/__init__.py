@@ -47,8 +47,8 @@ other MsgType: BusinessMessageReject 35=j 380=3 (as are AF and AN when
   SYMBOL". A marketable limit fills at the touch, else rests; a stop triggers
   when the touch or last reaches it (also on `set_quote`), then fills at the
   touch (a stop limit then works as a limit). IOC/FOK that cannot fill: ER New,
-  then 150=4 39=4. Refused: ER 150=8 39=8 103 (0 desk, 6 duplicate ClOrdID, 11
-  unsupported, 13 quantity), 58.
+  then 150=4 39=4. Refused: ER 150=8 39=8 103 (0 desk, 6 duplicate ClOrdID with
+  37=NONE, the known order untouched, 11 unsupported, 13 quantity), 58.
   A PossDup D of a known ClOrdID is not executed again and not answered.
 - F (11, 41, 55, 54, 60; 37 optional): ER 150=4 39=4 11=new 41=orig; refused
   with 35=9 (37 or NONE, 11, 41, 39, 434=1, 102 0 too late | 1 unknown | 2 desk

@@ -207,6 +207,9 @@ class FakeFixAcceptor(Session):
             order.status = "8"
             if known is None:
                 self.book.orders[order.order_id] = order
+            else:
+                # not an order of its own: 37=NONE, so the known order is not confused
+                order.order_id = "NONE"
             self.send("8", self.book.report(order, "8", text=text, reason=reason))
             self._cut_after_ack()
             return
