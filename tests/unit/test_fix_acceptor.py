@@ -185,6 +185,15 @@ def test_a_first_message_that_is_not_a_logon_closes_the_connection(fake: FakeFix
     assert fake.logons == 0
 
 
+def test_a_second_connection_to_a_live_session_is_closed(
+    fake: FakeFixAcceptor, client: Client
+) -> None:
+    second = Client(fake.port)
+    assert second.closed()
+    client.send("1", [(112, "still here")])
+    assert _s(client.expect("0"), 112) == "still here"
+
+
 def test_a_wrong_comp_id_is_rejected_then_logged_out(fake: FakeFixAcceptor) -> None:
     c = Client(fake.port, sender="STRANGER")
     c.send("A", [(98, 0), (108, 30)])

@@ -168,12 +168,14 @@ class Session:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = Connection(reader, writer)
-        if self.conn is not None and not self.conn.closed:
+        if self.conn is not None and not self.conn.closed and self.conn.logged_on:
             # one session, one connection: a second logon attempt is hung up on,
             # as a real acceptor does, without touching the live session
             log.warning("second connection for a live session: closed")
             writer.close()
             return
+        if self.conn is not None:
+            self.close(self.conn)  # connected but never logged on: the newcomer wins
         self.conn = conn
         self._resend_pending = False
         self._queue.clear()
