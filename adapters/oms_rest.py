@@ -177,6 +177,7 @@ class OmsRestAdapter:
         self.gaps = 0  # gaps noticed on the socket, filled from the cursor
         self.garbled = 0  # socket messages that were not readable
         self.duplicates = 0  # executions delivered again under an id already booked
+        self.unreadable = 0  # events the cursor gave that could not be read: passed over
 
     def __repr__(self) -> str:  # never the token
         return f"OmsRestAdapter(name={self.name!r}, role={self.role!r}, base_url={self.base_url!r})"
@@ -447,7 +448,13 @@ class OmsRestAdapter:
                 acks.extend(self._catch_up())
                 if sequence <= self.booked:
                     return acks
-            acks.extend(self._book([event]))
+            try:
+                acks.extend(self._book([event], strict=True))
+            except BrokerError as exc:
+                self.garbled += 1
+                log.warning("%s: socket event %d unreadable (%s); reading the cursor",
+                            self.name, sequence, exc)  # fmt: skip
+                acks.extend(self._catch_up())
             return acks
 
     def _deliver(self, acks: list[BrokerAck]) -> None:
@@ -474,9 +481,13 @@ class OmsRestAdapter:
             if page.get("has_more") is not True:
                 return acks
 
-    def _book(self, events: list[Mapping[str, object]]) -> list[BrokerAck]:
+    def _book(self, events: list[Mapping[str, object]], *, strict: bool = False) -> list[BrokerAck]:
         """Book events in sequence order: each order's newest view and each new
-        execution, then the booked sequence; the acks of our orders that changed."""
+        execution, then the booked sequence; the acks of our orders that changed.
+        An event that cannot be read raises when `strict` (the socket's: the
+        cursor is asked for it), else it is logged, counted and passed over (the
+        cursor's own copy: waiting would stop every later event; the order's
+        next event and the reconciliation carry its state)."""
         changed: dict[str, BrokerAck] = {}
         for event in sorted(events, key=lambda e: _seq(e.get("sequence"))):
             sequence = _seq(event.get("sequence"))
@@ -485,22 +496,21 @@ class OmsRestAdapter:
             if sequence > self.booked + 1:
                 # the OMS skipped numbers in its own cursor: nothing to wait for
                 log.warning("%s: the cursor skips from %d to %d", self.name, self.booked, sequence)
-            order = event.get("order")
-            if not isinstance(order, dict):
-                raise self._unparseable(f"event {sequence}", "an event carrying its order")
-            cid = text(self._order(order, f"event {sequence}"), "client_order_id")
-            execution = event.get("execution")
-            if isinstance(execution, dict):  # first: the order lists it too
-                with self._lock:
-                    fresh = self._held.setdefault(cid, _Held(None, {}))
-                self._add_fill(fresh, execution, f"event {sequence}")
-            held = self._merge(order)
+            try:
+                cid, held = self._take(event, sequence)
+            except BrokerError as exc:
+                if strict:
+                    raise
+                self.unreadable += 1
+                log.error("%s: event %d passed over, unreadable (%s)", self.name, sequence, exc)
+                self.booked = sequence
+                continue
             self.booked = sequence
             with self._lock:
-                ours = cid in self._last
-            if ours:
+                last = self._last.get(cid)
+            if last is not None:
                 ack = self._ack(held)
-                if (ack.status, ack.filled_quantity) != self._last.get(cid):
+                if (ack.status, ack.filled_quantity) != last:
                     changed[cid] = ack
         self._save_cursor()
         for cid, ack in changed.items():
@@ -508,6 +518,22 @@ class OmsRestAdapter:
             with self._lock:
                 self._last[cid] = (ack.status, ack.filled_quantity)
         return list(changed.values())
+
+    def _take(self, event: Mapping[str, object], sequence: int) -> tuple[str, _Held]:
+        """One event's order and execution, merged into what is held."""
+        order = event.get("order")
+        if not isinstance(order, dict):
+            raise self._unparseable(f"event {sequence}", "an event carrying its order")
+        cid = text(self._order(order, f"event {sequence}"), "client_order_id")
+        status = order.get("status")
+        if status not in _STATUSES:
+            raise self._unparseable(f"event {sequence}", f"a known status, got {status!r}")
+        execution = event.get("execution")
+        if isinstance(execution, dict):  # first: the order lists it too
+            with self._lock:
+                fresh = self._held.setdefault(cid, _Held(None, {}))
+            self._add_fill(fresh, execution, f"event {sequence}")
+        return cid, self._merge(order)
 
     def _merge(self, order: Mapping[str, object]) -> _Held:
         """Keep the OMS's newest view of the order (by its `sequence`) and add each
@@ -714,6 +740,8 @@ class OmsRestAdapter:
                 f"{self.name} {what}: connection lost ({type(exc).__name__})",
                 code="broker_unreachable",
             ) from exc
+        except RuntimeError as exc:  # httpx: the client was closed (the adapter closed)
+            raise BrokerError(f"{self.name} {what}: the adapter is closed", code="closed") from exc
         try:
             data = response.json()
         except ValueError:

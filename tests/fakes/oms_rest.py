@@ -128,9 +128,11 @@ class SequenceGap:
 
 @dataclass(frozen=True)
 class Garbled:
-    """The next event is sent on the socket as text that is not JSON (the cursor
-    has it as it should be)."""
+    """The next event is sent on the socket as text that is not JSON (`not_json`)
+    or as JSON without its order (`missing_order`); the cursor has it as it
+    should be."""
 
+    kind: str = "not_json"
     route: str = "event"
 
 
@@ -245,7 +247,7 @@ class _Answer:
 @dataclass
 class _Event:
     body: dict[str, Any]
-    socket: str = "send"  # send | skip | garble
+    socket: str = "send"  # send | skip | garble | malform
 
 
 class FakeOms:
@@ -569,8 +571,8 @@ class FakeOms:
         event = _Event(body)
         if self._take("event", SequenceGap) is not None:
             event.socket = "skip"
-        elif self._take("event", Garbled) is not None:
-            event.socket = "garble"
+        elif (garbled := self._take("event", Garbled)) is not None:
+            event.socket = "garble" if garbled.kind == "not_json" else "malform"
         if self._take("event", Silence) is not None:
             self._silent = True
         self._events.append(event)
@@ -725,6 +727,9 @@ class _Stream:
                     continue
                 sent = sequence
                 if event.socket == "skip":
+                    continue
+                if event.socket == "malform":
+                    await ws.send(json.dumps({"sequence": sequence, "type": "execution"}))
                     continue
                 if event.socket == "garble":
                     await ws.send('{"sequence": ' + str(sequence) + ', "type": "exec')

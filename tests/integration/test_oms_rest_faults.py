@@ -302,16 +302,18 @@ def test_sequence_gap_when_an_event_is_skipped_on_the_socket_then_read_from_the_
     assert paper.anomalies() == []
 
 
+@pytest.mark.parametrize("kind", ["not_json", "missing_order"])
 def test_garbled_message_on_the_socket_then_not_used_and_the_event_read_from_the_cursor(
-    paper: Paper, make_order: OrderBuilder
+    paper: Paper, make_order: OrderBuilder, kind: str
 ) -> None:
     order_id = rest(paper, make_order)
-    paper.fake.inject(Garbled())
+    paper.fake.inject(Garbled(kind))
 
     paper.fake.fill(order_id, 100, 150.00)
 
     assert wait_for(lambda: paper.status(order_id) == OrderStatus.FILLED)
     assert paper.adapter.garbled == 1
+    assert paper.adapter.unreadable == 0  # the cursor's copy was read
     assert [f.quantity for f in paper.fills(order_id)] == [100.0]
     assert paper.anomalies() == []
 
