@@ -240,3 +240,51 @@ def test_fake_when_run_as_a_module_then_prints_the_urls_and_the_token_to_use() -
     assert "stream on ws://127.0.0.1:" in lines[0]
     assert "adapter: oms_rest" in lines[3]
     assert "export OMS_TOKEN=tok-1" in "".join(lines)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "want"),
+    [
+        ("cursor", {"sequence": "7"}, "sequence (want: an integer, got: '7')"),
+        ("order:ord-1", {"oms_order_id": "OMS-1", "fills": "none"}, "fills (want: a list"),
+        ("other", {}, "key (want: cursor or order:..., got: 'other')"),
+    ],
+    ids=["cursor", "fills", "key"],
+)
+def test_restart_when_a_journal_entry_is_damaged_then_refused_naming_it(
+    key: str, value: dict[str, object], want: str
+) -> None:
+    journal = MemoryJournal()
+    journal.save(key, value)
+
+    with pytest.raises(BrokerError) as caught:
+        OmsRestAdapter(base_url="http://127.0.0.1:1", token=TOKEN, clock=clock, journal=journal)
+
+    assert caught.value.code == "journal_unreadable"
+    assert f"journal entry {key!r} is unreadable ({want}" in str(caught.value)
+
+
+def test_restart_when_the_journal_has_a_cursor_then_the_adapter_resumes_from_it(
+    fake: FakeOms, adapter: OmsRestAdapter
+) -> None:
+    journal = MemoryJournal()
+    first = OmsRestAdapter(base_url=fake.url, token=TOKEN, clock=clock, journal=journal)
+    resting = first.submit(
+        BrokerOrder("ord-1", "acct-1", "AAPL", "buy", 10.0, "limit", limit_price=50.0)
+    )
+    first.poll()
+    first.close()
+    fake.fill("ord-1", 4, 50.0)
+
+    again = OmsRestAdapter(base_url=fake.url, token=TOKEN, clock=clock, journal=journal)
+    try:
+        booked = again.booked
+        reported = again.poll()
+    finally:
+        again.close()
+
+    assert booked == 1
+    assert [(a.order_id, a.status, a.filled_quantity) for a in reported] == [
+        ("ord-1", OrderStatus.PARTIALLY_FILLED, 4.0)
+    ]
+    assert reported[0].broker_order_id == resting.broker_order_id
