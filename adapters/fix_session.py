@@ -355,7 +355,8 @@ class FixSession:
 
     def _peer_logout(self, text: str) -> None:
         if self._logout is not None:  # the answer to ours
-            self._logout.set_result(None) if not self._logout.done() else None
+            if not self._logout.done():
+                self._logout.set_result(None)
             self._drop("logged out", reconnect=False)
             return
         said = f": {text}" if text else ""
@@ -380,7 +381,6 @@ class FixSession:
         if begin < 1 or begin > end:
             return
         logged = {m.seq: m for m in self._log.outgoing(begin, end)}
-        now = self._clock()
         gap_from: int | None = None
         for seq in range(begin, end + 1):
             entry = logged.get(seq)
@@ -388,13 +388,13 @@ class FixSession:
                 gap_from = seq if gap_from is None else gap_from
                 continue
             if gap_from is not None:
-                self._gap_fill(gap_from, seq, now)
+                self._gap_fill(gap_from, seq)
                 gap_from = None
-            self._replay(entry.message, seq, entry.msg_type, now, entry.cl_ord_id)
+            self._replay(entry.message, seq, entry.msg_type, entry.cl_ord_id)
         if gap_from is not None:
-            self._gap_fill(gap_from, end + 1, now)
+            self._gap_fill(gap_from, end + 1)
 
-    def _gap_fill(self, seq: int, new_seq: int, now: object) -> None:
+    def _gap_fill(self, seq: int, new_seq: int) -> None:
         assert self._writer is not None
         at = self._clock()
         raw = build(
@@ -404,17 +404,13 @@ class FixSession:
         self._log.sent(seq, "4", raw, at)
         self._write(raw)
 
-    def _replay(
-        self, original: bytes, seq: int, msg_type: str, now: object, cl_ord_id: str | None
-    ) -> None:
+    def _replay(self, original: bytes, seq: int, msg_type: str, cl_ord_id: str | None) -> None:
         """An application message again, as it was, marked a possible duplicate."""
         assert self._writer is not None
-        from .fix_codec import Framer as _Framer
-
-        frames = _Framer().feed(original)
+        frames = Framer().feed(original)
         message = frames[0].message if frames else None
-        if message is None:
-            self._gap_fill(seq, seq + 1, now)
+        if message is None:  # unreadable in our own log: skipped, never guessed at
+            self._gap_fill(seq, seq + 1)
             return
         body = [(tag, value.decode()) for tag, value in message if tag not in _HEADER_TAGS]
         at = self._clock()

@@ -476,7 +476,7 @@ class OmsFixAdapter:
             return self._call(lambda: self._positions(account), "positions")
         self._start()
         held: dict[str, float] = {}
-        for booked in self._book.values():
+        for booked in list(self._book.values()):  # a copy: the loop's thread adds to it
             if booked.order.account != account:
                 continue
             sign = 1.0 if booked.order.side == "buy" else -1.0
