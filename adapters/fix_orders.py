@@ -16,7 +16,9 @@ Executions (ExecType F) are booked by ExecID once. CumQty (14) guards them:
   the same;
 - a CumQty above what we booked (an execution we never saw): the difference is
   booked as one execution `<OrderID>:cum:<CumQty>`, priced so the average is the
-  counterparty's AvgPx (6), so positions follow the broker;
+  counterparty's AvgPx (6), so positions follow the broker, and `detail` says so;
+- a CumQty below what we booked: told once as a duplicate (an anomaly), and
+  `detail` says so;
 - fills beyond the order's quantity are booked as reported: the gateway
   records the overfill (engine/gateway/executions.py).
 """
@@ -79,6 +81,7 @@ class BookedOrder:
     fills: list[Fill] = field(default_factory=list)
     pending: dict[str, JsonDict] = field(default_factory=dict)  # ClOrdID -> requested terms
     unreported: list[Fill] = field(default_factory=list)  # duplicates to tell once
+    disagreed: float | None = None  # the CumQty last found below what we booked
 
     @classmethod
     def new(cls, order: BrokerOrder, number: int) -> BookedOrder:
@@ -164,7 +167,14 @@ class BookedOrder:
             )
         cum = decimal(report.get(14))
         if cum is not None and cum > self.filled + _EPSILON:
+            self.detail = (f"CumQty {cum:g} above the executions received ({self.filled:g}): "
+                           "the rest booked from CumQty")  # fmt: skip
             self._missed(cum, decimal(report.get(6)), now)
+        elif cum is not None and cum + _EPSILON < self.filled and self.disagreed != cum:
+            # we booked more than the counterparty says: told once as a duplicate
+            self.disagreed = cum
+            self.unreported.append(self.fills[-1])
+            self.detail = f"CumQty {cum:g} below the executions booked ({self.filled:g})"
         ord_status = text_of(report, 39)
         if ord_status in _STATUSES and not (
             exec_type == "I" and ord_status == "8" and self.ord_status

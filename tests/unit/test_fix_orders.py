@@ -106,6 +106,22 @@ def test_cum_qty_above_what_was_booked_when_an_execution_was_missed_then_the_res
         ("O-1:cum:10", 6.0, 101.0),
     ]
     assert ack.average_price == 100.6
+    assert ack.detail == "CumQty 10 above the executions received (4): the rest booked from CumQty"
+
+
+def test_cum_qty_below_what_was_booked_when_reported_then_told_once_as_an_anomaly() -> None:
+    entry = booked()
+    entry.apply(trade("X1", "4", "4"), NOW, "OMS")
+    entry.apply(trade("X2", "4", "8"), NOW, "OMS")
+    status = report(exec_type="I", ord_status="1", cum_qty="4", order_id="O-1", cl="ord-1")
+
+    entry.apply(status, NOW, "OMS")
+    told = entry.ack(consume=True)
+    entry.apply(status, NOW, "OMS")
+
+    assert [f.execution_id for f in told.fills] == ["X1", "X2", "X2"]
+    assert told.detail == "CumQty 4 below the executions booked (8)"
+    assert [f.execution_id for f in entry.ack().fills] == ["X1", "X2"]
 
 
 def test_fill_beyond_the_order_quantity_when_reported_then_booked_for_the_gateway_to_name() -> None:
