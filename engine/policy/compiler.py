@@ -10,6 +10,15 @@ fewer rules to match on every order. The evaluator's reference still checks its
 presence, so a fact without it would be a disagreement, blocked as `engine_error`.
 `not` is pushed down to the comparisons (De Morgan), since the engine has no
 negation operator.
+
+A comparison with another field (`{field: limit_price, gt: {field: ask}}`) is
+the engine's own reference to a field of the same fact (`{"$m": "ask"}`). A map
+lookup is resolved in Python before the engine sees the fact, into a derived
+field named after it (`risk.max_notional_by_account[account]`): the engine then
+compares two plain fields of one fact, and a key absent from a map without a
+default leaves the derived field out, so the rule is `error` like any other
+missing input. Beware: durable-rules treats a missing `$m` operand as matching
+everything, which is why both sides are always in the rule's missing-input test.
 """
 
 from __future__ import annotations
@@ -21,16 +30,20 @@ from typing import Any
 from ..errors import InvalidArgument
 from .config import ComplianceConfig
 from .facts import FIELDS
-from .rules import AllOf, AnyOf, Compare, Condition, Not, Param, PolicySet, Rule
+from .rules import AllOf, AnyOf, Compare, Condition, FieldRef, Lookup, Not, Param, PolicySet, Rule
 
 __all__ = [
     "MAX_ALTERNATIVES",
     "MISSING_SUFFIX",
     "SHORT_LIST",
     "CompiledPolicy",
+    "Derived",
     "Membership",
     "RuleInputs",
     "compile_policy",
+    "derived_name",
+    "input_fields",
+    "other_field",
     "presence_flag",
     "referenced_fields",
     "resolve",
@@ -74,6 +87,27 @@ class Membership:
 
 
 @dataclass(frozen=True)
+class Derived:
+    """A map lookup, resolved per order into the field `name` before judging.
+
+    `value(fact)`: the map's value at the fact's key field, else the default; None
+    (the field is left out, so the rule is `error`) when the key field is missing,
+    or the key is not in the map and there is no default.
+    """
+
+    name: str
+    key: str
+    table: dict[str, Any]
+    default: Any = None  # None: no default
+
+    def value(self, fact: dict[str, Any]) -> Any:
+        key = fact.get(self.key)
+        if key is None:
+            return None
+        return self.table.get(key, self.default)
+
+
+@dataclass(frozen=True)
 class CompiledPolicy:
     """A policy version ready to evaluate: the engine definition and what it needs."""
 
@@ -83,6 +117,7 @@ class CompiledPolicy:
     flagged_fields: tuple[str, ...]
     inputs: dict[str, RuleInputs]
     memberships: tuple[Membership, ...] = ()
+    derived: tuple[Derived, ...] = ()
 
     @property
     def alternatives(self) -> int:
@@ -94,6 +129,17 @@ def presence_flag(field: str) -> str:
     return f"{field}?"
 
 
+def derived_name(lookup: Lookup) -> str:
+    """The field a lookup is resolved into: `risk.limits[account]`, with its default
+    after a `|` (two rules may look one map up with different defaults)."""
+    name = f"{lookup.name}[{lookup.key}]"
+    default = lookup.default
+    if default is None:
+        return name
+    shown = default.name if isinstance(default, Param) else repr(default)
+    return f"{name}|{shown}"
+
+
 def compile_policy(policies: PolicySet, config: ComplianceConfig) -> CompiledPolicy:
     definition: dict[str, Any] = {}
     flagged: set[str] = set()
@@ -103,15 +149,26 @@ def compile_policy(policies: PolicySet, config: ComplianceConfig) -> CompiledPol
         deny_fields = referenced_fields(rule.deny_when)
         when_fields = referenced_fields(rule.applies_when)
         inputs[rule.id] = RuleInputs(when_fields, deny_fields, rule.id + MISSING_SUFFIX)
-        flagged.update(_flagged_fields(rule))
         applies = compiler.condition(rule.applies_when, False) if rule.applies_when else None
         deny = compiler.condition(rule.deny_when, False)
+        flagged.update(_flagged_fields(rule, compiler.derived))
         definition[rule.id] = _rule([applies, deny] if applies else [deny])
-        missing = _missing(applies, _may_miss(when_fields), _may_miss(deny_fields))
+        missing = _missing(
+            applies,
+            _may_miss(when_fields, compiler.derived),
+            _may_miss(deny_fields, compiler.derived),
+        )
         if missing is not None:
             definition[rule.id + MISSING_SUFFIX] = _rule([missing])
-    memberships = tuple(compiler.memberships.values())
-    return CompiledPolicy(policies, config, definition, tuple(sorted(flagged)), inputs, memberships)
+    return CompiledPolicy(
+        policies,
+        config,
+        definition,
+        tuple(sorted(flagged)),
+        inputs,
+        tuple(compiler.memberships.values()),
+        tuple(compiler.derived.values()),
+    )
 
 
 def _alternatives(node: Any) -> int:
@@ -150,19 +207,48 @@ def _missing(
 
 
 def referenced_fields(condition: Condition | None) -> tuple[str, ...]:
-    """Fields a condition needs: every compared field except those only tested for absence."""
-    return tuple(sorted({c.field for c in _leaves(condition) if c.op != "missing"}))
+    """Fields a condition needs: every compared field except those only tested for
+    absence, the other field of a field-to-field comparison, and for a map lookup its
+    key field and the derived field it is resolved into."""
+    return tuple(
+        sorted({f for c in _leaves(condition) if c.op != "missing" for f in input_fields(c)})
+    )
 
 
-def _may_miss(fields: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(f for f in fields if not FIELDS[f].always)
+def input_fields(leaf: Compare) -> tuple[str, ...]:
+    """The fields one comparison reads."""
+    value = leaf.value
+    if isinstance(value, FieldRef):
+        return (leaf.field, value.field)
+    if isinstance(value, Lookup):
+        return (leaf.field, value.key, derived_name(value))
+    return (leaf.field,)
 
 
-def _flagged_fields(rule: Rule) -> set[str]:
+def _always(field: str, derived: dict[str, Derived]) -> bool:
+    """In every fact: a fact field built for every order, or a lookup with a default
+    keyed by such a field."""
+    spec = FIELDS.get(field)
+    if spec is not None:
+        return spec.always
+    lookup = derived[field]
+    return lookup.default is not None and FIELDS[lookup.key].always
+
+
+def _may_miss(fields: tuple[str, ...], derived: dict[str, Derived]) -> tuple[str, ...]:
+    return tuple(f for f in fields if not _always(f, derived))
+
+
+def _flagged_fields(rule: Rule, derived: dict[str, Derived]) -> set[str]:
     """Fields whose presence flag the engine reads: those that can be missing, and
     any field a rule tests with `missing`."""
     leaves = (*_leaves(rule.deny_when), *_leaves(rule.applies_when))
-    return {c.field for c in leaves if c.op == "missing" or not FIELDS[c.field].always}
+    flagged = set()
+    for leaf in leaves:
+        if leaf.op == "missing":
+            flagged.add(leaf.field)
+        flagged.update(f for f in input_fields(leaf) if not _always(f, derived))
+    return flagged
 
 
 def _leaves(condition: Condition | None) -> Iterator[Compare]:
@@ -178,16 +264,29 @@ def _leaves(condition: Condition | None) -> Iterator[Compare]:
 
 
 def resolve(value: Any, config: ComplianceConfig) -> Any:
-    """The constant a comparison uses: a parameter's value, or the literal."""
+    """The constant a comparison uses: a parameter's value, or the literal. A field
+    or a lookup has none: it is read from each fact (see `other_field`)."""
     if isinstance(value, Param):
         return config.param(value.name)
+    if isinstance(value, FieldRef | Lookup):
+        raise InvalidArgument("a field reference has no constant value")
     return value
+
+
+def other_field(value: Any) -> str | None:
+    """The fact field a comparison reads its right-hand side from, if it does."""
+    if isinstance(value, FieldRef):
+        return value.field
+    if isinstance(value, Lookup):
+        return derived_name(value)
+    return None
 
 
 class _Compiler:
     def __init__(self, config: ComplianceConfig) -> None:
         self.config = config
         self.memberships: dict[tuple[str, frozenset[Any]], Membership] = {}
+        self.derived: dict[str, Derived] = {}
 
     def condition(self, condition: Condition, negated: bool) -> dict[str, Any]:
         if isinstance(condition, Not):
@@ -200,6 +299,8 @@ class _Compiler:
 
     def compare(self, leaf: Compare, negated: bool) -> dict[str, Any]:
         field, op = leaf.field, str(leaf.op)
+        if isinstance(leaf.value, FieldRef | Lookup):
+            return self.reference(field, _NEGATE[op] if negated else op, leaf.value)
         value = resolve(leaf.value, self.config)
         if op == "missing":
             present = not value if not negated else bool(value)
@@ -221,6 +322,29 @@ class _Compiler:
         if op == "not_in":
             return {"$and": [{"$neq": {field: v}} for v in value]}
         return {_RANGE[op]: {field: value}}
+
+    def reference(self, field: str, op: str, value: FieldRef | Lookup) -> dict[str, Any]:
+        """`field op other`, the other side read by the engine from the same fact."""
+        if isinstance(value, Lookup):
+            self.lookup(value)
+        other = {"$m": other_field(value)}
+        if op == "eq":
+            return {field: other}
+        if op == "ne":
+            return {"$neq": {field: other}}
+        return {_RANGE[op]: {field: other}}
+
+    def lookup(self, lookup: Lookup) -> Derived:
+        name = derived_name(lookup)
+        if name not in self.derived:
+            table = self.config.param(lookup.name)
+            default: Any = lookup.default
+            if isinstance(default, Param):
+                default = self.config.param(default.name)
+            if not isinstance(table, dict):  # the loader refuses this; guard the invariant
+                raise InvalidArgument(f"{lookup.name} is not a map")
+            self.derived[name] = Derived(name, lookup.key, dict(table), default)
+        return self.derived[name]
 
     def membership(self, field: str, values: Any) -> Membership:
         key = (field, frozenset(values))

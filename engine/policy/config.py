@@ -21,7 +21,9 @@ __all__ = [
 _Frozen = ConfigDict(frozen=True, extra="forbid")
 
 Scalar = bool | int | float | str
-ParamValue = Scalar | list[Scalar]
+# A map (`{ACC-1: 250000, ACC-2: 100000}`) is looked up by a fact field in a rule
+# (`rules.Lookup`); its keys are text, matched exactly.
+ParamValue = Scalar | list[Scalar] | dict[str, Scalar]
 ParamGroup = dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")], ParamValue]
 
 

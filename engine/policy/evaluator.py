@@ -87,6 +87,7 @@ class Evaluator:
         self._clock = clock
         config = self._policy.config
         self._flags = tuple((f, presence_flag(f)) for f in self._policy.flagged_fields)
+        self._derived = self._policy.derived
         self._check_ids = tuple(rule.id for rule in self._policy.policies.rules)
         self._checks = tuple(
             _Check(
@@ -157,6 +158,8 @@ class Evaluator:
     def _judge(self, order: OrderRequest, state: EngineState, now: datetime) -> Decision:
         config = self._policy.config
         fact = build_fact(order, state, config, now)
+        if self._derived:
+            fact = self._with_lookups(fact)
         flags = {flag: name in fact for name, flag in self._flags}
         lookups = {
             m.name: fact[m.field] in m.values for m in self._policy.memberships if m.field in fact
@@ -190,6 +193,17 @@ class Evaluator:
             triggers=sort_triggers(triggers),
             reasons=tuple(reasons),
         )
+
+    def _with_lookups(self, fact: Fact) -> Fact:
+        """The fact with each map lookup resolved into its derived field, so the engine
+        and the reference compare two plain values. A new dict: the fact itself holds
+        only what the order and the state say."""
+        judged = dict(fact)
+        for lookup in self._derived:
+            value = lookup.value(fact)
+            if value is not None:
+                judged[lookup.name] = value
+        return judged
 
     def _check(
         self, check: _Check, fact: Fact, fired: set[str]

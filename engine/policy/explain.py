@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .compiler import resolve
+from .compiler import other_field, resolve
 from .config import ComplianceConfig
 from .facts import NOTES, Fact
 from .reference import predicate
-from .rules import AllOf, AnyOf, Compare, Condition, Not, Param
+from .rules import AllOf, AnyOf, Compare, Condition, FieldRef, Lookup, Not, Param
 
 __all__ = ["explain", "format_value", "holds"]
 
@@ -53,6 +53,8 @@ def _leaf_text(leaf: Compare, fact: Fact, config: ComplianceConfig) -> str:
     if leaf.op == "missing":
         state = "is missing" if leaf.field not in fact else "is present"
         return f"{leaf.field} {state}"
+    if isinstance(leaf.value, FieldRef | Lookup):
+        return f"{leaf.field}={observed} {_SYMBOL[leaf.op]} {_other_text(leaf.value, fact, config)}"
     value = resolve(leaf.value, config)
     note = fact.get(NOTES[leaf.field], "") if leaf.field in NOTES else ""
     suffix = f" ({note})" if note else ""
@@ -61,6 +63,22 @@ def _leaf_text(leaf: Compare, fact: Fact, config: ComplianceConfig) -> str:
     threshold = format_value(value)
     name = f"{leaf.value.name}=" if isinstance(leaf.value, Param) else ""
     return f"{leaf.field}={observed} {_SYMBOL[leaf.op]} {name}{threshold}{suffix}"
+
+
+def _other_text(value: FieldRef | Lookup, fact: Fact, config: ComplianceConfig) -> str:
+    """The right-hand side as read for this order: `ask=150.3`,
+    `risk.limits[ACC-1]=250000`, or the default when the key is not in the map."""
+    name = other_field(value)
+    observed = format_value(fact[name]) if name in fact else "<missing>"
+    if isinstance(value, FieldRef):
+        return f"{value.field}={observed}"
+    key = fact.get(value.key)
+    table = config.param(value.name)
+    if isinstance(table, dict) and key not in table and value.default is not None:
+        default = value.default
+        shown = f"{default.name}=" if isinstance(default, Param) else ""
+        return f"{shown}{observed} (the default: {key} is not in {value.name})"
+    return f"{value.name}[{key}]={observed}"
 
 
 def format_value(value: Any) -> str:

@@ -35,6 +35,8 @@ from .rules import (
     Compare,
     Condition,
     Constant,
+    FieldRef,
+    Lookup,
     Not,
     Operand,
     Param,
@@ -191,11 +193,73 @@ def _load_config(raw: bytes, file: str) -> tuple[ComplianceConfig | None, list[P
     data, lines, issues = _parse(raw, file)
     if issues:
         return None, issues
+    data, map_issues = _check_maps(data, file, lines)
     try:
-        return ComplianceConfig.model_validate(data), []
+        config = ComplianceConfig.model_validate(data)
     except ValidationError as exc:
         issues = pydantic_issues(exc, file, lines)
-        return None, [_suggest_config_key(issue, exc) for issue in issues]
+        return None, map_issues + [_suggest_config_key(issue, exc) for issue in issues]
+    return (None, map_issues) if map_issues else (config, [])
+
+
+_PARAM_GROUPS = ("risk", "compliance", "market_data")
+
+
+def _check_maps(data: Any, file: str, lines: Lines) -> tuple[Any, list[PolicyIssue]]:
+    """Map parameters, checked before pydantic: its union would report a bad map once
+    per member of the union, none of them saying what is wrong. A bad map is replaced
+    by an empty one in what pydantic sees, so it is reported once, here."""
+    if not isinstance(data, dict):
+        return data, []
+    issues: list[PolicyIssue] = []
+    out = dict(data)
+    for group in _PARAM_GROUPS:
+        params = data.get(group)
+        if not isinstance(params, dict):
+            continue
+        for name, value in params.items():
+            if not isinstance(value, dict):
+                continue
+            found = _map_problems(f"{group}.{name}", value, (group, str(name)), file, lines)
+            if found:
+                issues.extend(found)
+                out[group] = {**out[group], name: {}}
+    return out, issues
+
+
+def _map_problems(
+    dotted: str, value: dict[Any, Any], path: tuple[str, ...], file: str, lines: Lines
+) -> list[PolicyIssue]:
+    issues = []
+
+    def add(code: str, message: str, at: tuple[str, ...]) -> None:
+        issues.append(PolicyIssue(code, message, file, line_of(lines, at)))
+
+    types: dict[str, str] = {}  # a value type -> the first key holding it
+    for key, item in value.items():
+        at = (*path, str(key))
+        if not isinstance(key, str):
+            add("wrong_type", f"{dotted}: map keys are text; write {key!r} in quotes", at)
+        kind = _type_of(item)
+        if kind is None:
+            add(
+                "wrong_type",
+                f"{dotted}[{key}]: a map value is one number, text, or true/false; "
+                f"got {type(item).__name__}",
+                at,
+            )
+            continue
+        types.setdefault(kind, str(key))
+        if kind == "number" and (math.isnan(item) or abs(item) >= MAX_NUMBER):
+            add("invalid_value", f"{dotted}[{key}]: {item!r} is out of range (|x| < 1e14)", at)
+    if len(types) > 1:
+        mixed = ", ".join(f"{kind} ({key})" for kind, key in types.items())
+        add(
+            "wrong_type",
+            f"map {dotted} mixes value types: {mixed}; every value needs one type",
+            path,
+        )
+    return issues
 
 
 def _suggest_config_key(issue: PolicyIssue, exc: ValidationError) -> PolicyIssue:
@@ -437,23 +501,24 @@ def _comparison(
     return Compare.model_validate({"field": name, "op": op, "value": operand})
 
 
+_OPERAND_FORMS = (
+    "an operand is a value, a list, {param: group.name}, "
+    "{param: group.map, key: field, default: ...} or {field: name}"
+)
+# operators whose value must be written into the rule: a list, a pattern, true/false
+_LITERAL_ONLY = ("in", "not_in", "matches", "missing")
+
+
 def _operand(value: Any, path: tuple[str | int, ...], ctx: _Context) -> Operand | None:
     if isinstance(value, dict):
+        if set(value) == {"field"} and isinstance(value["field"], str):
+            return FieldRef(field=value["field"])
+        if "key" in value or "default" in value or ("param" in value and len(value) > 1):
+            return _lookup(value, path, ctx)
         if set(value) != {"param"} or not isinstance(value["param"], str):
-            ctx.add("wrong_type", "a parameter reference is {param: group.name}", path)
+            ctx.add("wrong_type", _OPERAND_FORMS, path)
             return None
-        if ctx.config is not None and ctx.config.param(value["param"]) is None:
-            known = [f"risk.{k}" for k in ctx.config.risk] + [
-                f"compliance.{k}" for k in ctx.config.compliance
-            ]
-            ctx.add(
-                "unknown_param",
-                f"unknown parameter {value['param']!r} in compliance.yaml"
-                + did_you_mean(value["param"], known),
-                path,
-            )
-            return None
-        return Param(name=value["param"])
+        return _param(value["param"], path, ctx)
     if isinstance(value, list):
         return tuple(value)
     if value is None:
@@ -462,9 +527,58 @@ def _operand(value: Any, path: tuple[str | int, ...], ctx: _Context) -> Operand 
     return value  # type: ignore[no-any-return]
 
 
+def _param(name: str, path: tuple[str | int, ...], ctx: _Context) -> Param | None:
+    if ctx.config is not None and ctx.config.param(name) is None:
+        known = [f"risk.{k}" for k in ctx.config.risk] + [
+            f"compliance.{k}" for k in ctx.config.compliance
+        ]
+        ctx.add(
+            "unknown_param",
+            f"unknown parameter {name!r} in compliance.yaml" + did_you_mean(name, known),
+            path,
+        )
+        return None
+    return Param(name=name)
+
+
+def _lookup(value: dict[str, Any], path: tuple[str | int, ...], ctx: _Context) -> Lookup | None:
+    extra = sorted(set(value) - {"param", "key", "default"})
+    if extra or not isinstance(value.get("param"), str) or not isinstance(value.get("key"), str):
+        ctx.add(
+            "wrong_type",
+            "a map lookup is {param: group.map, key: field} with an optional default"
+            + (f"; unknown {', '.join(map(repr, extra))}" if extra else "")
+            + (did_you_mean(extra[0], ("param", "key", "default")) if extra else ""),
+            path,
+        )
+        return None
+    table = _param(value["param"], (*path, "param"), ctx)
+    default: Param | bool | int | float | str | None = None
+    if "default" in value:
+        raw = value["default"]
+        if isinstance(raw, dict) and set(raw) == {"param"} and isinstance(raw["param"], str):
+            default = _param(raw["param"], (*path, "default"), ctx)
+            if default is None:
+                return None
+        elif _type_of(raw) is None:
+            ctx.add(
+                "wrong_type",
+                "a lookup's default is one value or {param: group.name}",
+                (*path, "default"),
+            )
+            return None
+        else:
+            default = raw
+    if table is None:
+        return None
+    return Lookup(name=table.name, key=value["key"], default=default)
+
+
 def _resolved(operand: Operand, ctx: _Context) -> ParamValue | Constant | None:
     if isinstance(operand, Param):
         return ctx.config.param(operand.name) if ctx.config is not None else None
+    if isinstance(operand, FieldRef | Lookup):
+        raise TypeError("a reference has no value of its own")
     return operand
 
 
@@ -476,10 +590,19 @@ def _check_types(
     path: tuple[str | int, ...],
     ctx: _Context,
 ) -> bool:
+    if isinstance(operand, FieldRef | Lookup):
+        return _check_reference(name, ftype, op, operand, path, ctx)
     value = _resolved(operand, ctx)
     if value is None:
         return True  # the config did not load; its own issues are reported
     shown = operand.name if isinstance(operand, Param) else repr(value)
+    if isinstance(value, dict):
+        ctx.add(
+            "wrong_type",
+            f"{shown} is a map: look it up by a field, {{param: {shown}, key: account}}",
+            path,
+        )
+        return False
     if op == "missing":
         if isinstance(operand, Param) or not isinstance(value, bool):
             ctx.add("wrong_type", "`missing` takes true or false", path)
@@ -500,18 +623,117 @@ def _check_types(
         return False
     if op == "matches":
         return _check_pattern(name, ftype, value, path, ctx)
-    for item in items:
-        if _type_of(item) != ftype:
-            ctx.add("wrong_type", f"{name} is a {ftype}; {shown} is not", path)
-            return False
-        if (
-            isinstance(item, float | int)
-            and not isinstance(item, bool)
-            and (math.isnan(item) or abs(item) >= MAX_NUMBER)
-        ):
-            ctx.add("invalid_value", f"{item!r} is out of range (|x| < 1e14)", path)
-            return False
+    return all(_check_scalar(name, ftype, item, shown, path, ctx) for item in items)
+
+
+def _check_scalar(
+    name: str, ftype: FieldType, item: Any, shown: str, path: tuple[str | int, ...], ctx: _Context
+) -> bool:
+    if _type_of(item) != ftype:
+        ctx.add("wrong_type", f"{name} is a {ftype}; {shown} is not", path)
+        return False
+    if (
+        isinstance(item, float | int)
+        and not isinstance(item, bool)
+        and (math.isnan(item) or abs(item) >= MAX_NUMBER)
+    ):
+        ctx.add("invalid_value", f"{item!r} is out of range (|x| < 1e14)", path)
+        return False
     return True
+
+
+def _check_reference(
+    name: str,
+    ftype: FieldType,
+    op: str,
+    operand: FieldRef | Lookup,
+    path: tuple[str | int, ...],
+    ctx: _Context,
+) -> bool:
+    """Another field, or a map looked up by one: both sides must have one type."""
+    what = "another field" if isinstance(operand, FieldRef) else "a map lookup"
+    if op in _LITERAL_ONLY:
+        ctx.add("wrong_type", f"`{op}` takes a value written in the rule, not {what}", path)
+        return False
+    if op in ("gt", "ge", "lt", "le") and ftype != "number":
+        ctx.add("wrong_type", f"`{op}` compares numbers; {name} is a {ftype}", path)
+        return False
+    if isinstance(operand, FieldRef):
+        return _check_field_ref(name, ftype, operand.field, path, ctx)
+    return _check_lookup(name, ftype, operand, path, ctx)
+
+
+def _check_field_ref(
+    name: str, ftype: FieldType, other: str, path: tuple[str | int, ...], ctx: _Context
+) -> bool:
+    spec = FIELDS.get(other)
+    if spec is None:
+        ctx.add(
+            "unknown_field",
+            f"unknown fact field {other!r}" + did_you_mean(other, FIELDS),
+            (*path, "field"),
+        )
+        return False
+    if other == name:
+        ctx.add("invalid_value", f"{name} is compared with itself", (*path, "field"))
+        return False
+    if spec.type != ftype:
+        ctx.add(
+            "wrong_type",
+            f"{name} is a {ftype} and {other} is a {spec.type}: "
+            "a comparison of two fields needs one type on both sides",
+            path,
+        )
+        return False
+    return True
+
+
+def _check_lookup(
+    name: str, ftype: FieldType, lookup: Lookup, path: tuple[str | int, ...], ctx: _Context
+) -> bool:
+    key = FIELDS.get(lookup.key)
+    if key is None:
+        ctx.add(
+            "unknown_field",
+            f"unknown fact field {lookup.key!r} as the lookup key"
+            + did_you_mean(lookup.key, FIELDS),
+            (*path, "key"),
+        )
+        return False
+    if key.type != "string":
+        ctx.add(
+            "wrong_type",
+            f"a map is looked up by a string field (its keys are text); "
+            f"{lookup.key} is a {key.type}",
+            (*path, "key"),
+        )
+        return False
+    if ctx.config is None:
+        return True  # its own issues are reported
+    table = ctx.config.param(lookup.name)
+    if not isinstance(table, dict):
+        ctx.add(
+            "wrong_type",
+            f"{lookup.name} is not a map; `key` looks up a map parameter",
+            (*path, "param"),
+        )
+        return False
+    kinds = {_type_of(v) for v in table.values()}
+    if len(kinds) == 1 and kinds != {ftype}:
+        [kind] = kinds
+        ctx.add("wrong_type", f"{name} is a {ftype}; the values of {lookup.name} are {kind}s", path)
+        return False
+    default = lookup.default
+    if default is None:
+        return True
+    value = _resolved(default, ctx)
+    shown = default.name if isinstance(default, Param) else repr(value)
+    if isinstance(value, list | tuple | dict):
+        ctx.add(
+            "wrong_type", f"a lookup's default is one value; {shown} is not", (*path, "default")
+        )
+        return False
+    return _check_scalar(name, ftype, value, shown, (*path, "default"), ctx)
 
 
 def _check_pattern(

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from .compiler import resolve
+from .compiler import other_field, resolve
 from .config import ComplianceConfig
 from .facts import Fact
 from .rules import AllOf, AnyOf, Compare, Condition, Not
@@ -57,6 +57,13 @@ def engine_text(value: Any) -> str:
 
 def _leaf(leaf: Compare, config: ComplianceConfig) -> Predicate:
     field = leaf.field
+    other = other_field(leaf.value)
+    if other is not None:
+        # another field of the fact (a map lookup is resolved into one before judging)
+        compare_fields = _ORDERED.get(leaf.op) or operator.eq
+        return lambda fact: (
+            field in fact and other in fact and compare_fields(fact[field], fact[other])
+        )
     value = resolve(leaf.value, config)
     if leaf.op == "missing":
         want_absent = bool(value)

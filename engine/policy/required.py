@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .rules import AllOf, AnyOf, Compare, Condition, Constant, Not, Param, Rule
+from .rules import AllOf, AnyOf, Compare, Condition, Constant, FieldRef, Lookup, Not, Param, Rule
 
 __all__ = [
     "REQUIRED_CHECKS",
@@ -131,9 +131,14 @@ def condition_text(condition: Condition) -> str:
     return "{field: " + condition.field + ", " + condition.op + ": " + _value(condition.value) + "}"
 
 
-def _value(value: Constant | Param) -> str:
+def _value(value: Constant | Param | FieldRef | Lookup) -> str:
     if isinstance(value, Param):
         return "{param: " + value.name + "}"
+    if isinstance(value, FieldRef):
+        return "{field: " + value.field + "}"
+    if isinstance(value, Lookup):
+        default = "" if value.default is None else ", default: " + _value(value.default)
+        return "{param: " + value.name + ", key: " + value.key + default + "}"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, tuple):

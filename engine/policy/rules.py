@@ -1,8 +1,9 @@
 """The policy language as frozen models: rules and their conditions.
 
 A rule says when an order is denied. `deny_when` is a condition tree of
-`all`, `any`, `not` and comparisons of one fact field against a constant or a
-named parameter from the compliance configuration. `applies_when`, if given,
+`all`, `any`, `not` and comparisons of one fact field against a constant, a
+named parameter from the compliance configuration, a map parameter looked up
+by another field, or another field of the same fact. `applies_when`, if given,
 limits the rule to some orders (a price collar only for priced orders); when
 it does not hold, the check passes.
 """
@@ -21,6 +22,8 @@ __all__ = [
     "Compare",
     "Condition",
     "Constant",
+    "FieldRef",
+    "Lookup",
     "Not",
     "Operand",
     "Param",
@@ -60,7 +63,29 @@ class Param(BaseModel):
     name: str
 
 
-Operand = Constant | Param
+class FieldRef(BaseModel):
+    """Another field of the same fact: `{field: limit_price, gt: {field: ask}}`."""
+
+    model_config = _Frozen
+    field: str
+
+
+class Lookup(BaseModel):
+    """A map parameter looked up by a fact field: `{param: risk.max_notional_by_account,
+    key: account, default: {param: risk.max_order_notional}}`.
+
+    Keys match exactly. Without `default`, an order whose key is not in the map has
+    no value to compare with: the rule is `error`, which blocks, as for any missing
+    input.
+    """
+
+    model_config = _Frozen
+    name: str
+    key: str
+    default: bool | int | float | str | Param | None = None
+
+
+Operand = Constant | Param | FieldRef | Lookup
 
 
 class Compare(BaseModel):
