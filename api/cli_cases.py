@@ -1,11 +1,15 @@
-"""`apex-oms policy test [DIR | FILE] [-k NAME]`: run the policy test cases.
+"""`apex-oms policy test [DIR | FILE] [-k NAME] [--coverage] [--require-coverage]`:
+run the policy test cases.
 
 DIR runs every case file in DIR/tests against the policy set in DIR (DIR/tests
 itself works too); FILE runs one case file against the set in the folder above
 its own (DIR/tests/FILE), or in `--policies`. Every failure and every invalid
-case is shown as `file:line`, the line of its case. Exit codes: 0 all passed,
-1 any failed (or none exist), 2 the policies or a case file are invalid, or
-`-k` selected nothing.
+case is shown as `file:line`, the line of its case. `--coverage` adds, per rule,
+how many cases made it pass, fail and error, and names each rule no case fails;
+`--require-coverage` (which implies it) makes such a rule fail the run. Exit
+codes: 0 all passed, 1 any failed (or none exist, or under `--require-coverage`
+a rule has no failing case), 2 the policies or a case file are invalid, or `-k`
+selected nothing.
 """
 
 from __future__ import annotations
@@ -18,8 +22,11 @@ from typing import Any
 
 from engine import Evaluator, PolicyError, load_policies
 from engine.policy.cases import DEFAULTS_FILE, CaseResult, load_cases, run_cases, select_cases
+from engine.policy.coverage import Coverage, coverage
 
-__all__ = ["add_test_parser", "run_policy_test"]
+from ._table import table
+
+__all__ = ["add_test_parser", "coverage_text", "run_policy_test"]
 
 OK, FAILED, USAGE = 0, 1, 2
 
@@ -49,6 +56,17 @@ def add_test_parser(policy_commands: Any, default_dir: str) -> None:
         metavar="DIR",
         help="the policy set to test (default: DIR, or for a FILE the folder above its own)",
     )
+    sub.add_argument(
+        "--coverage",
+        action="store_true",
+        help="show per rule how many cases made it pass, fail and error, and name each "
+        "rule that no case fails",
+    )
+    sub.add_argument(
+        "--require-coverage",
+        action="store_true",
+        help="as --coverage, and exit 1 when a rule has no failing case (CI runs this)",
+    )
     sub.add_argument("--json", action="store_true", help="machine-readable output")
     sub.set_defaults(handler=run_policy_test)
 
@@ -64,7 +82,8 @@ def run_policy_test(args: argparse.Namespace) -> int:
     else:
         cases_from, policies = target / "tests", Path(args.policies or target)
     try:
-        evaluator = Evaluator(load_policies(policies))
+        loaded = load_policies(policies)
+        evaluator = Evaluator(loaded)
         cases = load_cases(cases_from)
     except PolicyError as exc:
         print(str(exc), file=sys.stderr)
@@ -82,8 +101,15 @@ def run_policy_test(args: argparse.Namespace) -> int:
             return USAGE
     results = run_cases(evaluator, selected)
     failed = [r for r in results if not r.passed]
+    require = args.require_coverage
+    covered = coverage(loaded.policies, results) if args.coverage or require else None
     if args.json:
-        print(json.dumps([_as_json(r) for r in results], indent=2))
+        cases_json = [_as_json(r) for r in results]
+        # without --coverage the document stays the list it always was
+        document: Any = (
+            cases_json if covered is None else {"cases": cases_json, "coverage": covered.as_dict()}
+        )
+        print(json.dumps(document, indent=2))
     else:
         for r in results:
             verdict = "PASS" if r.passed else "FAIL"
@@ -91,7 +117,39 @@ def run_policy_test(args: argparse.Namespace) -> int:
             for problem in r.problems:
                 print(f"      {problem}")
         print(f"\n{len(results) - len(failed)} passed, {len(failed)} failed")
+        if covered is not None:
+            print("\n" + coverage_text(covered))
+    if require and covered is not None and covered.uncovered:
+        names = ", ".join(r.rule_id for r in covered.uncovered)
+        print(
+            f"coverage required: {len(covered.uncovered)} rule(s) with no failing case: {names}",
+            file=sys.stderr,
+        )
+        return FAILED
     return FAILED if failed else OK
+
+
+def coverage_text(covered: Coverage) -> str:
+    """The coverage table and its verdict, as `policy test --coverage` prints them."""
+    rows = [
+        [
+            r.rule_id,
+            f"{r.file}:{r.line or '-'}",
+            str(r.passed),
+            str(r.failed),
+            str(r.errors),
+            "" if r.covered else "NO FAILING CASE",
+        ]
+        for r in covered.rules
+    ]
+    head = f"coverage of {len(covered.rules)} rules by {covered.cases} cases:"
+    body = table(["rule", "where", "pass", "fail", "error", ""], rows)
+    if not covered.uncovered:
+        verdict = f"every rule has a failing case ({len(covered.rules)} rules)"
+    else:
+        lines = [f"  {r.rule_id}  {r.file}:{r.line or '-'}" for r in covered.uncovered]
+        verdict = f"{len(covered.uncovered)} rule(s) no case fails:\n" + "\n".join(lines)
+    return f"{head}\n{body}\n\n{verdict}"
 
 
 def _as_json(result: CaseResult) -> dict[str, Any]:
