@@ -24,6 +24,7 @@ from ._table import table
 from .cli_brokers import add_brokers_parser
 from .cli_cases import add_test_parser
 from .cli_compliance import add_compliance_parser
+from .cli_diff import add_diff_parser
 from .cli_keys import add_keys_parser
 from .cli_service import CliError, register, service_state
 from .cli_unlock import add_unlock_parser
@@ -132,6 +133,7 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--json", action="store_true", help="machine-readable output")
         sub.set_defaults(handler=handler)
     add_test_parser(policy_commands, default_dir)
+    add_diff_parser(policy_commands)
 
     evaluate = commands.add_parser(
         "evaluate",
