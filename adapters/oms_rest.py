@@ -18,7 +18,7 @@ replays what came since and then pushes each new event; a sequence beyond
 JSON is a gap, filled from the REST cursor (`GET /v1/events?after=<booked>`)
 before anything later is used. When the socket is down (refused, closed, or
 silent past three heartbeats) the adapter reads the cursor instead, every
-`poll_s`, and tries the socket again with a backoff; once it is back, it
+`poll_s` (0.5 s), and tries the socket again with a backoff (1 s, then 2 s); once it is back, it
 resumes from `booked`. `poll()` (the service's sweep) reads the cursor too.
 Whichever path brings an event first books it; the other finds its sequence
 booked. An execution is booked once by its execution id: the same id again
@@ -48,6 +48,7 @@ import json
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -359,7 +360,16 @@ class OmsRestAdapter:
             self._fallback(min(self.poll_s * 2 ** min(failures, 6), _BACKOFF_MAX_S))
 
     def _fallback(self, wait_s: float) -> None:
-        """While the socket is down: book from the cursor, then wait to try again."""
+        """While the socket is down: book from the cursor every `poll_s` until it is
+        time to try the socket again (`wait_s`, backing off)."""
+        until = time.monotonic() + wait_s
+        while not self._stop.is_set():
+            self._poll_cursor()
+            left = until - time.monotonic()
+            if left <= 0 or self._stop.wait(min(self.poll_s, left)):
+                return
+
+    def _poll_cursor(self) -> None:
         try:
             self._deliver(self.poll())
             with self._lock:
@@ -373,7 +383,6 @@ class OmsRestAdapter:
             log.warning("%s: reading the cursor failed (%s)", self.name, exc)
         except Exception:
             log.exception("%s: reading the cursor failed", self.name)
-        self._stop.wait(wait_s)
 
     def _listen(self) -> None:
         """One socket session: open it from the booked sequence, book what it brings

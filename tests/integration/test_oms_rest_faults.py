@@ -322,6 +322,7 @@ def test_silence_past_the_heartbeat_then_the_socket_is_dropped_and_resumed_from_
     paper: Paper, make_order: OrderBuilder
 ) -> None:
     order_id = rest(paper, make_order)
+    assert wait_for(lambda: paper.adapter.booked == paper.fake.last_sequence)
     booked = paper.adapter.booked
     paper.fake.inject(Silence())
 
@@ -373,6 +374,7 @@ def test_restart_mid_session_then_the_socket_resumes_from_the_booked_sequence(
     paper: Paper, make_order: OrderBuilder
 ) -> None:
     order_id = rest(paper, make_order)
+    assert wait_for(lambda: paper.adapter.booked == paper.fake.last_sequence)
     booked = paper.adapter.booked
     assert paper.journal.load()["cursor"] == {"sequence": booked}
     paper.adapter.close()
