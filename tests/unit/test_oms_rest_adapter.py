@@ -265,7 +265,7 @@ def test_restart_when_a_journal_entry_is_damaged_then_refused_naming_it(
 
 
 def test_restart_when_the_journal_has_a_cursor_then_the_adapter_resumes_from_it(
-    fake: FakeOms, adapter: OmsRestAdapter
+    fake: FakeOms,
 ) -> None:
     journal = MemoryJournal()
     first = OmsRestAdapter(base_url=fake.url, token=TOKEN, clock=clock, journal=journal)
