@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from adapters.base import MemoryJournal, MemorySessionLog
-from adapters.oms_fix import OmsFixAdapter
+from adapters.base import BrokerConfigError, MemoryJournal, MemorySessionLog
+from adapters.oms_fix import OmsFixAdapter, from_config
 from adapters.sql import SqlStore
 from engine.broker import BrokerOrder, SessionLog
 from engine.lifecycle import OrderStatus
@@ -289,3 +289,49 @@ def test_logout_from_the_counterparty_when_received_then_answered_and_session_ma
 
     answers = [m for m in fake.received if tag(m, 35) == "5"]
     assert len(answers) == 1
+
+
+# --- configuration ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("section", "field"),
+    [
+        ({"port": 9878, "sender_comp_id": "A", "target_comp_id": "B"}, "paper.host"),
+        ({"host": "h", "port": "S3CRET", "sender_comp_id": "A", "target_comp_id": "B"},
+         "paper.port"),
+        ({"host": "h", "port": 9878, "target_comp_id": "B"}, "paper.sender_comp_id"),
+        ({"host": "h", "port": 9878, "sender_comp_id": "S3CRET\x01", "target_comp_id": "B"},
+         "paper.sender_comp_id"),
+        ({"host": "h", "port": 9878, "sender_comp_id": "A", "target_comp_id": "B",
+          "heartbeat_s": 0.5}, "paper.heartbeat_s"),
+        ({"host": "h", "port": 9878, "sender_comp_id": "A", "target_comp_id": "B",
+          "mass_status": "S3CRET"}, "paper.mass_status"),
+        ({"host": "h", "port": 9878, "sender_comp_id": "A", "target_comp_id": "B",
+          "password": "S3CRET"}, "paper.password"),
+    ],
+    ids=["no-host", "port-text", "no-sender", "sender-with-soh", "heartbeat-under-1s",
+         "mass-status-text", "unknown-key"],
+)  # fmt: skip
+def test_from_config_when_a_field_is_wrong_then_names_it(
+    section: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(BrokerConfigError) as caught:
+        from_config({"adapter": "oms_fix", **section}, {}, role="paper", clock=FixedClock())
+
+    assert caught.value.field == field
+    assert "S3CRET" not in str(caught.value)  # the kind of a value, never the value
+
+
+def test_from_config_when_complete_then_the_keys_of_spec_section_11_and_nothing_connects() -> None:
+    adapter = from_config(
+        {"adapter": "oms_fix", "host": "127.0.0.1", "port": 9, "sender_comp_id": "APEX",
+         "target_comp_id": "OMS", "heartbeat_s": 10, "mass_status": True, "positions": True},
+        {}, role="live", clock=FixedClock(),
+    )  # fmt: skip
+
+    assert (adapter.name, adapter.settings.heartbeat_s) == ("oms_fix-live", 10.0)
+    assert (adapter.mass_status, adapter.ask_positions) == (True, True)
+    assert (adapter.capabilities.paper, adapter.capabilities.live) == (True, True)
+    assert adapter.capabilities.market_data is False and adapter.quote("AAPL") is None
+    adapter.close()
