@@ -337,6 +337,65 @@ CHANGED = [
         id="a trigger and a code changed",
     ),
     pytest.param(
+        edited(
+            compliance_yaml=(
+                "  max_volatility: 0.5\n",
+                "  max_volatility: 0.5\n  max_quantity_by_account: {ACC-1: 500, ACC-2: 800}\n",
+            ),
+            limits_yaml=(
+                "gt: {param: risk.max_order_quantity}}",
+                "gt: {param: risk.max_quantity_by_account, key: account,"
+                " default: {param: risk.max_order_quantity}}}",
+            ),
+        ),
+        expected(
+            rules_changed=[
+                {
+                    "id": "max_quantity_check",
+                    "file": "{new}/limits.yaml",
+                    "line": 3,
+                    "changes": [
+                        {
+                            "key": "deny_when",
+                            "old": "{field: quantity, gt: {param: risk.max_order_quantity}}",
+                            "new": "{field: quantity, gt: {param: risk.max_quantity_by_account, "
+                            "key: account, default: {param: risk.max_order_quantity}}}",
+                        }
+                    ],
+                }
+            ],
+            parameters_added=[
+                {"name": "risk.max_quantity_by_account", "value": {"ACC-1": 500, "ACC-2": 800}}
+            ],
+        ),
+        id="a scalar limit replaced by a per-account map with a default",
+    ),
+    pytest.param(
+        edited(
+            limits_yaml=(
+                "deny_when: {field: quantity, gt: {param: risk.max_order_quantity}}",
+                "deny_when: {field: bid, gt: {field: ask}}",
+            )
+        ),
+        expected(
+            rules_changed=[
+                {
+                    "id": "max_quantity_check",
+                    "file": "{new}/limits.yaml",
+                    "line": 3,
+                    "changes": [
+                        {
+                            "key": "deny_when",
+                            "old": "{field: quantity, gt: {param: risk.max_order_quantity}}",
+                            "new": "{field: bid, gt: {field: ask}}",
+                        }
+                    ],
+                }
+            ]
+        ),
+        id="a comparison with another field",
+    ),
+    pytest.param(
         {
             "compliance.yaml": COMPLIANCE,
             "limits.yaml": LIMITS.replace(
