@@ -162,6 +162,7 @@ class OmsRestAdapter:
         self._report_lock = threading.RLock()  # one booking path at a time (socket, poll)
         self._held: dict[str, _Held] = {}  # by client order id
         self._last: dict[str, tuple[OrderStatus, float]] = {}  # what was last reported
+        self._busy: set[str] = set()  # orders with a call of ours in flight
         self.booked = 0  # the last sequence booked
         self._journal = journal
         self._saved_fills: dict[str, int] = {}
@@ -197,18 +198,17 @@ class OmsRestAdapter:
             "stop_price": order.stop_price,
             "time_in_force": order.time_in_force,
         }
+        what = f"submit of {order.order_id!r}"
         try:
-            placed = self._call("POST", "/v1/orders", f"submit of {order.order_id!r}", body)
+            return self._acting(order.order_id, what, "POST", "/v1/orders", body)
         except OmsRefused as refused:
             detail = f"{self.name} refused the order (want: HTTP 201, got: {refused})"
             return BrokerAck(order.order_id, "", S.BLOCKED, detail=detail, raw=refused.raw)
-        return self._report(self._order(placed, "submit"))
 
     def cancel(self, order_id: str, broker_order_id: str) -> BrokerAck:
         self._owned(order_id, broker_order_id)
         path = f"/v1/orders/{_path(order_id)}/cancel"
-        answer = self._call("POST", path, f"cancel of {order_id!r}")
-        return self._report(self._order(answer, "cancel"))
+        return self._acting(order_id, f"cancel of {order_id!r}", "POST", path)
 
     def replace(self, broker_order_id: str, order: BrokerOrder) -> BrokerAck:
         self._owned(order.order_id, broker_order_id)
@@ -219,8 +219,30 @@ class OmsRestAdapter:
             "time_in_force": order.time_in_force,
         }
         path = f"/v1/orders/{_path(order.order_id)}/replace"
-        answer = self._call("POST", path, f"replace of {order.order_id!r}", body)
-        return self._report(self._order(answer, "replace"))
+        return self._acting(order.order_id, f"replace of {order.order_id!r}", "POST", path, body)
+
+    def _acting(
+        self, cid: str, what: str, method: str, path: str, body: JsonDict | None = None
+    ) -> BrokerAck:
+        """A call that changes an order. While it is in flight the stream books
+        that order's events but reports none of them: the call's answer, built
+        from the newest view held (theirs included), is the report, as IB's
+        adapter does; otherwise a fill pushed before the answer could be booked
+        ahead of it and the answer then look like a step back."""
+        with self._lock:
+            self._busy.add(cid)
+        try:
+            answer = self._call(method, path, what, body)
+        except BaseException:
+            with self._lock:
+                self._busy.discard(cid)
+            raise
+        with self._report_lock:  # no event is booked between the answer and the discard
+            try:
+                return self._report(self._order(answer, what))
+            finally:
+                with self._lock:
+                    self._busy.discard(cid)
 
     def order_status(self, order_id: str, broker_order_id: str) -> BrokerAck:
         found = self._lookup(order_id)
@@ -515,8 +537,8 @@ class OmsRestAdapter:
                 self.booked = sequence
                 continue
             self.booked = sequence
-            with self._lock:
-                last = self._last.get(cid)
+            with self._lock:  # a call of ours in flight on it answers for it
+                last = None if cid in self._busy else self._last.get(cid)
             if last is not None:
                 ack = self._ack(held)
                 if (ack.status, ack.filled_quantity) != last:

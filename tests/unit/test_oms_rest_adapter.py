@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -15,9 +16,9 @@ import pytest
 from adapters import registry
 from adapters.base import BrokerConfigError, MemoryJournal
 from adapters.oms_rest import OMS_REST_CAPABILITIES, OmsRestAdapter, from_config
-from engine.broker import BrokerError, BrokerOrder
+from engine.broker import BrokerAck, BrokerError, BrokerOrder
 from engine.lifecycle import OrderStatus
-from tests.fakes.oms_rest import FakeOms, HttpError
+from tests.fakes.oms_rest import FakeOms, HttpError, Slow
 
 NOW = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)
 TOKEN = "oms-secret-token-Z9"
@@ -288,3 +289,36 @@ def test_restart_when_the_journal_has_a_cursor_then_the_adapter_resumes_from_it(
         ("ord-1", OrderStatus.PARTIALLY_FILLED, 4.0)
     ]
     assert reported[0].broker_order_id == resting.broker_order_id
+
+
+def test_stream_when_an_event_arrives_while_our_call_is_in_flight_then_the_answer_reports_it(
+    fake: FakeOms,
+) -> None:
+    streamed: list[BrokerAck] = []
+    adapter = OmsRestAdapter(
+        base_url=fake.url, ws_url=fake.ws_url, token=TOKEN, clock=clock, timeout_s=2.0
+    )
+    try:
+        adapter.subscribe(streamed.append)
+        resting = adapter.submit(
+            BrokerOrder("ord-1", "acct-1", "AAPL", "buy", 10.0, "limit", limit_price=50.0)
+        )
+        fake.inject(Slow(seconds=0.5, route="cancel"))  # the socket tells first
+
+        cancelled = adapter.cancel("ord-1", resting.broker_order_id)
+        booked = wait_until(lambda: adapter.booked == fake.last_sequence)
+    finally:
+        adapter.close()
+
+    assert cancelled.status is OrderStatus.CANCELLED
+    assert booked
+    assert streamed == []  # the socket's news was the call's answer, reported once
+
+
+def wait_until(check: Callable[[], bool]) -> bool:
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return check()
