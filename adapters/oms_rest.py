@@ -27,9 +27,11 @@ booked. An execution is booked once by its execution id: the same id again
 Reports. An event about an order this adapter has reported (a submit's answer,
 a status, a find, or its journal after a restart) becomes an ack, handed to
 the `subscribe` listeners (or returned by `poll`) when its status or fills
-changed. Each ack lists every execution of the order with the OMS's own ids,
-so the gateway books each once and guards the lifecycle itself: a fill on a
-cancelled order or beyond the order's quantity is an `execution_anomaly`.
+changed; while a call of ours on that order is in flight its answer is the
+report (a fill pushed first is never booked ahead of it). Each ack lists every
+execution of the order with the OMS's own ids, so the gateway books each once
+and guards the lifecycle itself: a fill on a cancelled order or beyond the
+order's quantity is an `execution_anomaly`.
 
 Memory. With a `BrokerJournal` (the store's, named as the broker): entry
 `cursor` holds the booked sequence, `order:<client order id>` the OMS's id and
