@@ -14,11 +14,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from engine import EngineState, Evaluator, PolicyError, load_policies, validate_policies
+from engine import EngineState, Evaluator, PolicyError, load_policies
 from engine.clock import parse_utc
 from engine.errors import InvalidArgument, StoreUnavailable
 from engine.policy.decision import Decision
 from engine.policy.evaluator import field_errors
+from engine.policy.loader import check_policies
 
 from ._table import table
 from .cli_brokers import add_brokers_parser
@@ -192,18 +193,42 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _policy_validate(args: argparse.Namespace) -> int:
-    issues = validate_policies(Path(args.directory))
+    # warnings (the analysis) never change the exit code; errors make it 2
+    report = check_policies(Path(args.directory))
+    issues, warnings = report.issues, report.warnings
     if args.json:
-        print(json.dumps({"valid": not issues, "issues": [vars(i) for i in issues]}, indent=2))
-    elif issues:
+        print(
+            json.dumps(
+                {
+                    "valid": not issues,
+                    "issues": [vars(i) for i in issues],
+                    "warnings": [vars(w) for w in warnings],
+                },
+                indent=2,
+            )
+        )
+        return USAGE if issues else OK
+    if issues:
         rows = [[f"{i.file}:{i.line or '-'}", i.rule_id or "-", i.code, i.message] for i in issues]
         print(table(["where", "rule", "code", "message"], rows))
-        print(f"\n{len(issues)} error(s); policy set is INVALID")
+    if warnings:
+        rows = [
+            [f"{w.file}:{w.line or '-'}", w.rule_id or "-", w.code, w.message] for w in warnings
+        ]
+        print(("\n" if issues else "") + "warnings:")
+        print(table(["where", "rule", "code", "message"], rows))
+    if issues:
+        also = f", {len(warnings)} warning(s)" if warnings else ""
+        print(f"\n{len(issues)} error(s){also}; policy set is INVALID")
     else:
         loaded = load_policies(Path(args.directory))
         print(
-            f"policy set is valid: {len(loaded.policies.rules)} rules in "
-            f"{len(loaded.policies.files)} files"
+            ("\n" if warnings else "")
+            + (
+                f"policy set is valid: {len(loaded.policies.rules)} rules in "
+                f"{len(loaded.policies.files)} files"
+                + (f", {len(warnings)} warning(s)" if warnings else "")
+            )
         )
         print(f"policy digest:     {loaded.policies.policy_digest}")
         print(f"compliance digest: {loaded.policies.compliance_digest}")

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from ..canonical import sha256_hex
 from ..errors import PolicyError, PolicyIssue
+from . import analysis
 from ._durable import DurableRuleset
 from ._yaml import Lines, line_of, load_yaml
 from .compiler import MAX_ALTERNATIVES, compile_policy
@@ -47,6 +48,8 @@ from .rules import (
 __all__ = [
     "COMPLIANCE_FILE",
     "LoadedPolicies",
+    "PolicyReport",
+    "check_policies",
     "did_you_mean",
     "load_policies",
     "pydantic_issues",
@@ -77,6 +80,15 @@ class LoadedPolicies:
     config_bytes: bytes = b""
 
 
+@dataclass(frozen=True)
+class PolicyReport:
+    """What `policy validate` shows: the errors (any one makes the set invalid) and
+    the warnings of the analysis (`analysis.py`), which do not."""
+
+    issues: list[PolicyIssue]
+    warnings: list[PolicyIssue]
+
+
 @dataclass
 class _Context:
     file: str
@@ -84,11 +96,17 @@ class _Context:
     config: ComplianceConfig | None
     required: dict[str, RequiredCheck]
     seen: set[str]  # every rule id met, across files, even in a rule with errors
+    warnings: list[PolicyIssue]  # shared by every file
     issues: list[PolicyIssue] = field(default_factory=list)
     rule_id: str | None = None
 
     def add(self, code: str, message: str, path: tuple[str | int, ...]) -> None:
         self.issues.append(
+            PolicyIssue(code, message, self.file, line_of(self.lines, path), self.rule_id)
+        )
+
+    def warn(self, code: str, message: str, path: tuple[str | int, ...]) -> None:
+        self.warnings.append(
             PolicyIssue(code, message, self.file, line_of(self.lines, path), self.rule_id)
         )
 
@@ -102,7 +120,7 @@ def load_policies(
     orders keeps the default, every required check; only tests and tools that
     load a deliberately partial set pass fewer (`require=()`).
     """
-    loaded, issues = _load(directory, require)
+    loaded, issues, _ = _load(directory, require)
     if issues or loaded is None:
         raise PolicyError(issues)
     return loaded
@@ -113,6 +131,14 @@ def validate_policies(
 ) -> list[PolicyIssue]:
     """Every issue of the policy set in `directory`; `require` as for `load_policies`."""
     return _load(directory, require)[1]
+
+
+def check_policies(
+    directory: Path, require: Iterable[RequiredCheck] = REQUIRED_CHECKS
+) -> PolicyReport:
+    """Every issue and every warning of the policy set in `directory`."""
+    _, issues, warnings = _load(directory, require)
+    return PolicyReport(issues, warnings)
 
 
 def rule_files(directory: Path) -> list[Path]:
@@ -138,13 +164,16 @@ def _digest_entry(name: str, raw: bytes) -> bytes:
 
 def _load(
     directory: Path, require: Iterable[RequiredCheck]
-) -> tuple[LoadedPolicies | None, list[PolicyIssue]]:
+) -> tuple[LoadedPolicies | None, list[PolicyIssue], list[PolicyIssue]]:
     required = {check.id: check for check in require}
     if not directory.is_dir():
-        return None, [PolicyIssue("not_found", "policy directory does not exist", str(directory))]
+        missing = PolicyIssue("not_found", "policy directory does not exist", str(directory))
+        return None, [missing], []
     issues: list[PolicyIssue] = []
+    warnings: list[PolicyIssue] = []
     config_path = directory / COMPLIANCE_FILE
     config: ComplianceConfig | None = None
+    config_lines: Lines = {}
     config_bytes = b""
     if not config_path.is_file():
         issues.append(
@@ -152,7 +181,7 @@ def _load(
         )
     else:
         config_bytes = config_path.read_bytes()
-        config, config_issues = _load_config(config_bytes, str(config_path))
+        config, config_issues, config_lines = _load_config(config_bytes, str(config_path))
         issues.extend(config_issues)
 
     files = rule_files(directory)
@@ -164,14 +193,16 @@ def _load(
     for path in files:
         raw = path.read_bytes()
         digest.update(_digest_entry(path.name, raw))
-        file_rules, file_issues = _load_rule_file(raw, str(path), config, required, seen)
+        file_rules, file_issues = _load_rule_file(raw, str(path), config, required, seen, warnings)
         rules.extend(file_rules)
         issues.extend(file_issues)
     issues.extend(_duplicate_ids(rules))
     if files:
         issues.extend(_missing_required(required, seen, str(directory)))
+    if config is not None:
+        warnings.extend(_set_warnings(rules, config, str(config_path), config_lines))
     if issues or config is None:
-        return None, issues
+        return None, issues, warnings
     policy_set = PolicySet(
         rules=tuple(rules),
         files=tuple(p.name for p in files),
@@ -185,21 +216,48 @@ def _load(
             f"(at most {MAX_ALTERNATIVES}); simplify `any` conditions or move long lists "
             "into compliance.yaml parameters"
         )
-        return None, [PolicyIssue("too_complex", message, str(directory))]
-    return LoadedPolicies(policy_set, config, config_bytes), []
+        return None, [PolicyIssue("too_complex", message, str(directory))], warnings
+    return LoadedPolicies(policy_set, config, config_bytes), [], warnings
 
 
-def _load_config(raw: bytes, file: str) -> tuple[ComplianceConfig | None, list[PolicyIssue]]:
+def _set_warnings(
+    rules: list[Rule], config: ComplianceConfig, config_file: str, config_lines: Lines
+) -> list[PolicyIssue]:
+    """The analysis across rules and parameters (see analysis.py)."""
+    out = [
+        PolicyIssue(
+            "duplicate_condition",
+            f"same applies_when and deny_when as rule {first.id!r} at {first.source}:{first.line}",
+            rule.source,
+            rule.line,
+            rule.id,
+        )
+        for rule, first in analysis.duplicate_conditions(rules)
+    ]
+    for name in analysis.unused_params(rules, config):
+        group, _, key = name.partition(".")
+        out.append(
+            PolicyIssue(
+                "unused_param",
+                f"parameter {name} is not used by any rule",
+                config_file,
+                line_of(config_lines, (group, key)),
+            )
+        )
+    return out
+
+
+def _load_config(raw: bytes, file: str) -> tuple[ComplianceConfig | None, list[PolicyIssue], Lines]:
     data, lines, issues = _parse(raw, file)
     if issues:
-        return None, issues
+        return None, issues, lines
     data, map_issues = _check_maps(data, file, lines)
     try:
         config = ComplianceConfig.model_validate(data)
     except ValidationError as exc:
         issues = pydantic_issues(exc, file, lines)
-        return None, map_issues + [_suggest_config_key(issue, exc) for issue in issues]
-    return (None, map_issues) if map_issues else (config, [])
+        return None, map_issues + [_suggest_config_key(issue, exc) for issue in issues], lines
+    return (None, map_issues, lines) if map_issues else (config, [], lines)
 
 
 _PARAM_GROUPS = ("risk", "compliance", "market_data")
@@ -318,12 +376,13 @@ def _load_rule_file(
     config: ComplianceConfig | None,
     required: dict[str, RequiredCheck],
     seen: set[str],
+    warnings: list[PolicyIssue],
 ) -> tuple[list[Rule], list[PolicyIssue]]:
     data, lines, issues = _parse(raw, file)
     if issues:
         seen.update(_ID_LINE.findall(raw.decode("utf-8", "replace")))
         return [], issues
-    ctx = _Context(file, lines, config, required, seen)
+    ctx = _Context(file, lines, config, required, seen, warnings)
     if not isinstance(data, dict):
         ctx.add("wrong_type", "a policy file is a mapping with a `rules` list", ())
         return [], ctx.issues
@@ -408,6 +467,8 @@ def _parse_rule(item: Any, path: tuple[str | int, ...], ctx: _Context) -> Rule |
         source=ctx.file,
         line=line_of(ctx.lines, path),
     )
+    if ctx.config is not None:
+        _analyse_rule(rule, path, ctx, ctx.config)
     pinned = ctx.required.get(rule.id)
     if pinned is not None:
         for key, want, got in differences(rule, pinned):
@@ -417,6 +478,32 @@ def _parse_rule(item: Any, path: tuple[str | int, ...], ctx: _Context) -> Rule |
                 (*path, key),
             )
     return rule
+
+
+def _analyse_rule(
+    rule: Rule, path: tuple[str | int, ...], ctx: _Context, config: ComplianceConfig
+) -> None:
+    """A rule that can never deny is refused; a branch that never holds is a warning."""
+    never = analysis.never_denies(rule, config)
+    if never is not None:
+        key, why = never
+        what = "never applies" if key == "applies_when" else "can never deny"
+        ctx.add(
+            "never_denies",
+            f"the rule {what}: {why.text()}; "
+            "a check that cannot deny would let through what it was written to block",
+            (*path, key),
+        )
+        return
+    for key, condition in (("applies_when", rule.applies_when), ("deny_when", rule.deny_when)):
+        if condition is None:
+            continue
+        for where, why in analysis.never_holding_branches(condition, config, (*path, key)):
+            ctx.warn(
+                "never_holds",
+                f"this branch of `any` can never hold: {why.text()}",
+                where,
+            )
 
 
 def _condition(

@@ -201,4 +201,4 @@ def test_policy_validate_on_default_policies_then_valid(
     report = json.loads(capsys.readouterr().out)
 
     assert code == 0
-    assert report == {"valid": True, "issues": []}
+    assert report == {"valid": True, "issues": [], "warnings": []}
