@@ -1,6 +1,7 @@
 """Benchmark the policy engine beside plain Python and Cedar, in one process and one thread.
 
     .venv/bin/python bench/engine.py [--n N] [--latency-n M] [--json] [--profile]
+    .venv/bin/python bench/engine.py --rules N [--rules M ...] [--json]
 
 For the default policy set, on a fixed clock and a mix of mostly approved orders:
 - the real engine (`engine.Evaluator`), from a raw dict and from a validated
@@ -11,6 +12,11 @@ For the default policy set, on a fixed clock and a mix of mostly approved orders
 Python and Cedar must agree with the engine on every case of the mix, check by
 check; the exit code is 1 if they do not, or if the mix is not decided as
 intended. A missed target is reported, not an error.
+
+With `--rules N`, only the sizes: load time and decisions/s of the shipped set and
+of the shipped set beside N synthetic checks (`_sizes.py`); exit code 1 if a
+synthetic check fails to deny its probe order or a size decides the mix otherwise
+than the shipped set.
 """
 
 from __future__ import annotations
@@ -39,10 +45,11 @@ from _cedar import CedarGate, Verdict  # noqa: E402
 from _mix import NOW, Case, cases, mix  # noqa: E402
 from _plain import RULES, Limits, decide  # noqa: E402
 from _report import text_report  # noqa: E402
+from _sizes import size_report, size_rows  # noqa: E402
 
 import engine  # noqa: E402
 from engine.clock import format_utc  # noqa: E402
-from engine.policy._durable import DurableRuleset  # noqa: E402
+from engine.policy._durable import DurableRulesets  # noqa: E402
 from engine.policy.compiler import CompiledPolicy, presence_flag  # noqa: E402
 from engine.policy.evaluator import compiled  # noqa: E402
 from engine.policy.facts import Fact, build_fact  # noqa: E402
@@ -76,7 +83,7 @@ class Subjects:
     loaded: engine.LoadedPolicies
     evaluator: engine.Evaluator
     policy: CompiledPolicy
-    ruleset: DurableRuleset
+    ruleset: DurableRulesets
     limits: Limits
     cedar: CedarGate
 
@@ -254,7 +261,7 @@ def latency_rows(subjects: Subjects, inputs: Inputs, calls: int) -> list[Row]:
         (
             "engine",
             PREBUILT,
-            "DurableRuleset.fired: encode + assert + retract",
+            "DurableRulesets.fired: encode + assert + retract",
             lambda i: fired(efacts[i]),
         ),
         ("python", PREBUILT, functions, lambda i: decide(facts[i], limits)),
@@ -281,7 +288,7 @@ def with_ratios(rows: list[Row]) -> list[Row]:
 # --- memory --------------------------------------------------------------------------
 
 
-def durable_size(ruleset: DurableRuleset) -> dict[str, Any]:
+def durable_size(ruleset: DurableRulesets) -> dict[str, Any]:
     state, facts = ruleset.state(), ruleset.facts()
     return {"state": state, "state_bytes": len(json.dumps(state)), "facts": len(facts)}
 
@@ -445,7 +452,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="cProfile the engine path too")
     parser.add_argument("--profile-n", type=int, default=3_000, help="evaluations to profile")
     parser.add_argument("--policies", type=Path, default=ROOT / "policies")
+    parser.add_argument(
+        "--rules",
+        type=int,
+        action="append",
+        metavar="N",
+        help="only the sizes: the policies beside N synthetic checks (repeatable)",
+    )
+    parser.add_argument("--rules-calls", type=int, default=3_000, help="decisions per size")
     args = parser.parse_args(argv)
+    if args.rules:
+        sizes = size_rows(args.policies, args.rules, mix(cases()), args.rules_calls)
+        print(json.dumps(sizes, indent=2) if args.json else size_report(sizes))
+        ok = all(row["probe_denies"] and row["same_decisions"] for row in sizes["rules"])
+        return 0 if ok else 1
     result = run(args)
     print(json.dumps(result, indent=2) if args.json else text_report(result))
     return 1 if result["agreement"]["problems"] else 0

@@ -17,7 +17,7 @@ import itertools
 import json
 import math
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -25,7 +25,7 @@ import durable_rules_engine as _core
 
 from ..errors import EngineFault, InvalidArgument
 
-__all__ = ["LIMIT", "DurableRuleset", "encode"]
+__all__ = ["LIMIT", "DurableRuleset", "DurableRulesets", "encode"]
 
 LIMIT = 1e15 - 1
 _SMALLEST_PLAIN = 1e-4  # repr() of a smaller float uses an exponent
@@ -141,3 +141,56 @@ class DurableRuleset:
             if not self._closed:
                 self._closed = True
                 _core.delete_ruleset(self._handle)
+
+
+class DurableRulesets:
+    """Several rulesets judged as one: `fired(fact)` is the union of what each fires.
+
+    A policy set too large for one ruleset (the engine stops returning at about 512
+    alternatives) is split; each part reads only its own fields, so the fact is
+    trimmed to them before it is asserted. Fail-closed: every part runs, in order,
+    for every fact; a fault in any one raises, and the evaluator blocks the order
+    with `engine_error`. With one part, the fact is passed whole, as before.
+    """
+
+    def __init__(self, name: str, parts: Sequence[tuple[dict[str, Any], tuple[str, ...]]]) -> None:
+        if not parts:
+            raise InvalidArgument("a policy set needs at least one ruleset")
+        made: list[DurableRuleset] = []
+        try:
+            for index, (definition, _) in enumerate(parts):
+                made.append(
+                    DurableRuleset(name if len(parts) == 1 else f"{name}_{index}", definition)
+                )
+        except BaseException:
+            for ruleset in made:
+                ruleset.close()
+            raise
+        self._parts = tuple(made)
+        self._keys = tuple(keys for _, keys in parts)
+        self._split = len(made) > 1
+
+    @property
+    def size(self) -> int:
+        """How many rulesets the set is split into."""
+        return len(self._parts)
+
+    def fired(self, fact: dict[str, Any]) -> set[str]:
+        if not self._split:
+            return self._parts[0].fired(fact)
+        names: set[str] = set()
+        for ruleset, keys in zip(self._parts, self._keys, strict=True):
+            names |= ruleset.fired({k: fact[k] for k in keys if k in fact})
+        return names
+
+    def state(self) -> dict[str, Any]:
+        if not self._split:
+            return self._parts[0].state()
+        return {"rulesets": [ruleset.state() for ruleset in self._parts]}
+
+    def facts(self) -> list[Any]:
+        return [fact for ruleset in self._parts for fact in ruleset.facts()]
+
+    def close(self) -> None:
+        for ruleset in self._parts:
+            ruleset.close()

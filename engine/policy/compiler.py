@@ -23,6 +23,7 @@ everything, which is why both sides are always in the rule's missing-input test.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ from typing import Any
 from ..errors import InvalidArgument
 from .config import ComplianceConfig
 from .facts import FIELDS
+from .partition import Partition, alternatives, partition
 from .rules import AllOf, AnyOf, Compare, Condition, FieldRef, Lookup, Not, Param, PolicySet, Rule
 
 __all__ = [
@@ -58,13 +60,18 @@ _NEGATE = {
 _RANGE = {"gt": "$gt", "ge": "$gte", "lt": "$lt", "le": "$lte"}
 SHORT_LIST = 16  # longer `in` lists become set lookups (see Membership)
 # durable-rules never returns from a ruleset that expands into 512 alternatives
-# or more; the loader refuses a policy set beyond this.
+# or more (measured here: 500 one-condition rules answer, 1,000 never do). The
+# compiled set is split into rulesets it can take (`partition.py`), judged together
+# as one decision; one engine rule cannot be split, and the loader refuses a rule
+# beyond MAX_ALTERNATIVES (it sits alone in its ruleset).
 MAX_ALTERNATIVES = 400
 
 
 @dataclass(frozen=True)
 class RuleInputs:
-    """Fields a rule cannot be judged without: those of applies_when, then of deny_when."""
+    """Fields a rule cannot be judged without: those of applies_when, then of deny_when;
+    `missing_name`, the engine rule that fires when one is absent (shared by the rules
+    whose missing-input test is the same)."""
 
     when: tuple[str, ...]
     deny: tuple[str, ...]
@@ -121,8 +128,17 @@ class CompiledPolicy:
 
     @property
     def alternatives(self) -> int:
-        """Alternatives the engine expands the whole ruleset into (see MAX_ALTERNATIVES)."""
-        return sum(_alternatives(rule["all"][0]["m"]) for rule in self.definition.values())
+        """Alternatives the engine expands the whole set into (see partition.py)."""
+        return sum(self.rule_alternatives().values())
+
+    def rule_alternatives(self) -> dict[str, int]:
+        """Alternatives of each engine rule (a check's rule and its `__missing` rule)."""
+        return {name: alternatives(rule["all"][0]["m"]) for name, rule in self.definition.items()}
+
+    def partitions(self) -> tuple[Partition, ...]:
+        """The engine rules in as many rulesets as the engine's limits need
+        (`partition.py`); one when the whole set fits."""
+        return partition(self.definition)
 
 
 def presence_flag(field: str) -> str:
@@ -145,10 +161,13 @@ def compile_policy(policies: PolicySet, config: ComplianceConfig) -> CompiledPol
     flagged: set[str] = set()
     inputs: dict[str, RuleInputs] = {}
     compiler = _Compiler(config)
+    # one engine rule per distinct missing-input test: rules over the same fields
+    # share it (the engine overflows when more than 64 identical `$or` tests match
+    # one fact, error 303; and it is less to match)
+    shared: dict[str, str] = {}
     for rule in policies.rules:
         deny_fields = referenced_fields(rule.deny_when)
         when_fields = referenced_fields(rule.applies_when)
-        inputs[rule.id] = RuleInputs(when_fields, deny_fields, rule.id + MISSING_SUFFIX)
         applies = compiler.condition(rule.applies_when, False) if rule.applies_when else None
         deny = compiler.condition(rule.deny_when, False)
         flagged.update(_flagged_fields(rule, compiler.derived))
@@ -158,8 +177,13 @@ def compile_policy(policies: PolicySet, config: ComplianceConfig) -> CompiledPol
             _may_miss(when_fields, compiler.derived),
             _may_miss(deny_fields, compiler.derived),
         )
+        missing_name = rule.id + MISSING_SUFFIX
         if missing is not None:
-            definition[rule.id + MISSING_SUFFIX] = _rule([missing])
+            key = json.dumps(missing, sort_keys=True)
+            missing_name = shared.setdefault(key, missing_name)
+            if missing_name not in definition:
+                definition[missing_name] = _rule([missing])
+        inputs[rule.id] = RuleInputs(when_fields, deny_fields, missing_name)
     return CompiledPolicy(
         policies,
         config,
@@ -169,20 +193,6 @@ def compile_policy(policies: PolicySet, config: ComplianceConfig) -> CompiledPol
         tuple(compiler.memberships.values()),
         tuple(compiler.derived.values()),
     )
-
-
-def _alternatives(node: Any) -> int:
-    """How many alternatives a condition expands into: `$or` adds, `$and` multiplies."""
-    if not isinstance(node, dict):
-        return 1
-    if "$or" in node:
-        return sum(_alternatives(c) for c in node["$or"])
-    if "$and" in node:
-        total = 1
-        for c in node["$and"]:
-            total *= _alternatives(c)
-        return total
-    return 1
 
 
 def _rule(conditions: list[dict[str, Any]]) -> dict[str, Any]:

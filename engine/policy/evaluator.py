@@ -20,11 +20,13 @@ from pydantic import ValidationError
 from ..clock import Clock, system_clock
 from ..errors import fault
 from ..models import EngineState, OrderRequest
-from ._durable import DurableRuleset
+from ._durable import DurableRulesets
 from .compiler import CompiledPolicy, RuleInputs, compile_policy, presence_flag
 from .decision import CheckResult, Decision, FieldError, Reason, sort_triggers
 from .explain import explain
 from .facts import Fact, build_fact
+from .guards import Plan as _Plan
+from .guards import choose_guards
 from .loader import LoadedPolicies
 from .reference import Predicate, predicate
 from .rules import Rule
@@ -34,12 +36,17 @@ __all__ = ["Evaluator", "compiled", "field_errors"]
 log = logging.getLogger("apex.engine")
 
 _CACHE_SIZE = 16
-_cache: OrderedDict[tuple[str, str], tuple[CompiledPolicy, DurableRuleset]] = OrderedDict()
+_cache: OrderedDict[tuple[str, str], tuple[CompiledPolicy, DurableRulesets]] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
-def compiled(loaded: LoadedPolicies) -> tuple[CompiledPolicy, DurableRuleset]:
-    """Compile once per policy version (policy digest + compliance digest)."""
+def compiled(loaded: LoadedPolicies) -> tuple[CompiledPolicy, DurableRulesets]:
+    """Compile once per policy version (policy digest + compliance digest), into as
+    many rulesets as the set needs (`CompiledPolicy.partitions`), named after the
+    digests and each part's index. A version's rulesets are deleted when it leaves
+    the cache, but durable-rules keeps most of their memory (measured here: about
+    0.07 MB per ruleset and 0.012 MB per rule, never returned), so the cache is
+    bounded and a process that compiles many versions should not live forever."""
     key = (loaded.policies.policy_digest, loaded.policies.compliance_digest)
     with _cache_lock:
         hit = _cache.get(key)
@@ -48,7 +55,8 @@ def compiled(loaded: LoadedPolicies) -> tuple[CompiledPolicy, DurableRuleset]:
             return hit
         policy = compile_policy(loaded.policies, loaded.config)
         name = "apex_" + key[0][7:23] + "_" + key[1][7:23]
-        entry = (policy, DurableRuleset(name, policy.definition))
+        parts = [(p.definition, p.keys) for p in policy.partitions()]
+        entry = (policy, DurableRulesets(name, parts))
         _cache[key] = entry
         if len(_cache) > _CACHE_SIZE:
             # An evaluator still holding the retired version gets engine_error: fail-closed.
@@ -76,6 +84,9 @@ class _Check:
     required: frozenset[str]
     applies: Predicate | None
     deny: Predicate
+    # (field, values): the rule can fail only when the fact's field is one of the
+    # values (an `eq`/`in` of a constant that applies_when and deny_when both need)
+    guard: tuple[str, frozenset[Any]] | None = None
 
 
 class Evaluator:
@@ -89,6 +100,8 @@ class Evaluator:
         self._flags = tuple((f, presence_flag(f)) for f in self._policy.flagged_fields)
         self._derived = self._policy.derived
         self._check_ids = tuple(rule.id for rule in self._policy.policies.rules)
+        rules = self._policy.policies.rules
+        chosen = choose_guards(rules, config)
         self._checks = tuple(
             _Check(
                 rule,
@@ -96,14 +109,11 @@ class Evaluator:
                 frozenset(self._policy.inputs[rule.id].when + self._policy.inputs[rule.id].deny),
                 predicate(rule.applies_when, config) if rule.applies_when else None,
                 predicate(rule.deny_when, config),
+                chosen.get(rule.id),
             )
-            for rule in self._policy.policies.rules
+            for rule in rules
         )
-        # the same, flattened for the loop every order runs through every check
-        self._fast = tuple(
-            (c.rule.id, c.inputs.missing_name, c.required, c.applies, c.deny, c)
-            for c in self._checks
-        )
+        self._plan = _Plan(self._checks)
 
     @property
     def policy(self) -> CompiledPolicy:
@@ -165,21 +175,14 @@ class Evaluator:
             m.name: fact[m.field] in m.values for m in self._policy.memberships if m.field in fact
         }
         fired = self._ruleset.fired({"kind": "order", **fact, **flags, **lookups})
-        results: dict[str, CheckResult] = {}
+        # every check passes unless the engine or the reference says otherwise
+        results: dict[str, CheckResult] = dict.fromkeys(self._check_ids, "pass")
         reasons: list[Reason] = []
         triggers: set[str] = set()
-        present = fact.keys()
-        for rule_id, missing_name, required, applies, deny, check in self._fast:
-            if (
-                rule_id not in fired
-                and missing_name not in fired
-                and present >= required
-                and not ((applies is None or applies(fact)) and deny(fact))
-            ):
-                results[rule_id] = "pass"  # engine and reference agree: the common case
-                continue
+        for index in self._plan.to_judge(fact, fired):
+            check = self._checks[index]
             result, reason = self._check(check, fact, fired)
-            results[rule_id] = result
+            results[check.rule.id] = result
             if reason is not None:
                 reasons.append(reason)
                 triggers.add(reason.trigger)

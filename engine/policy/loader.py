@@ -24,7 +24,7 @@ from ..errors import PolicyError, PolicyIssue
 from . import analysis
 from ._durable import DurableRuleset
 from ._yaml import Lines, line_of, load_yaml
-from .compiler import MAX_ALTERNATIVES, compile_policy
+from .compiler import MAX_ALTERNATIVES, MISSING_SUFFIX, compile_policy
 from .config import ComplianceConfig, ParamValue
 from .facts import FIELDS, FieldType
 from .required import REQUIRED_CHECKS, RequiredCheck, differences
@@ -209,15 +209,34 @@ def _load(
         policy_digest="sha256:" + digest.hexdigest(),
         compliance_digest="sha256:" + sha256_hex(config_bytes),
     )
-    alternatives = compile_policy(policy_set, config).alternatives
-    if alternatives > MAX_ALTERNATIVES:
-        message = (
-            f"the policy set expands into {alternatives} alternatives in the rules engine "
-            f"(at most {MAX_ALTERNATIVES}); simplify `any` conditions or move long lists "
-            "into compliance.yaml parameters"
-        )
-        return None, [PolicyIssue("too_complex", message, str(directory))], warnings
+    too_complex = _too_complex(compile_policy(policy_set, config).rule_alternatives(), rules)
+    if too_complex:
+        return None, too_complex, warnings
     return LoadedPolicies(policy_set, config, config_bytes), [], warnings
+
+
+def _too_complex(alternatives: dict[str, int], rules: list[Rule]) -> list[PolicyIssue]:
+    """A rule the engine cannot take: the set is split into as many rulesets as it
+    needs, but one engine rule is never split, and a ruleset of 512 alternatives or
+    more never returns."""
+    by_id = {rule.id: rule for rule in rules}
+    issues = []
+    for name, count in alternatives.items():
+        if count <= MAX_ALTERNATIVES:
+            continue
+        rule = by_id[name.removesuffix(MISSING_SUFFIX)]
+        issues.append(
+            PolicyIssue(
+                "too_complex",
+                f"the rule expands into {count} alternatives in the rules engine "
+                f"(at most {MAX_ALTERNATIVES} for one rule); simplify `any` conditions or "
+                "move long lists into compliance.yaml parameters",
+                rule.source,
+                rule.line,
+                rule.id,
+            )
+        )
+    return issues
 
 
 def _set_warnings(

@@ -378,7 +378,8 @@ def engine_verdicts(
     flags = {presence_flag(f): f in fact for f in compiled.flagged_fields}
     fired = ruleset.fired({"kind": "order", **fact, **flags})
     failed = {name for name in fired if not name.endswith(MISSING_SUFFIX)}
-    missing = {name.removesuffix(MISSING_SUFFIX) for name in fired if name not in failed}
+    # a missing-input rule is shared by the checks whose test is the same
+    missing = {r for r, inputs in compiled.inputs.items() if inputs.missing_name in fired}
     return failed, missing
 
 

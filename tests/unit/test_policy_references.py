@@ -23,7 +23,7 @@ import yaml
 from engine import Evaluator, load_policies, validate_policies
 from engine.errors import PolicyIssue
 from engine.policy._durable import DurableRuleset
-from engine.policy.compiler import MISSING_SUFFIX, compile_policy, presence_flag
+from engine.policy.compiler import compile_policy, presence_flag
 from engine.policy.facts import Fact
 from engine.policy.reference import predicate
 from engine.policy.required import condition_text
@@ -468,7 +468,7 @@ def test_compiled_field_comparisons_when_evaluated_by_durable_then_agree_with_re
             for rule in compiled.policies.rules:
                 missing = any(f not in fact for f in compiled.inputs[rule.id].deny)
                 want = predicate(rule.deny_when, loaded.config)(fact)
-                got_missing = rule.id + MISSING_SUFFIX in fired
+                got_missing = compiled.inputs[rule.id].missing_name in fired
                 if got_missing != missing or (not missing and (rule.id in fired) != want):
                     disagreements.append((condition_text(rule.deny_when), fact))
     finally:
