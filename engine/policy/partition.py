@@ -11,17 +11,20 @@ Two limits of durable-rules 2.0.28, both measured here:
 So a ruleset here holds at most ALTERNATIVES alternatives, and its tests, laid out
 as the engine's tree, cannot leave more than STACK tests waiting. The bound is
 static and conservative: equality tests of one field with different values never
-hold together, every other test is counted as if it held, and tests inside an `$or`
-are counted as never shared. The parts are judged together as one decision
-(`_durable.DurableRulesets`); each reads only its own fields (`keys`), so the fact
-is trimmed before it is asserted, since the engine's cost per fact grows with the
-fact's size.
+hold together, of bounds on one number (`> 5`, `< 1`) only those that one value
+can meet together are counted, every other test is counted as if it held, and
+tests inside an `$or` are counted as never shared with another rule's. The parts
+are judged together as one decision (`_durable.DurableRulesets`); each reads only
+its own fields (`keys`), so the fact is trimmed before it is asserted, since the
+engine's cost per fact grows with the fact's size.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +39,7 @@ __all__ = [
 ]
 
 ALTERNATIVES = 250  # per ruleset; the engine stops returning at about 512
-STACK = 48  # tests waiting at once, per ruleset; the engine fails beyond 64
+STACK = 60  # tests waiting at once, per ruleset; the engine fails beyond 64
 
 
 @dataclass(frozen=True)
@@ -120,13 +123,17 @@ def engine_keys(definition: dict[str, Any]) -> tuple[str, ...]:
 
 # --- the stack bound -------------------------------------------------------------------
 
-# A test in the tree: (its JSON, the field an equality test reads or None, and
-# whether it can share its node with the same test of another rule).
-_Test = tuple[str, str | None, str]
+# A test in the tree: (its JSON, its kind, the field it reads, its constant, and the
+# rule owning it when it cannot share its node with the same test of another rule).
+# kind: "eq" (an equality with a constant), "$gt"/"$gte"/"$lt"/"$lte" (a bound by a
+# number), or "" (anything else: counted as holding whenever it might).
+_Test = tuple[str, str, str, Any, str]
+_RANGES = ("$gt", "$gte", "$lt", "$lte")
 
 
 def _chains(name: str, condition: Any) -> list[list[_Test]]:
-    """The alternatives of one engine rule, each the list of its tests in order."""
+    """The alternatives of one engine rule, each the list of its tests in order (the
+    engine keeps the order an `$and` is written in)."""
     return [list(chain) for chain in _expand(condition, name, inside_or=False)]
 
 
@@ -137,23 +144,45 @@ def _expand(node: Any, name: str, inside_or: bool) -> list[tuple[_Test, ...]]:
     if isinstance(node, dict) and "$or" in node:
         return [chain for c in node["$or"] for chain in _expand(c, name, inside_or=True)]
     text = json.dumps(node, sort_keys=True)
-    field = None
+    kind, field, value = "", "", None
     if isinstance(node, dict) and len(node) == 1:
-        [(key, value)] = node.items()
-        if not key.startswith("$") and not isinstance(value, dict):
-            field = key  # an equality: {field: constant}
-    return [((text, field, name if inside_or else ""),)]
+        [(key, operand)] = node.items()
+        if not key.startswith("$") and not isinstance(operand, dict):
+            kind, field, value = "eq", key, operand
+        elif key in _RANGES and isinstance(operand, dict) and len(operand) == 1:
+            [(name_, bound)] = operand.items()
+            if isinstance(bound, int | float) and not isinstance(bound, bool):
+                kind, field, value = key, name_, bound
+    return [((text, kind, field, value, name if inside_or else ""),)]
+
+
+def _most_at_once(bounds: list[tuple[str, float]]) -> int:
+    """How many of these bounds on one number can hold for one value: the most at
+    any of the constants, between two of them, or beyond them all."""
+    values = sorted({v for _, v in bounds})
+    points = [values[0] - 1, *values, values[-1] + 1]
+    points += [(a + b) / 2 for a, b in itertools.pairwise(values)]
+    holds: dict[str, Callable[[float, float], bool]] = {
+        "$gt": operator.gt,
+        "$gte": operator.ge,
+        "$lt": operator.lt,
+        "$lte": operator.le,
+    }
+    return max(sum(1 for op, v in bounds if holds[op](x, v)) for x in points)
 
 
 class _Node:
     """A test in the tree, with what the stack bound needs of its children."""
 
-    __slots__ = ("children", "deepest", "equalities", "others", "peak", "together")
+    __slots__ = (
+        "bounds", "children", "deepest", "equalities", "most", "peak", "together"
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.children: dict[_Test, _Node] = {}
         self.equalities: dict[str, dict[str, int]] = {}  # field -> value -> tests
-        self.others = 0
+        self.bounds: dict[str, list[tuple[str, float]]] = {}  # field -> its bounds
+        self.most: dict[str, int] = {}  # field -> its tests that can hold at once
         self.together = 0  # children that can hold at once
         self.deepest = 0  # the largest peak among the children
         self.peak = 0
@@ -163,18 +192,24 @@ class _Node:
         if node is not None:
             return node
         node = self.children[test] = _Node()
-        text, field, _ = test
-        if field is None:
-            self.others += 1
-            self.together += 1
-        else:
-            # tests of one field and one value that are not shared all hold together;
-            # of different values, at most one holds
+        text, kind, field, value, _ = test
+        if kind == "eq":
+            # of different values at most one holds; of one value (not shared: under
+            # an `$or`) all do
             counts = self.equalities.setdefault(field, {})
-            before = max(counts.values(), default=0)
             counts[text] = counts.get(text, 0) + 1
-            self.together += max(before, counts[text]) - before
+            self._recount("=" + field, max(counts.values()))
+        elif kind:
+            bounds = self.bounds.setdefault(field, [])
+            bounds.append((kind, value))
+            self._recount("<" + field, _most_at_once(bounds))
+        else:
+            self.together += 1
         return node
+
+    def _recount(self, group: str, most: int) -> None:
+        self.together += most - self.most.get(group, 0)
+        self.most[group] = most
 
     def update(self) -> None:
         """The most tests waiting on the stack while this subtree is walked: its

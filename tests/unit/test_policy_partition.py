@@ -263,3 +263,41 @@ def test_evaluate_when_the_engine_fires_a_check_its_guard_rules_out_then_a_disag
     assert [(r.check, r.code) for r in decision.reasons] == [
         ("c00005_check", "ENGINE_DISAGREEMENT")
     ]
+
+
+@pytest.mark.parametrize(
+    ("bounds", "at_once"),
+    [
+        ([("$gt", 0.85), ("$lt", 0), ("$gt", 1)], 2),
+        ([("$gt", 5), ("$lte", 5)], 1),
+        ([("$gte", 5), ("$lte", 5)], 2),
+        ([("$lt", 1), ("$gt", 10000)], 1),
+        ([("$gt", 1), ("$gt", 2), ("$gt", 3)], 3),
+    ],
+    ids=["two-of-three", "complements", "meet-at-the-point", "apart", "nested"],
+)
+def test_stack_bound_when_bounds_on_one_field_then_only_those_one_value_meets_count(
+    bounds: list[tuple[str, float]], at_once: int
+) -> None:
+    rules = {
+        f"r{n}": {"all": [{"m": {"$and": [{"kind": "order"}, {op: {"q": value}}]}}]}
+        for n, (op, value) in enumerate(bounds)
+    }
+
+    assert stack_bound(rules) == at_once
+
+
+def test_stack_bound_when_equalities_of_one_field_then_one_holds_and_or_tests_do_not_share() -> (
+    None
+):
+    per_symbol = {
+        f"r{n}": {"all": [{"m": {"$and": [{"kind": "order"}, {"s": f"S{n}"}, {"$gt": {"q": n}}]}}]}
+        for n in range(300)
+    }
+    same_or = {
+        f"m{n}": {"all": [{"m": {"$and": [{"kind": "order"}, {"$or": [{"f?": False}]}]}}]}
+        for n in range(70)
+    }
+
+    assert stack_bound(per_symbol) == 1
+    assert stack_bound(same_or) == 70
