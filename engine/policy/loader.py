@@ -831,6 +831,12 @@ def _check_lookup(
         return False
     default = lookup.default
     if default is None:
+        ctx.warn(
+            "lookup_without_default",
+            f"{lookup.name} has no default: an order whose {lookup.key} it does not list "
+            "gets error, which blocks it",
+            path,
+        )
         return True
     value = _resolved(default, ctx)
     shown = default.name if isinstance(default, Param) else repr(value)

@@ -25,6 +25,7 @@ from engine.errors import PolicyIssue
 from engine.policy._durable import DurableRuleset
 from engine.policy.compiler import compile_policy, presence_flag
 from engine.policy.facts import Fact
+from engine.policy.loader import check_policies
 from engine.policy.reference import predicate
 from engine.policy.required import condition_text
 
@@ -475,3 +476,23 @@ def test_compiled_field_comparisons_when_evaluated_by_durable_then_agree_with_re
         ruleset.close()
 
     assert disagreements == []
+
+
+def test_validate_when_a_lookup_has_no_default_then_a_warning_says_unlisted_keys_are_blocked(
+    policies_dir: Path,
+) -> None:
+    with_params(policies_dir, MAPS)
+    text = rule_yaml(LOOKUP + "  #<")
+    (policies_dir / "rules.yaml").write_text(text, encoding="utf-8")
+
+    report = check_policies(policies_dir, require=())
+
+    assert report.issues == []
+    [warning] = [w for w in report.warnings if w.code == "lookup_without_default"]
+    assert (Path(warning.file).name, warning.line, warning.rule_id) == (
+        "rules.yaml", marked_line(text), "a_check"
+    )  # fmt: skip
+    assert warning.message == (
+        "risk.max_notional_by_account has no default: an order whose account it does not "
+        "list gets error, which blocks it"
+    )
