@@ -36,6 +36,9 @@ def example_order(
     quote = {"bid": _BID, "ask": _ASK, "last": _LAST, "timestamp": format_utc(now)}
     protocols = sorted(_PROTOCOLS)
     price = _LAST  # on the tick, at the mid: inside the price collar
+    # Reg SHO: judged from a flat account a sell is a short sale, so the example
+    # marks it short with a (made-up) locate, as short_sale_check wants
+    short = {"short_sale": True, "locate_id": "LOC-EXAMPLE-1"} if side == "sell" else {}
     return {
         # a fresh id each time: a repeated id is an idempotent replay on submit
         "client_order_id": client_order_id
@@ -50,6 +53,7 @@ def example_order(
         "time_in_force": "day",
         "reduce_only": False,
         "decision_reason": "manual_trigger",
+        **short,
         "context": {
             "quote": quote,
             "volatility": 0.23,

@@ -90,6 +90,13 @@ def _lt(field: str, threshold: float) -> str:
     return f"context.{field}{_FLOOR} < {_fixed(threshold)}"
 
 
+def _by_account(field: str, by_account: dict[str, float], default: float) -> str:
+    """`field` above the account's own limit, or the default for an account not listed."""
+    own = [f'(context.account == "{a}" && {_gt(field, t)})' for a, t in sorted(by_account.items())]
+    rest = f"(!{_set(by_account)}.contains(context.account) && {_gt(field, default)})"
+    return "(" + " || ".join([*own, rest]) + ")"
+
+
 def _guarded(field: str, condition: str) -> str:
     """Deny when the field is missing, or when the condition holds."""
     return f"!(context has {field}) || {condition}"
@@ -155,6 +162,41 @@ def _conditions(lim: Limits) -> dict[str, str]:
             "reduce_only",
             "context.reduce_only",
             _guarded("position_increases", "context.position_increases"),
+        ),
+        "market_collar_check": _applies(
+            "order_type",
+            'context.order_type == "market"',
+            _guarded("touch_distance_bps", _gt("touch_distance_bps", lim.max_price_distance_bps)),
+        ),
+        "open_notional_check": _guarded(
+            "open_notional_after",
+            _by_account(
+                "open_notional_after",
+                dict(lim.max_open_notional_by_account),
+                lim.max_open_notional,
+            ),
+        ),
+        "gross_exposure_check": _guarded(
+            "gross_exposure_after",
+            _by_account(
+                "gross_exposure_after",
+                dict(lim.max_gross_exposure_by_account),
+                lim.max_gross_exposure,
+            ),
+        ),
+        "daily_notional_check": _guarded(
+            "day_notional_after",
+            _by_account(
+                "day_notional_after",
+                dict(lim.max_daily_notional_by_account),
+                lim.max_daily_notional,
+            ),
+        ),
+        "self_match_check": "context.self_match",
+        "short_sale_check": (
+            'context.side == "sell" && ('
+            f"({_lt('position_after', 0)} && !context.short_sale)"
+            " || (context.short_sale && !(context has locate_id)))"
         ),
         "protocol_hash_check": _guarded("protocol_hash_ok", "!context.protocol_hash_ok"),
         "required_protocols_check": _guarded(

@@ -38,15 +38,20 @@ def market_order(n: int, run: str) -> dict[str, Any]:
     pair = n // 2
     quote = {**QUOTE, "timestamp": format_utc(datetime.now(UTC))}
     protocols = ["T01", "T07"]
+    side = "buy" if n % 2 == 0 else "sell"
+    # a sell may reach the gate before its buy has filled (or be a dry run from
+    # flat): marked short with a locate, it passes short_sale_check either way
+    short = {"short_sale": True, "locate_id": f"LOC-{run}"} if side == "sell" else {}
     return {
         "client_order_id": f"bench-{run}-{n}",
         "account": "default",
         "symbol": SYMBOLS[(pair // 1000) % len(SYMBOLS)],
-        "side": "buy" if n % 2 == 0 else "sell",
+        "side": side,
         "quantity": 1 + pair % 1000,
         "order_type": "market",
         "time_in_force": "day",
         "decision_reason": "bench",
+        **short,
         "context": {
             "quote": quote,
             "volatility": 0.23,

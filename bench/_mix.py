@@ -15,7 +15,7 @@ from typing import Any
 from engine import EngineState, RecentOrder
 from engine.canonical import sha256_digest
 from engine.clock import format_utc
-from engine.models import ComplianceFacts
+from engine.models import ComplianceFacts, WorkingOrder
 
 __all__ = ["APPROVED_WEIGHT", "NOW", "Case", "cases", "mix"]
 
@@ -82,6 +82,7 @@ def _order(
     reduce_only: bool = False,
     time_in_force: str = "day",
     context: dict[str, Any] | None = None,
+    locate_id: str | None = None,
 ) -> dict[str, Any]:
     order: dict[str, Any] = {
         "client_order_id": "pending",
@@ -97,6 +98,8 @@ def _order(
     }
     if order_type != "market":
         order[f"{order_type}_price"] = price
+    if locate_id is not None:  # a short sale (Reg SHO), marked and located
+        order.update(short_sale=True, locate_id=locate_id)
     return order
 
 
@@ -124,7 +127,14 @@ def _recent(
 
 def _states() -> dict[str, EngineState]:
     normal = EngineState(
-        positions={"AAPL": 2000, "default:MSFT": -500, "paper-1:NVDA": 1200, "SPY": 49_950},
+        positions={
+            "default:AAPL": 2000,
+            "default:MSFT": -500,
+            "paper-1:NVDA": 1200,
+            "default:SPY": 49_950,
+        },
+        # each holding's last execution price: its gross exposure is measured
+        marks={"AAPL": 150.25, "MSFT": 410.05, "NVDA": 120.03, "SPY": 575.1},
         recent_orders=[
             _recent("NVDA", "buy", 50, 120.02, 2, account="paper-1", client_order_id="s7-900001"),
             _recent("MSFT", "sell", 200, 410.10, 3),
@@ -157,7 +167,9 @@ def _approved(normal: EngineState) -> list[Case]:
         "SPEC section 6 example": _order("AAPL", "buy", 100, "limit", 150.25),
         "limit sell": _order("AAPL", "sell", 200, "limit", 150.22),
         "market buy": _order("MSFT", "buy", 50, "market"),
-        "limit sell adding to a short": _order("MSFT", "sell", 100, "limit", 410.00),
+        "limit sell adding to a short": _order(
+            "MSFT", "sell", 100, "limit", 410.00, locate_id="LOC-1"
+        ),
         "second account": _order("NVDA", "buy", 300, "limit", 120.05, account="paper-1"),
         "stop sell": _order("SPY", "sell", 100, "stop", 575.00),
         "reduce-only market sell": _order("AAPL", "sell", 500, "market", reduce_only=True),
@@ -180,7 +192,7 @@ def _approved(normal: EngineState) -> list[Case]:
             context=_context("JPM", regime="mean_reverting", as_of=_at(10)),
         ),
         "market sell, ranging": _order(
-            "XOM", "sell", 400, "market", context=_context("XOM", regime="ranging")
+            "XOM", "sell", 400, "market", context=_context("XOM", regime="ranging"), locate_id="L-2"
         ),
         "gtc limit": _order("TSLA", "buy", 150, "limit", 250.00, time_in_force="gtc"),
         "no position yet": _order("MSFT", "buy", 75, "limit", 410.12, account="paper-1"),
@@ -229,10 +241,17 @@ def _blocked(states: dict[str, EngineState]) -> list[Case]:
             *aapl, context=_context("AAPL", protocol_hash=sha256_digest(["T01"]))
         ),
         "required protocol missing": _order(*aapl, context=_context("AAPL", protocols=["T07"])),
+        "short sale not marked": _order("XOM", "sell", 400, "market"),
     }
     out = [Case(label, order, normal, False) for label, order in cases.items()]
     out.append(Case("omega directive", _order(*aapl), states["omega"], False))
     out.append(Case("configuration not verified", _order(*aapl), states["unverified"], False))
+    resting = WorkingOrder(
+        order_id="ORD-2026-000001", symbol="AAPL", side="sell", order_type="limit",
+        quantity=100, limit_price=150.25, price=150.25,
+    )  # fmt: skip
+    crossing = normal.model_copy(update={"working_orders": [resting]})
+    out.append(Case("self-match", _order(*aapl), crossing, False))
     rate = _order("JPM", "buy", 100, "limit", 245.30, account="paper-1")
     out.append(Case("order rate exceeded", rate, states["busy"], False))
     return out

@@ -44,6 +44,13 @@ class Limits:
     restricted_symbols: frozenset[str]
     allowed_accounts: frozenset[str]
     max_quote_deviation_bps: float
+    # the credit limits: a default and a map of accounts with their own
+    max_open_notional: float
+    max_gross_exposure: float
+    max_daily_notional: float
+    max_open_notional_by_account: Mapping[str, float]
+    max_gross_exposure_by_account: Mapping[str, float]
+    max_daily_notional_by_account: Mapping[str, float]
 
     @classmethod
     def from_config(cls, config: ComplianceConfig) -> Limits:
@@ -59,6 +66,8 @@ class Limits:
             value = config.param(f"{group}.{spec.name}")
             if value is None:
                 raise KeyError(f"{group}.{spec.name} is not in the compliance configuration")
+            if (spec.name in _MAPS) != isinstance(value, dict):
+                raise TypeError(f"{group}.{spec.name} has an unexpected shape: {value!r}")
             if (spec.name in _SETS) != isinstance(value, list):
                 raise TypeError(f"{group}.{spec.name} has an unexpected shape: {value!r}")
             values[spec.name] = frozenset(value) if isinstance(value, list) else value
@@ -68,6 +77,11 @@ class Limits:
 _MARKET_DATA = frozenset({"max_quote_deviation_bps"})
 _COMPLIANCE = {"restricted_symbols", "allowed_accounts"}
 _SETS = {"allowed_regimes", "restricted_symbols", "allowed_accounts"}
+_MAPS = {
+    "max_open_notional_by_account",
+    "max_gross_exposure_by_account",
+    "max_daily_notional_by_account",
+}
 
 # The fact from `engine.facts.build_fact`; its builder guarantees each field's type.
 Fact = Mapping[str, Any]
@@ -233,6 +247,48 @@ def reduce_only_check(f: Fact, lim: Limits) -> CheckResult:
     return FAIL if v is True else PASS
 
 
+def market_collar_check(f: Fact, lim: Limits) -> CheckResult:
+    if (kind := f.get("order_type")) is None:
+        return ERROR
+    if kind != "market":
+        return PASS
+    if (v := f.get("touch_distance_bps")) is None:
+        return ERROR
+    return FAIL if v > lim.max_price_distance_bps else PASS
+
+
+def _over(f: Fact, field: str, by_account: Mapping[str, float], default: float) -> CheckResult:
+    if (v := f.get(field)) is None:
+        return ERROR
+    return FAIL if v > by_account.get(f["account"], default) else PASS
+
+
+def open_notional_check(f: Fact, lim: Limits) -> CheckResult:
+    return _over(f, "open_notional_after", lim.max_open_notional_by_account, lim.max_open_notional)
+
+
+def gross_exposure_check(f: Fact, lim: Limits) -> CheckResult:
+    return _over(
+        f, "gross_exposure_after", lim.max_gross_exposure_by_account, lim.max_gross_exposure
+    )
+
+
+def daily_notional_check(f: Fact, lim: Limits) -> CheckResult:
+    return _over(f, "day_notional_after", lim.max_daily_notional_by_account, lim.max_daily_notional)
+
+
+def self_match_check(f: Fact, lim: Limits) -> CheckResult:
+    return FAIL if f["self_match"] is True else PASS
+
+
+def short_sale_check(f: Fact, lim: Limits) -> CheckResult:
+    if f["side"] != "sell":
+        return PASS
+    unmarked = f["position_after"] < 0 and f["short_sale"] is False
+    unlocated = f["short_sale"] is True and "locate_id" not in f
+    return FAIL if unmarked or unlocated else PASS
+
+
 def protocol_hash_check(f: Fact, lim: Limits) -> CheckResult:
     if (v := f.get("protocol_hash_ok")) is None:
         return ERROR
@@ -347,6 +403,12 @@ RULES: dict[str, Check] = {
         price_collar_check,
         max_position_check,
         reduce_only_check,
+        market_collar_check,
+        open_notional_check,
+        gross_exposure_check,
+        daily_notional_check,
+        self_match_check,
+        short_sale_check,
         protocol_hash_check,
         required_protocols_check,
         broker_quote_check,

@@ -100,6 +100,11 @@ class BrokerOrder:
     time_in_force: TimeInForce = "day"
     reduce_only: bool = False
     quote: Quote | None = None
+    # Reg SHO: a sale marked short and its borrow locate, for a broker whose
+    # protocol carries them (FIX Side=5 and LocateReqd/LocateBroker); others
+    # ignore them, the gate's short_sale_check having judged the order
+    short_sale: bool = False
+    locate_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any, Protocol, TypeVar
 
 from .broker import BrokerJournal, Fill
 from .lifecycle import OrderStatus
-from .models import FlowCounts, OrderRequest
+from .models import FlowCounts, OrderRequest, WorkingOrder
 from .records import OrderRecord
 
 __all__ = [
@@ -74,6 +74,13 @@ class Snapshot:
     position: float  # the account's signed position in the symbol
     flow: FlowCounts
     claim: Claim  # on the order's client order id
+    # the account's book, for the credit and self-match checks: every position
+    # (symbol -> signed quantity), the last execution price of each, its working
+    # orders (the one being replaced left out) and the notional executed on `day`
+    positions: dict[str, float] = field(default_factory=dict)
+    marks: dict[str, float] = field(default_factory=dict)
+    working: tuple[WorkingOrder, ...] = ()
+    executed_today: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -146,8 +153,13 @@ class Writer(Protocol):
         rate_window_s: float,
         duplicate_window_s: float,
         exclude: str | None = None,
+        day: str = "",
     ) -> Snapshot:
-        """As `Store.snapshot`, read under the chain lock."""
+        """Everything one decision reads, under the chain lock: the controls, the
+        position, the flow counts, the claim on the client order id, and the
+        account's book (`day`: the trading day, YYYY-MM-DD, whose executed
+        notional counts; `exclude`: the client order id of an order being
+        replaced, which is neither flow nor one of the working orders)."""
         ...
 
     def controls(self) -> Controls: ...
@@ -197,7 +209,15 @@ class Writer(Protocol):
 
     def fill(self, order_id: str, fill: Fill) -> None: ...
 
-    def move_position(self, account: str, symbol: str, delta: float) -> None: ...
+    def move_position(
+        self, account: str, symbol: str, delta: float, price: float | None = None
+    ) -> None:
+        """Move the position by a fill of `delta` (signed) at `price` (its mark)."""
+        ...
+
+    def add_executed(self, account: str, day: str, notional: float) -> None:
+        """Add a fill's notional to what `account` executed on trading day `day`."""
+        ...
 
     def positions(self, account: str) -> dict[str, float]:
         """The account's positions (non-zero), as this transaction sees them."""

@@ -69,6 +69,9 @@ class OrderRecord:
     # only present when set: the compliance configuration's `version` the order was
     # judged under (records written before it existed have none)
     compliance_version: int | None = field(default=None)
+    # only present when set: the sale is marked short (Reg SHO), and its locate
+    short_sale: bool = field(default=False)
+    locate_id: str | None = field(default=None)
 
     @property
     def approved(self) -> bool:
@@ -119,6 +122,10 @@ class OrderRecord:
             out["request_id"] = self.request_id
         if self.compliance_version is not None:
             out["compliance_version"] = self.compliance_version
+        if self.short_sale:
+            out["short_sale"] = True
+        if self.locate_id is not None:
+            out["locate_id"] = self.locate_id
         return out
 
     @classmethod
@@ -153,4 +160,6 @@ class OrderRecord:
             comment=data.get("comment"),
             request_id=data.get("request_id"),
             compliance_version=data.get("compliance_version"),
+            short_sale=data.get("short_sale") is True,
+            locate_id=data.get("locate_id"),
         )

@@ -6,6 +6,7 @@ SQLAlchemy hand them back in different forms (SQLite: text or naive).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
@@ -14,11 +15,12 @@ from typing import Any
 from engine.broker import Fill
 from engine.lifecycle import OrderStatus
 from engine.limits import CODE_LENGTH, IDENTIFIER_LENGTH, SYMBOL_LENGTH
-from engine.models import FlowCounts
+from engine.models import FlowCounts, WorkingOrder
 from engine.ports import Controls, Snapshot, StoredOrder, TokenRow
 from engine.records import OrderRecord
 
 __all__ = [
+    "OPEN_STATUSES",
     "ORDER_COLUMNS",
     "TOKEN_COLUMNS",
     "ReadWhen",
@@ -30,6 +32,8 @@ __all__ = [
     "snapshot",
     "stored_order",
     "token_row",
+    "with_book",
+    "working_order",
 ]
 
 ReadWhen = Callable[[Any], datetime]
@@ -101,6 +105,90 @@ def snapshot(row: Sequence[Any]) -> Snapshot:
         flow=FlowCounts(orders_in_window=int(counted), duplicate_recent=duplicate is not None),
         claim=(claimed, digest) if claimed is not None else None,
     )
+
+
+# engine.lifecycle.OPEN as the orders table spells it (the book statement's list)
+OPEN_STATUSES = frozenset(
+    {"submitted", "accepted", "partially_filled", "pending_cancel", "pending_replace", "replaced"}
+)
+
+
+def with_book(snap: Snapshot, rows: Sequence[Sequence[Any]]) -> Snapshot:
+    """The snapshot with the account's book read by the book statement's tagged rows."""
+    positions: dict[str, float] = {}
+    marks: dict[str, float] = {}
+    working: list[WorkingOrder] = []
+    executed = 0.0
+    for tag, order_id, symbol, side, order_type, quantity, price, stop, request in rows:
+        if tag == "w":
+            working.append(
+                _working(order_id, symbol, side, order_type, quantity, price, stop, request)
+            )
+        elif tag == "p":
+            positions[symbol] = float(quantity or 0.0)
+            if price is not None:
+                marks[symbol] = float(price)
+        else:
+            executed += float(quantity or 0.0)
+    working.sort(key=lambda o: o.order_id)  # in the order sent, on every backend
+    return dataclasses.replace(
+        snap, positions=positions, marks=marks, working=tuple(working), executed_today=executed
+    )
+
+
+def working_order(row: dict[str, Any]) -> WorkingOrder:
+    """A working order from an orders row this transaction buffers (not written yet)."""
+    remaining = float(row["quantity"] or 0.0) - float(row.get("filled_quantity") or 0.0)
+    return _working(
+        row["order_id"],
+        row["symbol"],
+        row["side"],
+        row["order_type"],
+        remaining,
+        row["limit_price"],
+        row["stop_price"],
+        row["request"] if row["order_type"] == "market" else None,
+    )
+
+
+def _working(
+    order_id: str,
+    symbol: str,
+    side: str,
+    order_type: str,
+    remaining: Any,
+    limit_price: Any,
+    stop_price: Any,
+    request: Any,
+) -> WorkingOrder:
+    limit = float(limit_price) if limit_price is not None else None
+    stop = float(stop_price) if stop_price is not None else None
+    price = limit if order_type == "limit" else stop if order_type == "stop" else _touch(request)
+    # read from our own table: constructed without validating again on the hot path
+    return WorkingOrder.model_construct(
+        order_id=order_id,
+        symbol=symbol,
+        side=side,
+        order_type=order_type,
+        quantity=max(float(remaining or 0.0), 0.0),
+        limit_price=limit,
+        stop_price=stop,
+        price=price,
+    )
+
+
+def _touch(request: Any) -> float | None:
+    """A market order's price as it was judged: the touch of the quote it was
+    sent with (ask to buy, bid to sell, else last); None when it had none."""
+    try:
+        body = json.loads(request) if isinstance(request, str) else request
+        quote = body["context"]["quote"]
+        touch = quote.get("ask") if body.get("side") == "buy" else quote.get("bid")
+        value = touch if touch is not None else quote.get("last")
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return None
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+    return float(value) if ok else None
 
 
 def token_row(row: Sequence[Any], read_when: ReadWhen) -> TokenRow:

@@ -44,6 +44,28 @@ SELECT{_CONTROLS},
   (SELECT request_digest FROM client_orders WHERE client_order_id = {{client_order_id}})
 """
 
+# Working at a broker (engine.lifecycle.OPEN): the orders the credit and
+# self-match checks count
+_OPEN = (
+    "('submitted', 'accepted', 'partially_filled', 'pending_cancel', 'pending_replace', 'replaced')"
+)
+# The account's book, in one statement (tagged rows): its working orders (what is
+# left of each; a market order's request, to value it at the touch it was judged
+# at), its positions with their marks, and what it executed on the day. Working
+# orders are found by ix_orders_status, the rest by primary key.
+_BOOK = f"""
+SELECT 'w', order_id, symbol, side, order_type, quantity - filled_quantity, limit_price,
+  stop_price, CASE WHEN order_type = 'market' THEN request END
+FROM orders WHERE status IN {_OPEN} AND account = {{account}} AND operation = 'submit'
+  AND coalesce(client_order_id, '') <> {{exclude}}
+UNION ALL
+SELECT 'p', NULL, symbol, NULL, NULL, quantity, price, NULL, NULL
+FROM positions WHERE account = {{account}}
+UNION ALL
+SELECT 'd', NULL, NULL, NULL, NULL, notional, NULL, NULL, NULL
+FROM daily_notional WHERE account = {{account}} AND day = {{day}}
+"""
+
 # Buffered inserts: written with one executemany per table when the transaction
 # next reads or updates that table, and before it commits.
 INSERT_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -97,9 +119,17 @@ class Statements:
             "SELECT quantity, price, at, execution_id FROM fills"
             " WHERE order_id = {order_id} ORDER BY id"
         )
+        self.book = render(_BOOK)
         self.move_position = render(
-            "UPDATE positions SET quantity = quantity + {quantity}"
+            "UPDATE positions SET quantity = quantity + {quantity},"
+            " price = coalesce({price}, price)"
             " WHERE account = {account} AND symbol = {symbol}"
+        )
+        self.add_notional = render(
+            "INSERT INTO daily_notional (account, day, notional)"
+            " VALUES ({account}, {day}, {notional})"
+            " ON CONFLICT (account, day) DO UPDATE"
+            " SET notional = daily_notional.notional + excluded.notional"
         )
         self.positions = render("SELECT symbol, quantity FROM positions WHERE account = {account}")
         self.set_position = render(
@@ -107,8 +137,8 @@ class Statements:
             " WHERE account = {account} AND symbol = {symbol}"
         )
         self.new_position = render(
-            "INSERT INTO positions (account, symbol, quantity)"
-            " VALUES ({account}, {symbol}, {quantity})"
+            "INSERT INTO positions (account, symbol, quantity, price)"
+            " VALUES ({account}, {symbol}, {quantity}, {price})"
         )
         self.new_token = render(
             "INSERT INTO api_tokens"

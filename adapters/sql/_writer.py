@@ -91,10 +91,12 @@ class SqlWriter:
         rate_window_s: float,
         duplicate_window_s: float,
         exclude: str | None = None,
+        day: str = "",
     ) -> Snapshot:
-        """Everything one decision needs, in one statement: the controls, the
+        """Everything one decision needs, in two statements: the controls, the
         position in the symbol, the flow counts, and the claim on the client
-        order id (a submit's retry is answered from it)."""
+        order id (a submit's retry is answered from it); then the account's book
+        (positions, marks, working orders, the day's executed notional)."""
         when = self._db.when
         params = {
             "account": order.account,
@@ -111,7 +113,10 @@ class SqlWriter:
             "duplicate_since": when(now - timedelta(seconds=duplicate_window_s)),
         }
         self.cursor.execute(self._sql.snapshot, params)
-        return self._with_buffered(_rows.snapshot(self.cursor.fetchone()), params)
+        snap = _rows.snapshot(self.cursor.fetchone())
+        self.cursor.execute(self._sql.book, {**params, "day": day})
+        snap = _rows.with_book(snap, self.cursor.fetchall())
+        return self._with_buffered(snap, params)
 
     def _with_buffered(self, snap: Snapshot, params: dict[str, Any]) -> Snapshot:
         """The snapshot with the rows this transaction buffers and has not written
@@ -123,9 +128,12 @@ class SqlWriter:
         if not rows and not claims:
             return snap
         counted, duplicate = snap.flow.orders_in_window, snap.flow.duplicate_recent
+        working = list(snap.working)
         for row in rows:
             if not _is_flow(row, params):
                 continue
+            if row["status"] in _rows.OPEN_STATUSES:
+                working.append(_rows.working_order(row))
             if row["created_at"] > params["rate_since"]:
                 counted += 1
             duplicate = duplicate or (
@@ -138,7 +146,7 @@ class SqlWriter:
             if entry["client_order_id"] == params["client_order_id"]:
                 claim = (entry["order_id"], entry["request_digest"])
         flow = FlowCounts(orders_in_window=counted, duplicate_recent=duplicate)
-        return dataclasses.replace(snap, flow=flow, claim=claim)
+        return dataclasses.replace(snap, flow=flow, claim=claim, working=tuple(working))
 
     def controls(self) -> Controls:
         self.cursor.execute(self._sql.controls)
@@ -258,11 +266,17 @@ class SqlWriter:
 
     # --- positions, controls, settings, tokens -------------------------------
 
-    def move_position(self, account: str, symbol: str, delta: float) -> None:
-        params = {"account": account, "symbol": symbol, "quantity": delta}
+    def move_position(
+        self, account: str, symbol: str, delta: float, price: float | None = None
+    ) -> None:
+        params = {"account": account, "symbol": symbol, "quantity": delta, "price": price}
         self.cursor.execute(self._sql.move_position, params)
         if self.cursor.rowcount == 0:
             self.cursor.execute(self._sql.new_position, params)
+
+    def add_executed(self, account: str, day: str, notional: float) -> None:
+        params = {"account": account, "day": day, "notional": notional}
+        self.cursor.execute(self._sql.add_notional, params)
 
     def positions(self, account: str) -> dict[str, float]:
         """The account's stored positions, as this transaction sees them."""
@@ -271,7 +285,8 @@ class SqlWriter:
         return {str(r[0]): float(r[1]) for r in self.cursor.fetchall() if r[1]}
 
     def set_position(self, account: str, symbol: str, quantity: float) -> None:
-        params = {"account": account, "symbol": symbol, "quantity": quantity}
+        # a broker's position carries no price: the mark stays what the fills left
+        params = {"account": account, "symbol": symbol, "quantity": quantity, "price": None}
         self.cursor.execute(self._sql.set_position, params)
         if self.cursor.rowcount == 0:
             self.cursor.execute(self._sql.new_position, params)

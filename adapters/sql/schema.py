@@ -28,6 +28,7 @@ __all__ = [
     "broker_journal",
     "chain_head",
     "client_orders",
+    "daily_notional",
     "fills",
     "fix_messages",
     "fix_sessions",
@@ -143,6 +144,19 @@ positions = Table(
     Column("account", String(IDENTIFIER_LENGTH), primary_key=True),
     Column("symbol", String(SYMBOL_LENGTH), primary_key=True),
     Column("quantity", Float, nullable=False),
+    # the account's last execution price in the symbol: the mark its gross
+    # exposure is valued at (NULL: never traded here, e.g. synced from a broker)
+    Column("price", Float, nullable=True),
+)
+
+# The notional each account executed per trading day (`day`: YYYY-MM-DD in the
+# session's timezone), added to with each fill: the daily credit check reads one row.
+daily_notional = Table(
+    "daily_notional",
+    metadata,
+    Column("account", String(IDENTIFIER_LENGTH), primary_key=True),
+    Column("day", String(10), primary_key=True),
+    Column("notional", Float, nullable=False),
 )
 
 settings = Table(

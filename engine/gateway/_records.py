@@ -105,6 +105,8 @@ def broker_order(order_id: str, order: OrderRequest, broker: BrokerAdapter) -> B
         time_in_force=order.time_in_force,
         reduce_only=order.reduce_only and broker.capabilities.reduce_only,
         quote=order.context.quote,
+        short_sale=order.short_sale,
+        locate_id=order.locate_id,
     )
 
 

@@ -168,8 +168,10 @@ class Desk:
         quote = None
         if broker_quote is not None and broker is not None and broker_quote[0] == broker.name:
             quote = broker_quote[1]
+        positions = {f"{order.account}:{s}": q for s, q in snap.positions.items()}
+        positions[f"{order.account}:{order.symbol}"] = snap.position
         return EngineState.model_construct(
-            positions={f"{order.account}:{order.symbol}": snap.position},
+            positions=positions,
             recent_orders=[],
             omega_active=controls.omega_active,
             omega_reason=None,
@@ -181,6 +183,9 @@ class Desk:
             actor_accounts=sorted(accounts) if accounts is not None else None,
             compliance=self.compliance_facts(standing or self.in_force.standing, mode),
             broker_quote=quote,
+            working_orders=list(snap.working),
+            marks=dict(snap.marks),
+            executed_notional_today=snap.executed_today,
         )
 
     def reference_quote(self, symbol: str) -> tuple[str, Quote | None] | None:

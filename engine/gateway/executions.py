@@ -13,6 +13,7 @@ compliance looks, the account can only reduce its positions.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,6 +22,7 @@ from ..broker import BrokerAck, Fill
 from ..clock import format_utc
 from ..errors import OrderUnknown
 from ..lifecycle import TERMINAL, OrderStatus, allowed
+from ..policy.calendar import trading_day
 from ..ports import Controls, StoredOrder, Writer
 from ..records import OrderRecord
 from ._records import event
@@ -62,6 +64,10 @@ class Executions:
         know). Raises StoreUnavailable (the broker has acted: the caller
         must be loud) or KeyError if the order is unknown."""
         now = self._desk.clock()
+        session = self._desk.evaluator.policy.config.session
+
+        def day_of(at: datetime) -> str:  # the trading day a fill's notional counts on
+            return trading_day(session, at)
 
         def work(w: Writer) -> Applied:
             stored = w.order(order_id)
@@ -87,7 +93,7 @@ class Executions:
                 comment=comment,
                 **_record_terms(terms),
             )
-            linked = _book(w, stored, record, ack, new, total, terms, now)
+            linked = _book(w, stored, record, ack, new, total, terms, now, day_of)
             found = tuple(
                 w.append(
                     event(
@@ -212,6 +218,7 @@ def _book(
     total: float,
     terms: dict[str, Any] | None,
     now: datetime,
+    day_of: Callable[[datetime], str],
 ) -> dict[str, Any]:
     linked = w.append(record.as_dict(), "order", now)
     row_terms = None
@@ -231,7 +238,9 @@ def _book(
     for fill in new:
         w.fill(stored.order_id, fill)
         signed = fill.quantity if side == "buy" else -fill.quantity
-        w.move_position(stored.account or "default", stored.symbol or "", signed)
+        account = stored.account or "default"
+        w.move_position(account, stored.symbol or "", signed, fill.price)
+        w.add_executed(account, day_of(fill.at), fill.quantity * fill.price)
     return linked
 
 

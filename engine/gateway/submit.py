@@ -26,6 +26,7 @@ from ..broker import BrokerAck, BrokerAdapter
 from ..errors import EngineFault, fault
 from ..lifecycle import OrderStatus
 from ..models import Operation, OrderRequest, Quote
+from ..policy.calendar import trading_day
 from ..policy.decision import Decision, FieldError
 from ..policy.evaluator import Evaluator, field_errors
 from ..ports import Writer
@@ -228,7 +229,10 @@ class Orders:
         evaluator = in_force.evaluator
         flow = evaluator.policy.config.flow
         try:
-            snap = w.snapshot(order, now, flow.rate_window_s, flow.duplicate_window_s, exclude)
+            day = trading_day(evaluator.policy.config.session, now)
+            snap = w.snapshot(
+                order, now, flow.rate_window_s, flow.duplicate_window_s, exclude, day=day
+            )
         except Exception as exc:
             log.exception("could not read the trading state; order blocked")
             blocked = evaluator.blocked(order, now, "engine_error", "STATE_UNAVAILABLE", fault(exc))

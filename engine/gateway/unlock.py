@@ -90,7 +90,9 @@ SHIPPED_CHECKS: frozenset[str] = frozenset({
     "duplicate_order_check", "order_rate_check", "session_hours_check",
     "max_quantity_check", "min_quantity_check", "whole_shares_check", "tick_size_check",
     "max_notional_check", "price_collar_check", "max_position_check", "reduce_only_check",
-    "protocol_hash_check", "required_protocols_check",
+    "protocol_hash_check", "required_protocols_check", "market_collar_check",
+    "open_notional_check", "gross_exposure_check", "daily_notional_check",
+    "self_match_check", "short_sale_check",
 })  # fmt: skip
 
 # the step from which each requirement's lapse voids the walk

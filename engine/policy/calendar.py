@@ -7,7 +7,13 @@ from zoneinfo import ZoneInfo
 
 from .config import SessionSettings
 
-__all__ = ["session_open"]
+__all__ = ["session_open", "trading_day"]
+
+
+def trading_day(settings: SessionSettings, at: datetime) -> str:
+    """The trading day an instant belongs to (YYYY-MM-DD in the session's
+    timezone): the day the executed notional is counted against."""
+    return at.astimezone(ZoneInfo(settings.timezone)).date().isoformat()
 
 
 def session_open(settings: SessionSettings, now: datetime) -> bool:

@@ -133,6 +133,9 @@ class Decision:
             "reasons": [r.as_dict() for r in self.reasons],
             "errors": [e.as_dict() for e in self.errors],
             "compliance_version": self.compliance_version,
+            # Reg SHO: on the record only when set, as OrderRecord.as_dict keeps them
+            **({"short_sale": True} if source.get("short_sale") is True else {}),
+            **({"locate_id": locate} if (locate := _scalar(source.get("locate_id"))) else {}),
         }
 
 

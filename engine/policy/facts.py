@@ -18,6 +18,7 @@ from typing import Literal
 from ..canonical import sha256_digest
 from ..clock import format_utc
 from ..models import BrokerFacts, EngineState, OrderRequest, RecentOrder
+from .account_facts import add_account_facts
 from .calendar import session_open
 from .config import ComplianceConfig
 
@@ -111,6 +112,32 @@ FIELDS: dict[str, FieldSpec] = {
     "orders_in_window": _a("number", "orders from the account within flow.rate_window_s"),
     "duplicate_recent": _a("bool", "an identical order was seen within flow.duplicate_window_s"),
     "omega_active": _a("bool", "the Omega directive (kill switch) is in force"),
+    # the account's book: credit and exposure (SEC 15c3-5), self-match, Reg SHO
+    "open_notional_after": _f(
+        "number",
+        "notional of the account's working orders (what is left of each, at its limit or "
+        "stop price, a market order at the touch it was judged at) plus this order's",
+    ),
+    "gross_exposure_after": _f(
+        "number",
+        "sum of |position| x price over the account's symbols if the order fills: its own "
+        "symbol at the order's price, every other at its last execution price",
+    ),
+    "executed_notional_today": _a(
+        "number", "notional the account executed on the trading day (session timezone) so far"
+    ),
+    "day_notional_after": _f("number", "executed_notional_today plus this order's notional"),
+    "self_match": _a(
+        "bool",
+        "the order would cross a working limit order of the same account in the same "
+        "symbol on the other side (market and stop orders rest at no price)",
+    ),
+    "short_sale": _a("bool", "the order is marked short (a sell only)"),
+    "locate_id": _f("string", "the borrow locate of a short sale, as sent"),
+    "touch_distance_bps": _f(
+        "number",
+        "a market order's touch (ask to buy, bid to sell) from the reference price, in bps",
+    ),
     "session_open": _a("bool", "the trading session is open now"),
     # the gateway: what is asked, in which mode and state, of which broker, by whom
     "operation": _a("string", "evaluate, submit or replace: what the caller asked for"),
@@ -181,6 +208,7 @@ NOTES: dict[str, str] = {
     "mode_allowed": "mode_allowed_note",
     "live_unlocked": "live_unlocked_note",
     "broker_quote_deviation_bps": "broker_quote_note",
+    "self_match": "self_match_note",
     # a capability refusal names the broker and the capability
     "broker_supports_order_type": "broker_supports_order_type_note",
     "broker_supports_time_in_force": "broker_supports_time_in_force_note",
@@ -243,6 +271,7 @@ def build_fact(
     _add_signals(fact, order, now)
     _add_integrity(fact, order, config)
     _add_state(fact, order, state, config, now)
+    add_account_facts(fact, order, state)
     return fact
 
 

@@ -529,7 +529,10 @@ def test_submit_when_fills_move_the_position_then_reduce_only_is_judged_against_
     bought = api.post("/v1/orders", json=make_order(**market()))
     position = runtime.store.positions("default")
 
-    too_much = make_order(side="sell", quantity=250, reduce_only=True, **market())
+    # marked short with a locate: what it would flip to is the reduce-only check's alone
+    too_much = make_order(
+        side="sell", quantity=250, reduce_only=True, short_sale=True, locate_id="L-1", **market()
+    )
     refused = api.post("/v1/orders", json=too_much)
     reduced = api.post(
         "/v1/orders", json=make_order(side="sell", quantity=60, reduce_only=True, **market())

@@ -95,6 +95,8 @@ def place(order: dict[str, Any], path: str, value: str) -> dict[str, Any]:
         target[last] = value
     if path == "order_type" and value == "market":
         order["limit_price"] = None  # a market order carries no price
+    if path == "locate_id":  # a locate belongs to a short sale, which is a sell
+        order.update(side="sell", short_sale=True)
     return order
 
 
@@ -110,7 +112,7 @@ def test_every_text_field_of_an_order_is_bounded() -> None:
         p for p, node in STRING_FIELDS.items() if "enum" not in node and "maxLength" not in node
     ]
 
-    assert len(STRING_FIELDS) == 11, sorted(STRING_FIELDS)
+    assert len(STRING_FIELDS) == 12, sorted(STRING_FIELDS)
     assert unbounded == []
 
 

@@ -210,7 +210,10 @@ def test_reduce_only_when_emulated_and_order_would_grow_the_position_then_blocke
     sent_before = len(broker_stub.SENT)
 
     more = gateway.submit(make_order(side="buy", quantity=10, reduce_only=True), TRADER)
-    flip = gateway.submit(make_order(side="sell", quantity=150, reduce_only=True), TRADER)
+    flip = gateway.submit(
+        make_order(side="sell", quantity=150, reduce_only=True, short_sale=True, locate_id="L-1"),
+        TRADER,
+    )
 
     for outcome in (more, flip):
         assert outcome.kind == "blocked"

@@ -32,11 +32,12 @@ def cases(approved_order: Callable[..., dict[str, Any]]) -> list[Case]:
     """Orders that are approved, blocked for distinct reasons, or rejected."""
     none = EngineState()
     omega = EngineState(omega_active=True)
+    long_100 = EngineState(positions={"AAPL": 100})  # a sell from it is no short sale
     no_volatility = approved_order(client_order_id="c-novol")
     del no_volatility["context"]["volatility"]
     orders: list[Case] = [
         (approved_order(client_order_id="c-ok-1"), none),
-        (approved_order(client_order_id="c-ok-2", side="sell", quantity=50), none),
+        (approved_order(client_order_id="c-ok-2", side="sell", quantity=50), long_100),
         (approved_order(client_order_id="c-ok-3", order_type="market", limit_price=None), none),
         (
             approved_order(

@@ -720,6 +720,11 @@ def test_evaluate_when_market_order_has_no_quote_then_every_quote_check_errors(
         "spread_check": "error",
         "signal_freshness_check": "error",
         "max_notional_check": "error",
+        # the account's credit adds the order's notional; the touch needs the quote
+        "open_notional_check": "error",
+        "gross_exposure_check": "error",
+        "daily_notional_check": "error",
+        "market_collar_check": "error",
     }
     assert {r.code for r in decision.reasons} == {"MISSING_INPUT"}
     assert decision.triggers == ("risk_denied", "drift_entropy_unsafe", "data_integrity_mismatch")

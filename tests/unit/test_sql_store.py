@@ -26,7 +26,7 @@ from engine.audit import GENESIS, verify_chain
 from engine.broker import Fill
 from engine.errors import StoreUnavailable
 from engine.lifecycle import OrderStatus
-from engine.models import FlowCounts, OrderRequest
+from engine.models import FlowCounts, OrderRequest, WorkingOrder
 from engine.ports import Controls, Snapshot, StoredOrder, TokenRow
 from engine.records import OrderRecord
 
@@ -380,6 +380,18 @@ def test_snapshot_when_the_transaction_wrote_an_order_and_a_claim_then_it_sees_t
         position=40.0,
         flow=FlowCounts(orders_in_window=1, duplicate_recent=True),
         claim=(first["order_id"], DIGEST),
+        positions={"AAPL": 40.0},
+        working=(
+            WorkingOrder(
+                order_id=first["order_id"],
+                symbol="AAPL",
+                side="buy",
+                order_type="limit",
+                quantity=100.0,
+                limit_price=150.25,
+                price=150.25,
+            ),
+        ),
     )
 
 
