@@ -7,7 +7,9 @@ Framing. simplefix's parser trusts BodyLength (9) and never verifies CheckSum
 itself: a frame starts at `8=FIX.4.4<SOH>9=`, ends at the first `<SOH>10=nnn<SOH>`
 after it, and is kept only when its BodyLength and CheckSum are right; a bad one
 is dropped whole and reported, so the session can let its sequence number fall
-into a gap that a ResendRequest recovers.
+into a gap that a ResendRequest recovers. A frame that checks out but breaks a
+rule of the standard otherwise (a tag without a value, MsgSeqNum missing) is
+passed on: the session rejects it (adapters/fix_checks.py) or logs out.
 
 Quantities are read in integer or decimal notation (`100`, `100.0`, `1E2` is
 not FIX and is refused) and sent in integer notation when whole.
@@ -96,11 +98,18 @@ def _check(raw: bytes, checksum_at: int) -> Frame:
     computed = sum(raw[:checksum_at]) % 256
     if stated != computed:
         return Frame(raw, None, f"CheckSum wrong (want: {computed:03d}, got: {stated:03d})")
-    parser = simplefix.FixParser()
+    if not raw.startswith(b"35=", length_end + 1):
+        # the standard's first three fields are 8, 9, 35, in that order
+        return Frame(raw, None, "MsgType(35) is not the third field")
+    # an empty value is let through for the session to reject (373=4), not dropped
+    parser = simplefix.FixParser(allow_empty_values=True)
     parser.append_buffer(raw)
-    message = parser.get_message()
-    if message is None or message.get(35) is None or message.get(34) is None:
-        return Frame(raw, None, "MsgType or MsgSeqNum missing")
+    try:
+        message = parser.get_message()
+    except simplefix.errors.ParsingError as exc:  # e.g. a tag that is not a number
+        return Frame(raw, None, f"unreadable: {type(exc).__name__}")
+    if message is None or not message.get(35):
+        return Frame(raw, None, "MsgType missing")
     return Frame(raw, message)
 
 

@@ -169,7 +169,8 @@ class BookedOrder:
         if cum is not None and cum > self.filled + _EPSILON:
             self.detail = (f"CumQty {cum:g} above the executions received ({self.filled:g}): "
                            "the rest booked from CumQty")  # fmt: skip
-            self._missed(cum, decimal(report.get(6)), now)
+            average = decimal(report.get(6)) or None  # absent or 0: not told
+            self._missed(cum, average, decimal(report.get(31)), now)
         elif cum is not None and cum + _EPSILON < self.filled and self.disagreed != cum:
             # we booked more than the counterparty says: told once as a duplicate
             self.disagreed = cum
@@ -203,12 +204,14 @@ class BookedOrder:
         at = parse_time(report.get(60)) or now
         self.fills.append(Fill(quantity=quantity, price=price, at=at, execution_id=exec_id))
 
-    def _missed(self, cum: float, average: float | None, now: datetime) -> None:
+    def _missed(
+        self, cum: float, average: float | None, last_px: float | None, now: datetime
+    ) -> None:
         missing = cum - self.filled
         paid = sum(f.quantity * f.price for f in self.fills)
-        price = ((average or 0.0) * cum - paid) / missing if average else 0.0
-        if price <= 0:
-            price = average or (self.fills[-1].price if self.fills else 0.0)
+        price = (average * cum - paid) / missing if average else 0.0
+        if price <= 0:  # no AvgPx (a FIX 4.2-style report): its LastPx, else the last fill's
+            price = average or last_px or (self.fills[-1].price if self.fills else 0.0)
         ident = f"{self.broker_order_id or self.order.order_id}:cum:{quantity_text(cum)}"
         self.fills.append(Fill(quantity=missing, price=round(price, _PRICE_DIGITS), at=now,
                                execution_id=ident))  # fmt: skip

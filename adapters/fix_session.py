@@ -23,6 +23,16 @@ nothing about orders: those are the adapter's (adapters/oms_fix.py).
   under their original MsgSeqNum.
 - A garbled message (BodyLength or CheckSum wrong) is dropped unread; the gap
   it leaves is recovered by the next message's ResendRequest.
+- A framed but malformed message in sequence (a required tag missing, a tag
+  without a value, a value of the wrong type: adapters/fix_checks.py) gets a
+  session Reject (3: 45, 371, 372, 373, 58), is not acted on, and its number is
+  consumed (a SequenceReset's is not). No usable MsgSeqNum: Logout, disconnect.
+  Other CompIDs: Reject 373=9, then Logout and disconnect.
+- A Logon with ResetSeqNumFlag (141=Y), the answer to ours or mid-session: both
+  sides start again at 1, in a new epoch of the session log, and we answer with
+  our Logon 141=Y 34=1 (unless it answers one of ours).
+- HeartBtInt: ours is proposed; if the counterparty's Logon names another, we
+  heartbeat at the shorter and wait the longer (+20%) before a TestRequest.
 - Logout both ways: `close()` sends one and waits for the answer; a peer's
   Logout is answered and the session ends (then reconnected).
 """
@@ -39,6 +49,7 @@ from dataclasses import dataclass
 from engine.broker import BrokerError, SessionLog
 from engine.clock import Clock
 
+from .fix_checks import COMPID_PROBLEM, VALUE_INCORRECT, Malformed, problem_of
 from .fix_codec import ADMIN_TYPES, FixMessage, Framer, build, fix_time
 
 __all__ = ["FixSession", "SessionSettings", "text_of"]
@@ -104,11 +115,23 @@ class FixSession:
         self._test_id: str | None = None
         self._test_sent_at = 0.0
         self._tests = 0
+        self._peer_heartbeat = 0  # HeartBtInt of the counterparty's Logon
+        self._reset_out = False  # our Logon 141=Y is the last Logon: a 141=Y now answers it
 
     @property
     def heartbeat_int(self) -> int:
         """HeartBtInt as sent: whole seconds, at least 1."""
         return max(1, round(self.settings.heartbeat_s))
+
+    @property
+    def heartbeat_intervals(self) -> tuple[float, float]:
+        """(send a Heartbeat after this much quiet, ask with a TestRequest after this
+        much silence). Both sides should use the initiator's HeartBtInt; when the
+        counterparty's Logon names another, we heartbeat at the shorter of the two
+        (more often never hurts) and wait the longer one (+20%) before asking."""
+        ours = self.heartbeat_int
+        theirs = self._peer_heartbeat if self._peer_heartbeat > 0 else ours
+        return float(min(ours, theirs)), max(ours, theirs) * _SILENCE
 
     @property
     def sequences(self) -> tuple[int, int]:
@@ -138,6 +161,7 @@ class FixSession:
         self._next_out, self._next_in = self._log.sequences()
         self._resend_until = 0
         self._test_id = None
+        self._peer_heartbeat, self._reset_out = 0, False
         self._logon = asyncio.get_running_loop().create_future()
         self._reader_task = self._spawn(self._read(reader, writer))
         self._send("A", [(98, "0"), (108, str(self.heartbeat_int))])
@@ -283,20 +307,34 @@ class FixSession:
 
     def _handle(self, message: FixMessage, raw: bytes) -> None:
         msg_type = text_of(message, 35)
-        seq_text = text_of(message, 34)
-        seq = int(seq_text) if seq_text.isdigit() else 0
         now = self._clock()
+        seq_text = text_of(message, 34)
+        if not seq_text.isdigit() or int(seq_text) < 1:
+            # no number to consume or to reject by: the standard logs out
+            self._log.received(0, msg_type, raw, now, None)
+            said = "missing" if message.get(34) is None else f"not a number (got: {seq_text!r})"
+            self._fatal(f"MsgSeqNum(34) {said}")
+            return
+        seq = int(seq_text)
         sender, target = text_of(message, 49), text_of(message, 56)
         if (sender, target) != (self.settings.target_comp_id, self.settings.sender_comp_id):
             self._log.received(seq, msg_type, raw, now, None)
             want = f"{self.settings.target_comp_id}->{self.settings.sender_comp_id}"
-            self._fatal(f"CompID problem (want: {want}, got: {sender}->{target})")
+            text = f"CompID problem (want: {want}, got: {sender}->{target})"
+            tag = 49 if sender != self.settings.target_comp_id else 56
+            self._reject(seq, msg_type, Malformed(COMPID_PROBLEM, tag, text))
+            self._fatal(text)
             return
-        if msg_type == "4" and text_of(message, 123) != "Y":  # SequenceReset-Reset
-            new = int(text_of(message, 36, "0") or 0)
-            if new > self._next_in:
-                self._next_in = new
-            self._log.received(seq, msg_type, raw, now, self._next_in)
+        malformed = problem_of(message, msg_type)
+        if msg_type == "A" and malformed is not None:
+            self._log.received(seq, msg_type, raw, now, None)
+            self._fatal(f"Logon malformed: {malformed.text}")
+            return
+        if msg_type == "A" and text_of(message, 141) == "Y":
+            self._peer_reset(message, raw, seq)
+            return
+        if msg_type == "4" and text_of(message, 123) != "Y":
+            self._sequence_reset(message, raw, seq, malformed)
             return
         if seq < self._next_in:
             self._log.received(seq, msg_type, raw, now, None)
@@ -306,22 +344,84 @@ class FixSession:
             return
         if seq > self._next_in:
             self._log.received(seq, msg_type, raw, now, None)
-            self._gap(message, msg_type, seq)
+            self._gap(message, msg_type, seq, act=malformed is None)
+            return
+        if malformed is not None:
+            self._refuse(raw, msg_type, seq, malformed)
             return
         if msg_type == "4":  # SequenceReset-GapFill, in sequence
-            self._next_in = max(seq + 1, int(text_of(message, 36, "0") or 0))
+            self._next_in = max(seq + 1, int(text_of(message, 36)))
         else:
             self._next_in = seq + 1
+        self._reset_out = False
         self._log.received(seq, msg_type, raw, now, self._next_in)
         if self._resend_until and self._next_in > self._resend_until:
             self._resend_until = 0
         self._act(message, msg_type)
 
-    def _gap(self, message: FixMessage, msg_type: str, seq: int) -> None:
+    def _refuse(self, raw: bytes, msg_type: str, seq: int, malformed: Malformed) -> None:
+        """A malformed message in sequence: Reject (3) and not acted on. Its number
+        is consumed, except a SequenceReset's (whose NewSeqNo we could not take):
+        the next message then shows the gap and a ResendRequest recovers it."""
+        consumed = msg_type != "4"
+        if consumed:
+            self._next_in = seq + 1
+        self._log.received(seq, msg_type, raw, self._clock(), self._next_in if consumed else None)
+        log.warning("%s: rejected the counterparty's %s %s: %s", self.name, msg_type, seq,
+                    malformed.text)  # fmt: skip
+        self._reject(seq, msg_type, malformed)
+
+    def _reject(self, seq: int, msg_type: str, malformed: Malformed) -> None:
+        """A session-level Reject (35=3) of the counterparty's message `seq`."""
+        self._send("3", [(45, str(seq)), (371, str(malformed.tag)), (372, msg_type),
+                         (373, malformed.reason), (58, malformed.text)])  # fmt: skip
+
+    def _sequence_reset(
+        self, message: FixMessage, raw: bytes, seq: int, malformed: Malformed | None
+    ) -> None:
+        """SequenceReset in Reset mode: NewSeqNo (36) is the next number expected,
+        whatever the message's own; one below the expected number is refused
+        (373=5), as the standard says, and nothing moves."""
+        now = self._clock()
+        if malformed is None and int(text_of(message, 36)) < self._next_in:
+            new = text_of(message, 36)
+            malformed = Malformed(VALUE_INCORRECT, 36,
+                                  f"NewSeqNo(36) too low (want: at least {self._next_in}, "
+                                  f"got: {new})")  # fmt: skip
+        if malformed is not None:
+            self._log.received(seq, "4", raw, now, None)
+            self._reject(seq, "4", malformed)
+            return
+        self._next_in = int(text_of(message, 36))
+        self._resend_until = 0
+        self._log.received(seq, "4", raw, now, self._next_in)
+
+    def _peer_reset(self, message: FixMessage, raw: bytes, seq: int) -> None:
+        """A Logon with ResetSeqNumFlag (141=Y), the answer to ours or mid-session:
+        both sides start again at 1. The counterparty's Logon is its number `seq`
+        (1); unless it answers a Logon 141=Y of ours, we answer with ours, 141=Y
+        and 34=1, in a new epoch of the session log (persisted before it is sent)."""
+        now = self._clock()
+        self._next_in = seq + 1
+        self._resend_until = 0
+        if self._reset_out:  # the answer to our reset
+            self._reset_out = False
+            self._log.received(seq, "A", raw, now, self._next_in)
+        else:
+            log.warning("%s: the counterparty reset the sequence numbers (Logon 141=Y, "
+                        "MsgSeqNum %s): ours start again at 1", self.name, seq)  # fmt: skip
+            self._log.reset(1, self._next_in)
+            self._next_out = 1
+            self._log.received(seq, "A", raw, now, self._next_in)
+            self._send("A", [(98, "0"), (108, str(self.heartbeat_int)), (141, "Y")])
+            self._reset_out = True
+        self._act(message, "A")
+
+    def _gap(self, message: FixMessage, msg_type: str, seq: int, *, act: bool) -> None:
         """A message beyond the one expected: ask for the missing ones (once per
-        gap) and discard it; only a Logon, a Logout or a ResendRequest is acted
-        on now (a resend would otherwise wait on ours forever)."""
-        if msg_type in ("A", "5", "2"):
+        gap) and discard it; only a well-formed Logon, Logout or ResendRequest is
+        acted on now (a resend would otherwise wait on ours forever)."""
+        if act and msg_type in ("A", "5", "2"):
             self._act(message, msg_type)
         if self._writer is None:
             return
@@ -334,6 +434,11 @@ class FixSession:
 
     def _act(self, message: FixMessage, msg_type: str) -> None:
         if msg_type == "A":
+            theirs = text_of(message, 108)
+            if theirs.isdigit() and int(theirs) != self.heartbeat_int:
+                log.info("%s: the counterparty's HeartBtInt is %s, ours %s", self.name, theirs,
+                         self.heartbeat_int)  # fmt: skip
+            self._peer_heartbeat = int(theirs) if theirs.isdigit() else 0
             if self._logon is not None and not self._logon.done():
                 self._logon.set_result(None)
         elif msg_type == "0":
@@ -342,7 +447,7 @@ class FixSession:
         elif msg_type == "1":
             self._send("0", [(112, text_of(message, 112))])
         elif msg_type == "2":
-            self._resend(int(text_of(message, 7, "0") or 0), int(text_of(message, 16, "0") or 0))
+            self._resend(int(text_of(message, 7)), int(text_of(message, 16)))  # checked digits
         elif msg_type == "5":
             self._peer_logout(text_of(message, 58))
         elif msg_type == "4":
@@ -425,11 +530,9 @@ class FixSession:
     # --- heartbeats -------------------------------------------------------------------
 
     async def _heartbeats(self, writer: asyncio.StreamWriter) -> None:
-        interval = float(self.heartbeat_int)
-        late = interval * _SILENCE
-        tick = min(1.0, interval / 5)
         while self._writer is writer:
-            await asyncio.sleep(tick)
+            interval, late = self.heartbeat_intervals  # a reset Logon may change them
+            await asyncio.sleep(min(1.0, interval / 5))
             if self._writer is not writer:
                 return
             now = time.monotonic()
