@@ -29,6 +29,7 @@ from .cli_diff import add_diff_parser
 from .cli_keys import add_keys_parser
 from .cli_service import CliError, register, service_state
 from .cli_unlock import add_unlock_parser
+from .cli_whatif import add_whatif_parsers
 from .policy_source import note_if_packaged, policies_dir, policies_problem
 
 __all__ = ["main"]
@@ -134,6 +135,7 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--json", action="store_true", help="machine-readable output")
         sub.set_defaults(handler=handler)
     add_test_parser(policy_commands, default_dir)
+    add_whatif_parsers(policy_commands)
     add_diff_parser(policy_commands)
 
     evaluate = commands.add_parser(

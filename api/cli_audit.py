@@ -1,5 +1,6 @@
-"""`apex-oms audit verify|export|pubkey|checkpoint`: the audit chain, its signed
-checkpoints and the service's public key (docs/audit.md).
+"""`apex-oms audit verify|export|pubkey|checkpoint|replay`: the audit chain, its
+signed checkpoints and the service's public key (docs/audit.md); `replay` judges
+every recorded decision again (api/cli_whatif.py).
 
 `verify` exits 0 when everything verified, 1 on a finding, 2 on unusable input
 (an unreadable export, checkpoint or key file)."""
@@ -72,6 +73,10 @@ def add_audit_actions(actions: Any, runtime: Callable[[], Runtime]) -> None:
 
     checkpoint = action("checkpoint", "print the latest signed checkpoint as JSON")
     checkpoint.set_defaults(handler=lambda args: _checkpoint(runtime))
+
+    from .cli_whatif import add_replay_action  # here: cli_whatif reads cli_service
+
+    add_replay_action(action)
 
 
 def _verify(args: argparse.Namespace, runtime: Callable[[], Runtime]) -> int:

@@ -35,10 +35,17 @@ class Intake:
         self._metrics = metrics
         self.limit = limit
 
-    async def json(self, request: Request[Any, Any, Any], operation: str, actor: Actor) -> Any:
+    async def json(
+        self,
+        request: Request[Any, Any, Any],
+        operation: str,
+        actor: Actor,
+        limit: int | None = None,
+    ) -> Any:
         """The parsed JSON body (None when there is none), or an ApiError after
-        logging the rejected attempt."""
-        limit = self.limit
+        logging the rejected attempt. `limit`: this route's own size limit (a policy
+        set is larger than an order), else the service's."""
+        limit = limit or self.limit
         declared = request.headers.get("content-length")
         problem: tuple[int, str, str] | None = None
         raw = b""
@@ -71,10 +78,11 @@ class Intake:
         *,
         optional: bool = False,
         about: str | None = None,
+        limit: int | None = None,
     ) -> dict[str, Any]:
         """The body as a JSON object ({} for no body when `optional`); any other
         JSON value (`[]`, `"x"`, `null`, a number) is refused and logged."""
-        raw = await self.json(request, operation, actor)
+        raw = await self.json(request, operation, actor, limit)
         if raw is None and optional:
             return {}
         if isinstance(raw, dict):

@@ -18,6 +18,8 @@ __all__ = ["Metrics"]
 
 decision_log = logging.getLogger("apex.decision")
 
+_SHADOW = {"shadow_judged": "judged", "shadow_dropped": "dropped", "shadow_error": "error"}
+
 
 class Metrics:
     def __init__(self) -> None:
@@ -49,11 +51,28 @@ class Metrics:
             "Connections answered 503 over_capacity and closed (api/server.py)",
             registry=self.registry,
         )  # fmt: skip
+        # the shadow policy set (engine/gateway/shadow.py)
+        self.shadow = Counter(
+            "apex_shadow_decisions",
+            "Decisions handed to the shadow set, by what became of them: judged, dropped"
+            " (its queue was full), error (it failed; no order is affected)",
+            ["result"], registry=self.registry,
+        )  # fmt: skip
+        self.shadow_differences = Counter(
+            "apex_shadow_differences",
+            "Shadow verdicts that differ from the enforced one (each a shadow_difference"
+            " record), by the shadow's verdict",
+            ["to"], registry=self.registry,
+        )  # fmt: skip
 
     def event(self, what: str, record: Mapping[str, Any]) -> None:
         """The gateway's listener: what it committed beyond decisions."""
         if what == "execution_anomaly":
             self.anomalies.labels(str(record.get("anomaly", "unknown"))).inc()
+        elif what in _SHADOW:
+            self.shadow.labels(_SHADOW[what]).inc()
+        elif what == "shadow_difference":
+            self.shadow_differences.labels(str(record.get("to", "unknown"))).inc()
 
     def decision(
         self,

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from adapters.simulated import SimulatedBroker
@@ -20,6 +21,8 @@ from engine.errors import StoreUnavailable
 from engine.gateway import Gateway
 from engine.gateway.compliance import ComplianceSource
 from engine.gateway.outcome import Actor
+from engine.policy.loader import LoadedPolicies
+from engine.policy.versions import read_version
 from engine.signing.standing import DevelopmentRoot
 
 from .auth import TokenBook
@@ -84,6 +87,7 @@ class Runtime:
         store = SqlStore(settings.database_url)
         store.migrate()
         metrics = Metrics()
+        keep_version(store, settings.policies, loaded, clock)
         if configured is not None:
             brokers = {
                 "simulation": SimulatedBroker(
@@ -178,6 +182,7 @@ class Runtime:
             line = f"reload refused: the policy set is invalid; the loaded one stays:\n{exc}"
             log.error(line)
             return line
+        keep_version(self.store, self.settings.policies, loaded, self.clock)
         try:
             standing = self.gateway.reload(loaded, actor, trigger)
         except StoreUnavailable as exc:
@@ -217,6 +222,7 @@ class Runtime:
 
     def close(self, *_: Any) -> None:
         self._stop.set()
+        self.gateway.shadows.drop()
         if self._sweeper is not None:
             self._sweeper.join(timeout=5)
         if self.checkpointer is not None:
@@ -229,6 +235,25 @@ class Runtime:
                 except Exception:
                     log.exception("could not close broker %s", broker.name)
         self.store.close()
+
+
+def keep_version(store: object, directory: Path, loaded: LoadedPolicies, clock: Clock) -> None:
+    """Keep the texts of a set about to be put in force, by its digests, so that
+    its decisions can be judged again (`apex-oms audit replay`). Best effort: a
+    set that changed on disk since it was loaded, or a store that fails, is
+    logged (those decisions show as `policy_version_missing`), never a refusal."""
+    archive = getattr(store, "policy_archive", None)  # a store that keeps versions
+    if archive is None:
+        return
+    version = read_version(directory, loaded)
+    if version is None:
+        log.warning("policy set %s changed on disk while loading; its texts are not kept",
+                    loaded.policies.policy_digest)  # fmt: skip
+        return
+    try:
+        archive().keep(version, clock())
+    except Exception:
+        log.exception("could not keep policy version %s", loaded.policies.policy_digest)
 
 
 def _follow(

@@ -72,6 +72,8 @@ class OrderRecord:
     # only present when set: the sale is marked short (Reg SHO), and its locate
     short_sale: bool = field(default=False)
     locate_id: str | None = field(default=None)
+    # only on a judged decision's own record: what it was judged on (engine/judged.py)
+    judged_on: Mapping[str, Any] | None = field(default=None)
 
     @property
     def approved(self) -> bool:
@@ -84,6 +86,8 @@ class OrderRecord:
         """A new record, written for the request being served (or for none): an
         earlier request's id never carries over into it."""
         changes.setdefault("request_id", REQUEST_ID.get())
+        # what a decision was judged on belongs to the decision's record alone
+        changes.setdefault("judged_on", None)
         return dataclasses.replace(self, **changes)
 
     def as_dict(self) -> dict[str, Any]:
@@ -126,6 +130,8 @@ class OrderRecord:
             out["short_sale"] = True
         if self.locate_id is not None:
             out["locate_id"] = self.locate_id
+        if self.judged_on is not None:
+            out["judged_on"] = self.judged_on
         return out
 
     @classmethod
@@ -162,4 +168,5 @@ class OrderRecord:
             compliance_version=data.get("compliance_version"),
             short_sale=data.get("short_sale") is True,
             locate_id=data.get("locate_id"),
+            judged_on=data.get("judged_on"),
         )

@@ -34,6 +34,7 @@ from ._reads import DriverPool, Reads
 from ._transactions import SqlTransactions
 from ._writer import SqlWriter
 from .journal import SqlJournal
+from .policy_versions import SqlPolicyArchive
 from .session_log import SqlSessionLog, fix_log
 
 if TYPE_CHECKING:
@@ -109,6 +110,10 @@ class SqlStore(Reads):
         """A FIX session's sequence numbers and message log (each write its own
         commit: adapters/sql/session_log.py)."""
         return SqlSessionLog(session, self.engine, self._db.errors)
+
+    def policy_archive(self) -> SqlPolicyArchive:
+        """Every policy version ever in force, by its digests (engine/policy/versions.py)."""
+        return SqlPolicyArchive(self.engine, self._db.errors)
 
     def fix_log(self, limit: int, session: str | None = None) -> list[LoggedMessage]:
         """The last `limit` FIX messages (of one session), oldest first."""

@@ -11,6 +11,7 @@ from .controls import ControlsController
 from .operations import OperationsController
 from .orders import OrdersController
 from .policies import PoliciesController
+from .shadow import ShadowController
 from .sim import SimController
 
 __all__ = ["CONTROLLERS"]
@@ -19,6 +20,7 @@ CONTROLLERS: list[type[Controller]] = [
     OrdersController,
     ControlsController,
     PoliciesController,
+    ShadowController,
     ComplianceController,
     AuditController,
     SimController,

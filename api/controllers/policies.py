@@ -14,6 +14,7 @@ from ..docs import PolicyView, errors
 from ..errors import field_error
 from ..guards import ANY_ROLE, COMPLIANCE
 from ..routes import get, post
+from ..runtime import keep_version
 from .compliance import standing_view
 
 __all__ = ["PoliciesController"]
@@ -91,6 +92,7 @@ class PoliciesController(Controller):
                 loaded = load_policies(settings.policies)
             except PolicyError as exc:
                 return exc
+            keep_version(services.store, settings.policies, loaded, services.clock)
             standing = gateway.reload(loaded, actor, "reload")
             return _view(gateway) if standing.in_force else standing
 

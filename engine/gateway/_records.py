@@ -10,8 +10,9 @@ from typing import Any
 from ..broker import BrokerAdapter, BrokerOrder
 from ..canonical import sha256_digest
 from ..clock import format_utc
+from ..judged import judged_on, no_broker
 from ..lifecycle import OrderStatus
-from ..models import OrderRequest
+from ..models import EngineState, OrderRequest
 from ..policy.decision import Decision, Reason, sort_triggers
 from ..records import OrderRecord, current_request_id
 
@@ -19,6 +20,7 @@ __all__ = [
     "broker_order",
     "digest",
     "event",
+    "judged",
     "no_broker",
     "order_record",
     "with_broker_error",
@@ -45,6 +47,15 @@ def order_record(
     return OrderRecord.from_dict(data)
 
 
+def judged(record: OrderRecord, raw: Any, state: EngineState | None) -> OrderRecord:
+    """`record` with what its decision was judged on (engine/judged.py), when the
+    policies judged it: so it can be judged again, under its own rules or others."""
+    if state is None or not isinstance(raw, dict):
+        return record
+    kept = judged_on(raw, vars(record), state)  # its fields, without building its dict
+    return dataclasses.replace(record, judged_on=kept)
+
+
 def with_broker_error(
     record: OrderRecord,
     *,
@@ -66,17 +77,6 @@ def with_broker_error(
         fail_closed_triggers=sort_triggers({*record.fail_closed_triggers, "broker_api_error"}),
         reasons=(*record.reasons, reason.as_dict()),
         broker_response=response,
-    )
-
-
-def no_broker(decision: Decision, mode: str) -> Decision:
-    """Fail closed should a policy set ever approve an order no broker can take."""
-    reason = Reason("gateway", "fail", "NO_BROKER", "broker_capability", f"no broker for {mode}")
-    return dataclasses.replace(
-        decision,
-        status="blocked",
-        triggers=sort_triggers({*decision.triggers, "broker_capability"}),
-        reasons=(*decision.reasons, reason),
     )
 
 

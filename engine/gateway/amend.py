@@ -20,7 +20,7 @@ from ..models import OrderRequest, Quote
 from ..policy.decision import Decision, FieldError, Reason, sort_triggers
 from ..ports import StoredOrder, Writer
 from ..records import OrderRecord
-from ._records import broker_order, order_record, with_broker_error
+from ._records import broker_order, judged, order_record, with_broker_error
 from .desk import Desk
 from .executions import Executions
 from .outcome import Actor, Outcome
@@ -108,7 +108,7 @@ class Amendments:
             if current is None or current.status not in OPEN:
                 latest = current or stored
                 return latest.linked or latest.record.as_dict(), None
-            decision, _ = self._orders._judge(
+            decision, _, state = self._orders._judge(
                 w, order, actor, "replace", now, exclude=order.client_order_id, quote=quote
             )
             approved = decision.approved
@@ -121,6 +121,7 @@ class Amendments:
                 broker=current.broker if approved else None,
                 status=OrderStatus.PENDING_REPLACE if approved else OrderStatus.BLOCKED,
             )
+            record = judged(record, merged, state)
             linked = w.append(record.as_dict(), "order", now)
             w.event(order_id, linked["order_status"], {"operation": "replace"}, now)
             if approved:
@@ -133,6 +134,7 @@ class Amendments:
             log.exception("audit write failed for a replace; nothing sent")
             record = stored.record.evolve(operation="replace").as_dict()
             return Outcome("audit_unavailable", record)
+        self._desk.shadow_offer(linked)
         if before is None:
             if linked.get("order_status") == OrderStatus.BLOCKED:
                 return Outcome("blocked", linked)

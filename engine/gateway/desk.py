@@ -208,6 +208,21 @@ class Desk:
             log.warning("broker %s: no quote for %s (%s)", broker.name, symbol, fault(exc))
             return broker.name, None
 
+    # the shadow policy set (engine/gateway/shadow.py), set by the gateway: it is
+    # handed each judged decision after its record is committed, and never waits
+    shadow: Any = None
+
+    def shadow_offer(self, record: Mapping[str, Any]) -> None:
+        """Hand a committed decision to the shadow, if one is loaded. Never raises and
+        never blocks: the shadow judges off the order's path (a bounded queue)."""
+        shadow = self.shadow
+        if shadow is None or "judged_on" not in record:
+            return
+        try:
+            shadow.offer(record)
+        except Exception:
+            log.exception("the shadow could not take a decision; the order is unaffected")
+
     def tell(self, what: str, record: Mapping[str, Any]) -> None:
         if self._listener is None:
             return

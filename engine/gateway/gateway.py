@@ -31,6 +31,7 @@ from .desk import Desk, Listener, connection_problem
 from .executions import Applied, Executions
 from .outcome import SYSTEM, Actor, Outcome
 from .recovery import Recovery
+from .shadow import Shadows
 from .submit import Orders
 from .unlock import LiveUnlock
 
@@ -66,6 +67,8 @@ class Gateway:
         self._checks = BrokerChecks(self._desk)
         self._controls = ControlPanel(self._desk, self._unlock, self._checks)
         self._recovery = Recovery(self._desk, self._executions)
+        # the shadow policy set (shadow.py): handed each judged decision after commit
+        self.shadows = Shadows(store, clock, self._desk.tell, self._install_shadow)
 
     # --- policies, brokers, readiness ----------------------------------------------
 
@@ -77,6 +80,9 @@ class Gateway:
         """Swap the rules in force, keeping the verdict on the configuration (tools
         and tests; the service reloads through `reload`, which verifies)."""
         self._desk.in_force = replace(self._desk.in_force, evaluator=evaluator)
+
+    def _install_shadow(self, shadow: Any) -> None:
+        self._desk.shadow = shadow
 
     # --- the compliance configuration ----------------------------------------------
 

@@ -25,13 +25,13 @@ from pydantic import ValidationError
 from ..broker import BrokerAck, BrokerAdapter
 from ..errors import EngineFault, fault
 from ..lifecycle import OrderStatus
-from ..models import Operation, OrderRequest, Quote
+from ..models import EngineState, Operation, OrderRequest, Quote
 from ..policy.calendar import trading_day
 from ..policy.decision import Decision, FieldError
 from ..policy.evaluator import Evaluator, field_errors
 from ..ports import Writer
 from ..records import OrderRecord
-from ._records import broker_order, digest, no_broker, order_record, with_broker_error
+from ._records import broker_order, digest, judged, no_broker, order_record, with_broker_error
 from .desk import Desk
 from .executions import Executions
 from .outcome import Actor, Outcome, OutcomeKind
@@ -80,7 +80,7 @@ class Orders:
         quote = self._desk.reference_quote(order.symbol)  # never under the chain lock
 
         def work(w: Writer) -> dict[str, Any]:
-            decision, mode = self._judge(w, order, actor, "evaluate", now, quote=quote)
+            decision, mode, state = self._judge(w, order, actor, "evaluate", now, quote=quote)
             record = order_record(
                 decision,
                 operation="evaluate",
@@ -88,6 +88,7 @@ class Orders:
                 actor=actor.id,
                 order_id=w.next_order_id(now.year),
             )
+            record = judged(record, raw, state)
             linked = w.append(record.as_dict(), "order", now)
             w.insert_order(linked, raw, now, order.time_in_force)
             return linked
@@ -97,6 +98,7 @@ class Orders:
         except Exception:
             log.exception("audit write failed for an evaluation")
             return Outcome("audit_unavailable", _unlogged(evaluator, order, raw, now, actor))
+        self._desk.shadow_offer(linked)
         return Outcome("evaluated" if not linked["fail_closed_triggers"] else "blocked", linked)
 
     def reject(
@@ -158,7 +160,7 @@ class Orders:
         quote = self._desk.reference_quote(order.symbol)  # never under the chain lock
 
         def work(w: Writer) -> dict[str, Any] | _Retry:
-            decision, mode, claim = self._judge_claim(w, order, actor, now, quote=quote)
+            decision, mode, claim, state = self._judge_claim(w, order, actor, now, quote=quote)
             if claim is not None:
                 return self._log_retry(w, claim, raw, request_digest, actor, mode, now)
             broker = self._desk.broker_for(mode)
@@ -175,6 +177,7 @@ class Orders:
                 broker=broker.name if approved and broker is not None else None,
                 status=OrderStatus.SUBMITTED if approved else OrderStatus.BLOCKED,
             )
+            record = judged(record, raw, state)
             linked = w.append(record.as_dict(), "order", now)
             w.insert_order(linked, raw, now, order.time_in_force)
             w.event(order_id, linked["order_status"], {"operation": "submit"}, now)
@@ -193,6 +196,7 @@ class Orders:
             return Outcome("audit_unavailable", _unlogged(evaluator, order, raw, now, actor))
         if isinstance(result, _Retry):
             return result.outcome()
+        self._desk.shadow_offer(result)
         if result["order_status"] != OrderStatus.SUBMITTED:
             return Outcome("blocked", result)
         broker = self._desk.broker_named(result["broker"])
@@ -209,9 +213,13 @@ class Orders:
         now: datetime,
         exclude: str | None = None,
         quote: tuple[str, Quote | None] | None = None,
-    ) -> tuple[Decision, str]:
-        decision, mode, _ = self._judge_claim(w, order, actor, now, operation, exclude, quote)
-        return decision, mode
+    ) -> tuple[Decision, str, EngineState | None]:
+        """The decision, the mode, and the state it was judged in (None: the state
+        could not be read, and the order is blocked without being judged)."""
+        decision, mode, _, state = self._judge_claim(
+            w, order, actor, now, operation, exclude, quote
+        )
+        return decision, mode, state
 
     def _judge_claim(
         self,
@@ -222,7 +230,7 @@ class Orders:
         operation: Operation = "submit",
         exclude: str | None = None,
         quote: tuple[str, Quote | None] | None = None,
-    ) -> tuple[Decision, str, _Claimed | None]:
+    ) -> tuple[Decision, str, _Claimed | None, EngineState | None]:
         """Judge under the chain lock: the state read here, and the policies in force
         now (a reload swaps them between two transactions), are those of record."""
         in_force = self._desk.in_force
@@ -236,11 +244,12 @@ class Orders:
         except Exception as exc:
             log.exception("could not read the trading state; order blocked")
             blocked = evaluator.blocked(order, now, "engine_error", "STATE_UNAVAILABLE", fault(exc))
-            return blocked, "unknown", None
+            return blocked, "unknown", None, None
         if operation == "submit" and snap.claim is not None:
-            return evaluator.rejected({}, now, ()), snap.controls.mode, _Claimed(*snap.claim)
+            claimed = _Claimed(*snap.claim)
+            return evaluator.rejected({}, now, ()), snap.controls.mode, claimed, None
         state = self._desk.engine_state(order, snap, actor, operation, in_force.standing, quote)
-        return evaluator.evaluate(order, state, now), snap.controls.mode, None
+        return evaluator.evaluate(order, state, now), snap.controls.mode, None, state
 
     # --- routing -----------------------------------------------------------------
 

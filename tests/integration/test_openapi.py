@@ -97,8 +97,9 @@ def test_document_when_read_then_each_token_route_declares_bearer_and_its_errors
 
     assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     # the 18 routes before the compliance issue, the audit checkpoint, the compliance
-    # configuration and its verifications, and the live unlock's two
-    assert len(guarded) == 23
+    # configuration and its verifications, the live unlock's two, and the shadow
+    # policy set's three (GET, POST, DELETE /v1/policies/shadow)
+    assert len(guarded) == 26
     for key, operation in guarded.items():
         assert operation["security"] == [{"bearer": []}], key
         for status in ("401", "503"):
