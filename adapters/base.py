@@ -204,6 +204,9 @@ def order_to_json(order: BrokerOrder) -> JsonDict:
         "time_in_force": order.time_in_force,
         "reduce_only": order.reduce_only,
         "quote": None if order.quote is None else quote_to_json(order.quote),
+        # Reg SHO marks, present only when set (entries written before them read the same)
+        **({"short_sale": True} if order.short_sale else {}),
+        **({"locate_id": order.locate_id} if order.locate_id else {}),
     }
 
 
@@ -243,6 +246,8 @@ def order_from_json(data: Mapping[str, object]) -> BrokerOrder:
         time_in_force=cast(TimeInForce, choice(data, "time_in_force", _TIMES_IN_FORCE)),
         reduce_only=flag(data, "reduce_only"),
         quote=None if quote is None else quote_from_json(mapping(data, "quote")),
+        short_sale=data.get("short_sale") is not None and flag(data, "short_sale"),
+        locate_id=optional_text(data, "locate_id"),
     )
 
 

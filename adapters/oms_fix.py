@@ -84,6 +84,8 @@ S = OrderStatus
 _T = TypeVar("_T")
 _EPSILON = 1e-9
 _SIDES = {"buy": "1", "sell": "2"}
+_SELL_SHORT = "5"  # Side (54): a sale marked short (Reg SHO)
+_LOCATE_FIRM = "8"  # PartyRole (452): Locate/Lending Firm (for short-sales), FIX 4.4
 _ORD_TYPES = {"market": "1", "limit": "2", "stop": "3"}
 _TIF = {"day": "0", "gtc": "1", "opg": "2", "ioc": "3", "fok": "4", "cls": "7"}
 _KEYS = frozenset(
@@ -574,7 +576,7 @@ class OmsFixAdapter:
         fields = [(11, cl), (41, booked.cl_ord_id)]
         if booked.broker_order_id:
             fields.append((37, booked.broker_order_id))
-        fields += [(1, order.account), (55, order.symbol), (54, _SIDES[order.side]),
+        fields += [(1, order.account), (55, order.symbol), (54, _side(order)),
                    (60, fix_time(self._clock())), (38, quantity_text(order.quantity))]  # fmt: skip
 
         def answered(message: FixMessage) -> bool:
@@ -681,25 +683,41 @@ class OmsFixAdapter:
 
 
 def _instrument(order: BrokerOrder) -> list[tuple[int, str]]:
-    return [(1, order.account), (55, order.symbol), (54, _SIDES[order.side])]
+    return [(1, order.account), (55, order.symbol), (54, _side(order))]
+
+
+def _side(order: BrokerOrder) -> str:
+    """Side (54): 1 buy, 2 sell, 5 sell short (a sale the gate marked short)."""
+    return _SELL_SHORT if order.side == "sell" and order.short_sale else _SIDES[order.side]
+
+
+def _locate(order: BrokerOrder) -> list[tuple[int, str]]:
+    """A short sale's locate, in standard FIX 4.4 tags: LocateReqd (114) N with the
+    locate named as the Locate/Lending Firm party (453=1, 448 the locate id,
+    447=D proprietary, 452=8); without one, 114=Y (the broker is to locate)."""
+    if order.side != "sell" or not order.short_sale:
+        return []
+    if not order.locate_id:
+        return [(114, "Y")]
+    return [(114, "N"), (453, "1"), (448, order.locate_id), (447, "D"), (452, _LOCATE_FIRM)]
 
 
 def _new_order(order: BrokerOrder, cl: str, clock: Clock) -> list[tuple[int, str]]:
     """NewOrderSingle's body (11 first: a replace swaps it for its own 11 and 41)."""
     fields = [(11, cl), (1, order.account), (21, "1"), (55, order.symbol),
-              (54, _SIDES[order.side]), (60, fix_time(clock())),
+              (54, _side(order)), (60, fix_time(clock())),
               (38, quantity_text(order.quantity)), (40, _ORD_TYPES[order.order_type])]  # fmt: skip
     if order.order_type == "limit" and order.limit_price is not None:
         fields.append((44, _price(order.limit_price)))
     if order.order_type == "stop" and order.stop_price is not None:
         fields.append((99, _price(order.stop_price)))
     fields.append((59, _TIF[order.time_in_force]))
-    return fields
+    return fields + _locate(order)
 
 
 def _order_of(message: FixMessage) -> BrokerOrder:
     """The order a NewOrderSingle from our log sent."""
-    sides = {v: k for k, v in _SIDES.items()}
+    sides = {v: k for k, v in _SIDES.items()} | {_SELL_SHORT: "sell"}
     types = {v: k for k, v in _ORD_TYPES.items()}
     tifs = {v: k for k, v in _TIF.items()}
     order_type = types.get(text_of(message, 40), "market")
@@ -713,6 +731,11 @@ def _order_of(message: FixMessage) -> BrokerOrder:
         limit_price=decimal(message.get(44)),
         stop_price=decimal(message.get(99)),
         time_in_force=cast(TimeInForce, tifs.get(text_of(message, 59), "day")),
+        short_sale=text_of(message, 54) == _SELL_SHORT,
+        # ours carries one party, the locate firm (its first 448 is the locate id)
+        locate_id=(text_of(message, 448) or None)
+        if text_of(message, 452) == _LOCATE_FIRM
+        else None,
     )
 
 
