@@ -366,6 +366,8 @@ class FixSession:
         consumed = msg_type != "4"
         if consumed:
             self._next_in = seq + 1
+            if self._resend_until and self._next_in > self._resend_until:
+                self._resend_until = 0  # a replay that ends on it is over all the same
         self._log.received(seq, msg_type, raw, self._clock(), self._next_in if consumed else None)
         log.warning("%s: rejected the counterparty's %s %s: %s", self.name, msg_type, seq,
                     malformed.text)  # fmt: skip

@@ -524,3 +524,23 @@ def test_fill_without_exec_id_nor_avg_px_when_received_then_booked_from_cum_qty_
     assert [(f.quantity, f.price, f.execution_id) for f in told[0].fills] == [
         (10.0, 187.5, "DESK-1:cum:10")
     ]
+
+
+def test_replay_ending_on_a_malformed_message_when_rejected_then_the_next_gap_asked_again(
+    peer: RawPeer, connect: Callable[..., OmsFixAdapter]
+) -> None:
+    logged_on(connect)
+    replayed = [(43, "Y"), (122, sending_time())]
+    peer.send("1", [], seq=3)  # beyond 2, and without its TestReqID
+
+    eventually(lambda: len(peer.of_type("2")) == 1)
+    peer.send("0", [], header=[(49, "OMS"), (56, "APEX"), (34, "2"), (52, sending_time()),
+                               *replayed])  # fmt: skip
+    peer.send("1", [], header=[(49, "OMS"), (56, "APEX"), (34, "3"), (52, sending_time()),
+                               *replayed])  # fmt: skip
+    eventually(lambda: len(peer.of_type("3")) == 1)
+    peer.send("0", [], seq=6)  # 4 and 5 missing: a gap of its own
+
+    eventually(lambda: len(peer.of_type("2")) == 2)
+    assert [tag(m, 7) for m in peer.of_type("2")] == ["2", "4"]
+    assert [tag(peer.of_type("3")[0], t) for t in (45, 371, 373)] == ["3", "112", "1"]
