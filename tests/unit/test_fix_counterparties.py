@@ -25,6 +25,7 @@ import simplefix
 from adapters.base import MemorySessionLog
 from adapters.fix_codec import Framer
 from adapters.oms_fix import OmsFixAdapter
+from adapters.sql import SqlStore
 from engine.broker import BrokerAck, BrokerOrder
 from engine.lifecycle import OrderStatus
 from tests.conftest import FixedClock
@@ -248,6 +249,40 @@ def test_logon_with_reset_flag_mid_session_when_received_then_ours_answers_and_n
     assert len(peer.of_type("A")) == 2  # one answer, no Logon ping-pong
     assert adapter.connection_problem() is None
     assert [m.msg_type for m in log.tail(100) if m.direction == "out"].count("A") == 2
+
+
+def test_reset_by_the_counterparty_when_the_store_keeps_the_session_then_a_restart_resumes_after_it(
+    peer: RawPeer, sql_store: SqlStore
+) -> None:
+    def adapter() -> OmsFixAdapter:
+        return OmsFixAdapter(host="127.0.0.1", port=peer.port, sender_comp_id="APEX",
+                             target_comp_id="OMS", clock=FixedClock(), name="oms_fix-paper",
+                             session_log=sql_store.session_log("oms_fix-paper"),
+                             reconnect_min_s=30)  # fmt: skip
+
+    first = adapter()
+    try:
+        assert first.check_credentials() is True
+        for n in range(2):
+            peer.send("1", [(112, f"before-{n}")])
+        eventually(lambda: answered_test_request(peer, "before-1"))
+        peer.send("A", [(98, "0"), (108, "30"), (141, "Y")], seq=1)
+        peer.seq = 2
+        eventually(lambda: len(peer.of_type("A")) == 2)
+        assert sql_store.session_log("oms_fix-paper").sequences() == (2, 2)
+    finally:
+        first.close()  # our Logout is 2, the answer its 2
+    again = adapter()
+    try:
+        assert again.check_credentials() is True
+
+        assert [tag(m, 34) for m in peer.of_type("A")] == ["1", "1", "3"]
+        assert sql_store.session_log("oms_fix-paper").sequences() == (4, 4)
+        out = [m for m in sql_store.session_log("oms_fix-paper").tail(100) if m.direction == "out"]
+        resets = [m for m in out if m.msg_type == "A" and b"\x01141=Y\x01" in m.message]
+        assert [m.seq for m in resets] == [1]  # our answer to the reset, kept
+    finally:
+        again.close()
 
 
 # --- 2. session Reject (35=3) of a malformed message -----------------------------------
