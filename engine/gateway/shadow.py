@@ -35,6 +35,7 @@ from typing import Any
 from ..clock import Clock, format_utc
 from ..errors import fault
 from ..judged import decision_verdict, rejudge, responsible, verdict
+from ..policy.decision import Decision
 from ..policy.evaluator import Evaluator
 from ..policy.loader import LoadedPolicies
 from ..ports import Store, Writer
@@ -115,11 +116,17 @@ class Shadow:
 
     def _judge(self, record: Mapping[str, Any]) -> None:
         decision = rejudge(self.evaluator, record)
+        was, now = verdict(record), decision_verdict(decision)
+        if was != now:
+            self._record_difference(record, decision, was, now)
+        # counted once its difference, if any, is in the chain: a reader that sees
+        # `judged` cover an order also sees that order's difference
         self.judged += 1
         self._tell("shadow_judged", {})
-        was, now = verdict(record), decision_verdict(decision)
-        if was == now:
-            return
+
+    def _record_difference(
+        self, record: Mapping[str, Any], decision: Decision, was: str, now: str
+    ) -> None:
         policy = self.evaluator.policy.policies
         difference = event(
             "shadow_difference",
