@@ -258,6 +258,11 @@ class LimitedHttpTools(HttpToolsProtocol):
             self.transport.write(_over_capacity())
             self.transport.close()
 
+    def _unsupported_upgrade_warning(self) -> None:
+        """An Upgrade request (the gateway serves no WebSocket, `ws="none"`) is
+        answered as plain HTTP; uvicorn would log two warnings per such request,
+        one advising to install a WebSocket library."""
+
     # --- deadlines -------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
@@ -362,6 +367,9 @@ def serve(runtime: Runtime, host: str, port: int, limits: Limits) -> None:
         host=host,
         port=port,
         http=protocol_for(limits, runtime.metrics),
+        # the gateway serves no WebSocket: an Upgrade request is plain HTTP to our
+        # protocol (its limits, the access log), never handed to uvicorn's ws layer
+        ws="none",
         # our AccessLog replaces uvicorn's text access log; errors go to our JSON logs
         log_config=None,
         access_log=False,

@@ -145,6 +145,27 @@ def test_serve_when_a_client_keeps_its_connection_then_it_is_served_until_idle(
         assert (status, json.loads(body)) == (200, {"status": "ok"})
 
 
+def test_serve_when_a_client_asks_for_a_websocket_then_it_is_answered_as_plain_http(
+    service: Served,
+) -> None:
+    """The gateway serves no WebSocket: an Upgrade request goes through our own
+    protocol (its limits, the access log) and is answered by the route as HTTP."""
+    upgrade = (
+        b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: Upgrade\r\nupgrade: websocket\r\n"
+        b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n"
+    )
+    with _connect(service) as sock:
+        sock.sendall(upgrade)
+        sock.settimeout(BOUND_S)
+        status, _, body = _answer(_read_to_close(sock))
+    assert (status, json.loads(body)) == (200, {"status": "ok"})
+    deadline = time.monotonic() + BOUND_S
+    while not [e for e in service.log_lines("apex.access") if e.get("path") == "/healthz"]:
+        assert time.monotonic() < deadline, service.log_text()
+        time.sleep(0.05)
+    assert "WebSocket" not in service.log_text()
+
+
 @pytest.mark.parametrize(
     ("asked", "file_limit", "kept"),
     [
