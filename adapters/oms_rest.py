@@ -325,6 +325,22 @@ class OmsRestAdapter:
         with self._lock:
             return self._rest_problem
 
+    def stream_status(self) -> dict[str, object]:
+        """The event stream, for people (`GET /v1/brokers`, member `stream`): its
+        state (`streaming`, `polling`: the socket is down and the cursor stands
+        in, `stopped`, `off`: no `ws_url`), the last sequence booked and the
+        counters. Information only: a socket down does not stop new orders."""
+        with self._lock:
+            return {
+                "state": self.stream_state,
+                "booked": self.booked,
+                "connections": self.connections,
+                "gaps": self.gaps,
+                "garbled": self.garbled,
+                "duplicates": self.duplicates,
+                "unreadable": self.unreadable,
+            }
+
     # --- the stream --------------------------------------------------------------------
 
     def subscribe(self, listener: Listener) -> None:

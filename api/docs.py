@@ -255,6 +255,16 @@ class BrokerReconciliationView(TypedDict):
     hash: str | None
 
 
+class BrokerStreamView(TypedDict):
+    state: str
+    booked: int
+    connections: int
+    gaps: int
+    garbled: int
+    duplicates: int
+    unreadable: int
+
+
 class BrokerView(TypedDict):
     mode: str
     name: str
@@ -264,6 +274,7 @@ class BrokerView(TypedDict):
     why_not: str | None
     last_check: BrokerCheckView | None
     last_reconciliation: BrokerReconciliationView | None
+    stream: BrokerStreamView | None
 
 
 class BrokersView(TypedDict):

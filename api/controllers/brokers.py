@@ -1,7 +1,8 @@
 """The brokers (SPEC section 8, `GET /v1/brokers`): each routing mode's broker,
 its adapter and capabilities, whether it takes new orders (and why not), its
-last credential check and its last reconciliation in this process. Any role
-may read it; nothing in it is secret (docs/brokers.md)."""
+last credential check, its last reconciliation in this process, and its update
+stream where it has one (information only). Any role may read it; nothing in
+it is secret (docs/brokers.md)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,20 @@ def capabilities_view(broker: BrokerAdapter) -> dict[str, Any]:
     }
 
 
+def stream_view(broker: BrokerAdapter) -> dict[str, Any] | None:
+    """An update stream beside the broker's commands (oms_rest's WebSocket), shown
+    for information: its state never makes the broker unready (`ready` and
+    `why_not` say whether it takes orders). None for a broker without one."""
+    probe = getattr(broker, "stream_status", None)
+    if not callable(probe):
+        return None
+    try:
+        found = probe()
+    except Exception:  # information only: never fails the route
+        return None
+    return dict(found) if isinstance(found, dict) else None
+
+
 def brokers_view(gateway: Gateway) -> BrokersView:
     configured = gateway.brokers()
     modes = sorted(configured, key=lambda m: (_ORDER.index(m) if m in _ORDER else 9, m))
@@ -55,6 +70,7 @@ def brokers_view(gateway: Gateway) -> BrokersView:
             "adapter": adapter_name(broker),
             "capabilities": capabilities_view(broker),
             **status,
+            "stream": stream_view(broker),
         })  # fmt: skip
     return {"mode": gateway.mode(), "brokers": cast(list[BrokerView], out)}
 

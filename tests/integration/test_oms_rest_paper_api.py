@@ -175,6 +175,47 @@ def test_paper_on_oms_rest_with_the_socket_down_then_fills_come_by_the_rest_curs
     assert verify_chain(list(runtime.store.audit_records())).ok
 
 
+def test_get_brokers_when_the_socket_goes_down_then_the_stream_shows_it_and_still_ready(
+    service: Service, fake: FakeOms, make_order: OrderBuilder
+) -> None:
+    runtime, client, auth = service
+    open_paper(runtime, client, auth)
+    adapter = adapter_of(runtime)
+    assert wait_for(lambda: adapter.stream_state == "streaming")
+
+    def paper_view() -> dict[str, Any]:
+        answer = client.get("/v1/brokers", headers=auth["auditor"])
+        assert answer.status_code == 200
+        views = {b["mode"]: b for b in answer.json()["brokers"]}
+        assert views["simulation"]["stream"] is None  # no stream beside its commands
+        return dict(views["paper"])
+
+    streaming = paper_view()
+    fake.socket_down(True)
+    assert wait_for(lambda: adapter.stream_state == "polling")
+    polling = paper_view()
+    routed = client.post(
+        "/v1/orders", headers=auth["trader"], json=make_order(limit_price=150.00, quantity=10)
+    )
+    fake.socket_down(False)
+    assert wait_for(lambda: adapter.stream_state == "streaming")
+    assert wait_for(lambda: adapter.booked == fake.last_sequence)
+    back = paper_view()
+
+    assert (streaming["ready"], streaming["stream"]["state"]) == (True, "streaming")
+    # the socket down is information, not a connection problem: REST still takes orders
+    assert (polling["ready"], polling["why_not"], polling["stream"]["state"]) == (
+        True, None, "polling",
+    )  # fmt: skip
+    assert routed.status_code == 201 and routed.json()["order_status"] == "accepted"
+    assert set(polling["stream"]) == {
+        "state", "booked", "connections", "gaps", "garbled", "duplicates", "unreadable",
+    }  # fmt: skip
+    assert back["stream"]["state"] == "streaming"
+    assert back["stream"]["connections"] > streaming["stream"]["connections"]
+    assert back["stream"]["booked"] == fake.last_sequence
+
+
 def test_a_fill_delivered_by_the_socket_and_by_the_cursor_is_booked_once(
     service: Service, fake: FakeOms, make_order: OrderBuilder
 ) -> None:
