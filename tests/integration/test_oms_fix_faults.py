@@ -33,7 +33,9 @@ from tests.fakes.fix_acceptor import (
     Garbled,
     PartialFill,
     Reject,
+    SequenceGap,
     SessionReject,
+    Silence,
 )
 
 TRADER = Actor.of("t-1", "trader")
@@ -60,6 +62,31 @@ class Desk:
     def kinds(self) -> list[str]:
         return [r.get("kind") or "order" for r in self.store.audit_records()]
 
+    def anomalies(self) -> list[str]:
+        return [
+            r["anomaly"] for r in self.store.audit_records() if r.get("kind") == "execution_anomaly"
+        ]
+
+    def sent(self, msg_type: str, cl_ord_id: str) -> int:
+        """Messages of `msg_type` the fake received naming `cl_ord_id` (11 or 41),
+        PossDup resends included."""
+        return sum(
+            1
+            for m in self.fake.received
+            if m.get(35) == msg_type.encode()
+            and cl_ord_id.encode() in (m.get(11) or b"", m.get(41) or b"")
+        )
+
+    def rewire(self, **options: Any) -> None:
+        """The service restarted (or is configured anew): a new adapter on the same
+        fake and store (its journal and FIX session), a new gateway, recovered."""
+        self.adapter.close()
+        self.adapter = adapter_on(self.fake, self.store, self.clock, **options)
+        evaluator = Evaluator(_load_policies_once(POLICIES), self.clock)
+        self.gateway = Gateway(self.store, evaluator, {"paper": self.adapter}, self.clock)
+        self.adapter.subscribe(self.gateway.report)
+        self.gateway.recover()
+
 
 def eventually(check: Callable[[], bool], within_s: float = 10.0) -> None:
     deadline = time.monotonic() + within_s
@@ -69,7 +96,16 @@ def eventually(check: Callable[[], bool], within_s: float = 10.0) -> None:
         time.sleep(0.02)
 
 
-def adapter_on(fake: FakeFixAcceptor, store: SqlStore, clock: FixedClock) -> OmsFixAdapter:
+def adapter_on(
+    fake: FakeFixAcceptor, store: SqlStore, clock: FixedClock, **options: Any
+) -> OmsFixAdapter:
+    settings: dict[str, Any] = {
+        "heartbeat_s": 5,
+        "request_timeout_s": 1.0,
+        "reconnect_min_s": 0.05,
+        "reconnect_max_s": 0.2,
+    }
+    settings.update(options)
     return OmsFixAdapter(
         host=fake.host,
         port=fake.port,
@@ -77,12 +113,9 @@ def adapter_on(fake: FakeFixAcceptor, store: SqlStore, clock: FixedClock) -> Oms
         target_comp_id="OMS",
         clock=clock,
         name=NAME,
-        heartbeat_s=5,
         journal=store.journal(NAME),
         session_log=store.session_log(NAME),
-        request_timeout_s=1.0,
-        reconnect_min_s=0.05,
-        reconnect_max_s=0.2,
+        **settings,
     )
 
 
@@ -166,6 +199,28 @@ def test_cancel_reject_when_the_desk_refuses_then_broker_error_with_its_words_an
     assert desk.stored(resting["order_id"]).status == OrderStatus.ACCEPTED
 
 
+def test_cancel_reject_through_the_gateway_then_an_attempt_with_broker_api_error_and_retry_works(
+    desk: Desk,
+) -> None:
+    resting = desk.submit("c-1")
+    order_id = resting["order_id"]
+    desk.fake.inject(CancelReject("order is locked by the desk"))
+
+    refused = desk.gateway.cancel(order_id, TRADER)
+    still = desk.stored(order_id).status
+    cancelled = desk.gateway.cancel(order_id, TRADER)
+
+    assert refused.kind == "broker_error"
+    assert refused.record["fail_closed_triggers"] == ["broker_api_error"]
+    assert "order is locked by the desk" in refused.record["broker_response"]["detail"]
+    assert still == OrderStatus.ACCEPTED
+    assert cancelled.record["order_status"] == "cancelled"
+    assert desk.stored(order_id).status == OrderStatus.CANCELLED
+    assert desk.sent("F", order_id) == 2  # one refused, one taken: each asked once
+    assert desk.fake.new_orders[order_id] == 1
+    assert desk.anomalies() == []
+
+
 # --- executions --------------------------------------------------------------------
 
 
@@ -191,6 +246,8 @@ def test_duplicate_execution_when_reported_twice_then_booked_once_and_an_anomaly
     assert len(desk.fills(record["order_id"])) == 1
     assert desk.store.positions("default") == {"AAPL": 100.0}
     assert "execution_anomaly" in desk.kinds()
+    assert desk.anomalies() == ["duplicate_execution"]
+    assert desk.fake.new_orders[record["order_id"]] == 1
 
 
 def test_fill_after_cancel_when_the_fill_wins_then_cancel_refused_and_the_fill_booked(
@@ -273,3 +330,72 @@ def test_submit_when_the_session_is_down_then_blocked_and_nothing_sent(desk: Des
 
     assert record["order_status"] == "blocked"
     assert "broker_api_error" in record["fail_closed_triggers"]
+
+
+def test_sequence_gap_through_the_gateway_when_recovered_by_resend_then_booked_once(
+    desk: Desk,
+) -> None:
+    desk.submit("c-0")  # logged on, an order resting
+    desk.fake.inject(SequenceGap(skip=3))
+
+    record = desk.submit("c-1", **market())
+    eventually(lambda: desk.stored(record["order_id"]).status == OrderStatus.FILLED)
+
+    assert desk.fake.new_orders[record["order_id"]] == 1
+    assert [f.quantity for f in desk.fills(record["order_id"])] == [100.0]
+    assert len([m for m in desk.fake.received if m.get(35) == b"2"]) == 1
+    eventually(lambda: desk.store.session_log(NAME).sequences()[1] == desk.fake.next_out)
+    assert desk.anomalies() == []
+
+
+def test_silence_mid_order_when_the_session_comes_back_then_resolved_once_and_ready(
+    desk: Desk,
+) -> None:
+    desk.rewire(heartbeat_s=1)
+    assert desk.adapter.check_credentials() is True
+    desk.fake.inject(Silence())  # reads our NewOrderSingle, answers nothing
+
+    record = desk.submit("c-1", **market())
+    unknown = desk.gateway.readiness()
+    eventually(lambda: desk.adapter.connections >= 2 and desk.adapter.connection_problem() is None)
+    eventually(lambda: desk.stored(record["order_id"]).status == OrderStatus.FILLED)
+    desk.gateway.recover(stale_after_s=0)
+
+    # no answer: the outcome is unknown and said so; the broker takes no new order meanwhile
+    assert record["order_status"] == "submitted"
+    assert any("unknown" in reason for reason in unknown), unknown
+    # the NewOrderSingle came back in our answer to the fake's ResendRequest (43=Y) and
+    # was taken once; nothing else was ever sent under its ClOrdID
+    assert desk.fake.new_orders == {record["order_id"]: 1}
+    assert desk.sent("D", record["order_id"]) == 2  # the original, unread, and its resend
+    assert [f.quantity for f in desk.fills(record["order_id"])] == [100.0]
+    assert desk.store.positions("default") == {"AAPL": 100.0}
+    assert desk.gateway.readiness() == []
+    assert desk.anomalies() == []
+
+
+def test_restart_mid_order_when_filled_while_away_then_booked_once_with_the_numbers_resumed(
+    desk: Desk,
+) -> None:
+    resting = desk.submit("c-1")
+    order_id = resting["order_id"]
+    assert resting["order_status"] == "accepted"
+    desk.adapter.close()  # the service stops: Logout, the store keeps the session
+    out_before, in_before = desk.store.session_log(NAME).sequences()
+    received_before = len(desk.fake.received)
+
+    desk.fake.fill(order_id, price=150.25)  # while nobody is logged on
+    desk.rewire()
+    eventually(lambda: desk.stored(order_id).status == OrderStatus.FILLED)
+
+    logon = next(m for m in desk.fake.received[received_before:] if m.get(35) == b"A")
+    assert int(logon.get(34) or b"0") == out_before  # our numbers resumed, not back to 1
+    assert not any(b"too low" in (m.get(58) or b"") for m in desk.fake.sent)
+    eventually(
+        lambda: desk.store.session_log(NAME).sequences() == (desk.fake.next_in, desk.fake.next_out)
+    )
+    assert desk.store.session_log(NAME).sequences()[1] > in_before
+    assert desk.fake.new_orders[order_id] == 1
+    assert [(f.quantity, f.price) for f in desk.fills(order_id)] == [(100.0, 150.25)]
+    assert desk.store.positions("default") == {"AAPL": 100.0}
+    assert desk.anomalies() == []
