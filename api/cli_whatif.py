@@ -240,8 +240,9 @@ def _describe_replay(report: DecisionReplay) -> str:
         lines += [f"  {finding.describe()}" for finding in report.findings]
     if report.not_judged:
         lines.append(
-            f"{report.not_judged} order records keep no judged_on (refused requests, retries,"
-            " orders blocked before the policies ran, records older than judged_on): not replayed"
+            f"{report.not_judged} order records keep no judged_on (an order's later records:"
+            " the broker's answers, fills, cancels; refused requests, retries, orders blocked"
+            " before the policies ran, records older than judged_on): not replayed"
         )
     return "\n".join(lines)
 

@@ -122,8 +122,9 @@ class DecisionReplay:
     replayed: int = 0
     versions: int = 0
     findings: list[Finding] = field(default_factory=list)
-    # order records no decision can be rebuilt from (written before records kept
-    # what they were judged on, refused requests, retries): not replayed
+    # order records no decision can be rebuilt from (an order's later records such
+    # as fills and cancels, records written before records kept what they were
+    # judged on, refused requests, retries): not replayed
     not_judged: int = 0
 
     @property
