@@ -34,7 +34,8 @@ row is checked like any other (`rejected`, never filled).
 Every stored position change is a fill of an order booked with its record, or
 a broker's position sync (`position_sync`, engine/gateway/portfolio.py), which
 sets the position to the broker's `after`: the replay keeps it as an offset
-over the fills, so the fills that follow still add up.
+over the fills, so the fills that follow still add up. Its `price` member,
+present when the broker gave one, is the holding's mark and moves nothing.
 """
 
 from __future__ import annotations

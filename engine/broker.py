@@ -23,6 +23,7 @@ __all__ = [
     "BrokerError",
     "BrokerJournal",
     "BrokerOrder",
+    "BrokerPosition",
     "BrokerStatus",
     "Capabilities",
     "Fill",
@@ -119,6 +120,18 @@ class Fill:
 
 
 @dataclass(frozen=True)
+class BrokerPosition:
+    """One position as a broker reports it: the signed quantity (short is
+    negative) and, when the broker's answer carries one, the price per unit it
+    values the holding at (finite and > 0; None: it gave none we can use). The
+    price becomes the holding's mark in the gate (`positions.price`), which the
+    account's gross exposure is valued at (engine/gateway/portfolio.py)."""
+
+    quantity: float
+    price: float | None = None
+
+
+@dataclass(frozen=True)
 class BrokerAck:
     """The broker's view of one order after a call or an event."""
 
@@ -164,6 +177,16 @@ class BrokerAdapter(Protocol):
     def order_history(self) -> list[BrokerAck]: ...
 
     def positions(self, account: str) -> dict[str, float]: ...
+
+    # Optional, for an adapter whose broker gives a price with each position:
+    #     held_positions(account) -> dict[str, BrokerPosition]
+    # the positions `positions(account)` answers (the same symbols and quantities),
+    # each with the broker's price from the same answer: one round trip, and a
+    # quantity and price that belong together, where a second method asking for
+    # prices alone would cost another call and could see another moment. The
+    # portfolio sync uses it when present, to learn the mark of a holding bought
+    # outside the gate; without it a synced holding keeps the mark the gate's own
+    # fills left (or none). `positions` stays the port every caller may rely on.
 
     def account(self, account: str) -> dict[str, object]: ...
 

@@ -75,7 +75,8 @@ class Snapshot:
     flow: FlowCounts
     claim: Claim  # on the order's client order id
     # the account's book, for the credit and self-match checks: every position
-    # (symbol -> signed quantity), the last execution price of each, its working
+    # (symbol -> signed quantity), the mark of each (its last execution price, or
+    # the price a broker's position sync gave), its working
     # orders (the one being replaced left out) and the notional executed on `day`
     positions: dict[str, float] = field(default_factory=dict)
     marks: dict[str, float] = field(default_factory=dict)
@@ -223,7 +224,17 @@ class Writer(Protocol):
         """The account's positions (non-zero), as this transaction sees them."""
         ...
 
-    def set_position(self, account: str, symbol: str, quantity: float) -> None: ...
+    def set_position(
+        self, account: str, symbol: str, quantity: float, price: float | None = None
+    ) -> None:
+        """Set the position to a broker's `quantity`; `price` (when not None) becomes
+        its mark, else the mark stays what it was (the last fill's, or none)."""
+        ...
+
+    def set_mark(self, account: str, symbol: str, price: float) -> None:
+        """Set the mark of a held position alone (a broker's price for a quantity
+        the gate already agrees with); no position: nothing changes."""
+        ...
 
     def set_controls(self, controls: Controls, at: datetime) -> None: ...
 

@@ -132,9 +132,13 @@ class Statements:
             " SET notional = daily_notional.notional + excluded.notional"
         )
         self.positions = render("SELECT symbol, quantity FROM positions WHERE account = {account}")
+        # a broker's figure: its price when it gave one, else the mark stays
         self.set_position = render(
-            "UPDATE positions SET quantity = {quantity}"
+            "UPDATE positions SET quantity = {quantity}, price = coalesce({price}, price)"
             " WHERE account = {account} AND symbol = {symbol}"
+        )
+        self.set_mark = render(
+            "UPDATE positions SET price = {price} WHERE account = {account} AND symbol = {symbol}"
         )
         self.new_position = render(
             "INSERT INTO positions (account, symbol, quantity, price)"

@@ -284,12 +284,18 @@ class SqlWriter:
         self.cursor.execute(self._sql.positions, {"account": account})
         return {str(r[0]): float(r[1]) for r in self.cursor.fetchall() if r[1]}
 
-    def set_position(self, account: str, symbol: str, quantity: float) -> None:
-        # a broker's position carries no price: the mark stays what the fills left
-        params = {"account": account, "symbol": symbol, "quantity": quantity, "price": None}
+    def set_position(
+        self, account: str, symbol: str, quantity: float, price: float | None = None
+    ) -> None:
+        # without a broker's price the mark stays what the fills left (or none)
+        params = {"account": account, "symbol": symbol, "quantity": quantity, "price": price}
         self.cursor.execute(self._sql.set_position, params)
         if self.cursor.rowcount == 0:
             self.cursor.execute(self._sql.new_position, params)
+
+    def set_mark(self, account: str, symbol: str, price: float) -> None:
+        params = {"account": account, "symbol": symbol, "price": price}
+        self.cursor.execute(self._sql.set_mark, params)
 
     def set_controls(self, controls: Controls, at: datetime) -> None:
         """Both keys, always: once `trading_states` is written, a legacy `omega`

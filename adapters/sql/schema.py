@@ -144,8 +144,9 @@ positions = Table(
     Column("account", String(IDENTIFIER_LENGTH), primary_key=True),
     Column("symbol", String(SYMBOL_LENGTH), primary_key=True),
     Column("quantity", Float, nullable=False),
-    # the account's last execution price in the symbol: the mark its gross
-    # exposure is valued at (NULL: never traded here, e.g. synced from a broker)
+    # the mark the account's gross exposure values the holding at: its last
+    # execution price in the symbol, or the price a broker's position sync gave
+    # (NULL: neither, e.g. synced from a broker that gives no price)
     Column("price", Float, nullable=True),
 )
 

@@ -143,6 +143,31 @@ def test_book_when_fills_moved_positions_then_each_has_its_last_price_and_a_sync
     assert snap.marks == {"AAPL": 151.5, "MSFT": 400.0}
 
 
+def test_book_when_a_broker_sync_gives_prices_then_they_are_the_marks_and_none_keeps_one(
+    sql_store: SqlStore,
+) -> None:
+    with sql_store.writing() as w:
+        w.move_position("default", "MSFT", -10.0, 400.0)
+        w.set_position("default", "MSFT", -20.0, 410.25)  # a broker's price: the mark
+        w.set_position("default", "IBM", 5.0, 120.5)  # a new holding with its price
+        w.set_position("default", "TSLA", 3.0)  # no price: no mark
+        w.move_position("default", "AAPL", 10.0, 150.0)
+        w.set_position("default", "AAPL", 12.0)  # no price: the fill's mark stays
+    with sql_store.writing() as w:
+        synced = w.snapshot(asking(), NOW, 1.0, 5.0, day=DAY)
+    with sql_store.writing() as w:
+        w.set_mark("default", "TSLA", 201.0)  # the quantity agrees: the price alone
+        w.set_mark("default", "AAPL", 152.5)
+        w.set_mark("default", "NVDA", 90.0)  # not held: nothing
+    with sql_store.writing() as w:
+        marked = w.snapshot(asking(), NOW, 1.0, 5.0, day=DAY)
+
+    assert synced.positions == {"MSFT": -20.0, "IBM": 5.0, "TSLA": 3.0, "AAPL": 12.0}
+    assert synced.marks == {"MSFT": 410.25, "IBM": 120.5, "AAPL": 150.0}
+    assert marked.positions == synced.positions
+    assert marked.marks == {"MSFT": 410.25, "IBM": 120.5, "TSLA": 201.0, "AAPL": 152.5}
+
+
 def test_book_when_executions_were_added_then_the_day_asked_for_is_summed(
     sql_store: SqlStore,
 ) -> None:
