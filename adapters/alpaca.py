@@ -84,7 +84,15 @@ from alpaca.trading.requests import (
 from alpaca.trading.stream import TradingStream
 from pydantic import ValidationError
 
-from engine.broker import BrokerAck, BrokerError, BrokerJournal, BrokerOrder, Capabilities, Fill
+from engine.broker import (
+    BrokerAck,
+    BrokerError,
+    BrokerJournal,
+    BrokerOrder,
+    BrokerPosition,
+    Capabilities,
+    Fill,
+)
 from engine.clock import Clock
 from engine.lifecycle import OrderStatus
 from engine.models import Quote
@@ -409,8 +417,14 @@ class AlpacaAdapter:
 
     def positions(self, account: str) -> dict[str, float]:
         """The positions of the account the keys reach (Alpaca has one per key)."""
+        return {s: p.quantity for s, p in self.held_positions(account).items()}
+
+    def held_positions(self, account: str) -> dict[str, BrokerPosition]:
+        """The positions, each with Alpaca's `current_price` (per share), or its
+        `avg_entry_price` (a cost basis) only when `current_price` is absent. A
+        price that is not a finite number > 0 is no price: the quantity stands."""
         held = self._call("positions", self._trading.get_all_positions)
-        out: dict[str, float] = {}
+        out: dict[str, BrokerPosition] = {}
         for position in held if isinstance(held, list) else []:
             if not isinstance(position, Position):
                 raise self._unparseable("positions", f"a position, got {type(position).__name__}")
@@ -418,7 +432,10 @@ class AlpacaAdapter:
             if str(position.side) in ("short", "PositionSide.SHORT") and quantity > 0:
                 quantity = -quantity
             if abs(quantity) > _EPSILON:
-                out[position.symbol] = quantity
+                price = position.current_price
+                if price is None:
+                    price = position.avg_entry_price
+                out[position.symbol] = BrokerPosition(quantity, _price(price))
         return dict(sorted(out.items()))
 
     def account(self, account: str) -> dict[str, object]:
@@ -885,6 +902,15 @@ def _clip(text: str) -> str:
 def _text(value: object) -> str:
     """An alpaca-py enum's value (they are str enums), or the text itself."""
     return str(getattr(value, "value", value))
+
+
+def _price(value: object) -> float | None:
+    """A price Alpaca sent as text: finite and > 0, else None."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) and number > 0 else None
 
 
 def _float(value: object, name: str) -> float:

@@ -49,7 +49,14 @@ from typing import Any, TypeVar
 from ib_async import IB, Contract, ExecutionFilter, Order, Stock, Ticker, Trade
 from ib_async import Fill as IBFill
 
-from engine.broker import BrokerAck, BrokerError, BrokerOrder, Capabilities, Fill
+from engine.broker import (
+    BrokerAck,
+    BrokerError,
+    BrokerOrder,
+    BrokerPosition,
+    Capabilities,
+    Fill,
+)
 from engine.clock import Clock
 from engine.lifecycle import OrderStatus
 from engine.models import Quote
@@ -423,14 +430,30 @@ class IBAdapter:
     def positions(self, account: str) -> dict[str, float]:
         """The positions of the IB account this adapter routes to (every order of
         the gateway's accounts goes to it), by symbol."""
+        return {s: p.quantity for s, p in self.held_positions(account).items()}
 
-        async def positions() -> dict[str, float]:
-            rows = await self._need_ib().reqPositionsAsync()
+    def held_positions(self, account: str) -> dict[str, BrokerPosition]:
+        """The positions (reqPositions), each with the market price TWS last sent
+        for it on the account subscription (`portfolio()`, PortfolioItem.marketPrice;
+        the adapter subscribes to its account on connect). reqPositions carries only
+        `avgCost`, a cost basis times the multiplier, which is never taken for a
+        price: no portfolio item for the symbol, several with different prices
+        (contracts sharing a symbol), or a price not finite and > 0 give none."""
+
+        async def positions() -> dict[str, BrokerPosition]:
+            ib = self._need_ib()
+            rows = await ib.reqPositionsAsync()
             held: dict[str, float] = {}
             for row in rows:
                 if row.account == self.ib_account and abs(row.position) > _EPSILON:
                     held[row.contract.symbol] = held.get(row.contract.symbol, 0.0) + row.position
-            return dict(sorted(held.items()))
+            prices: dict[str, set[float]] = {}
+            for item in ib.portfolio(self.ib_account):
+                prices.setdefault(item.contract.symbol, set()).add(item.marketPrice)
+            return {
+                symbol: BrokerPosition(quantity, _market_price(prices.get(symbol, set())))
+                for symbol, quantity in sorted(held.items())
+            }
 
         return self._call(positions, "positions")
 
@@ -764,6 +787,15 @@ def _quote_of(ticker: Ticker, now: datetime) -> Quote | None:
         return None
     # stamped with our clock: the line is live, and the gate compares it with its own now
     return Quote(bid=bid, ask=ask, last=last, timestamp=now)
+
+
+def _market_price(prices: set[float]) -> float | None:
+    """The one market price TWS sent for a symbol's portfolio items, when it is
+    finite and > 0 (TWS sends 0 or -1 for a price it does not have)."""
+    if len(prices) != 1:
+        return None
+    (price,) = prices
+    return price if math.isfinite(price) and price > 0 else None
 
 
 def _two_sided(ticker: Ticker) -> bool:

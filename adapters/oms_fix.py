@@ -47,6 +47,7 @@ from engine.broker import (
     BrokerError,
     BrokerJournal,
     BrokerOrder,
+    BrokerPosition,
     Capabilities,
     SessionLog,
 )
@@ -475,7 +476,7 @@ class OmsFixAdapter:
         RequestForPositions when `positions: true`, else summed from the
         executions booked here."""
         if self.ask_positions:
-            return self._call(lambda: self._positions(account), "positions")
+            return {s: p.quantity for s, p in self.held_positions(account).items()}
         self._start()
         held: dict[str, float] = {}
         for booked in list(self._book.values()):  # a copy: the loop's thread adds to it
@@ -484,6 +485,15 @@ class OmsFixAdapter:
             sign = 1.0 if booked.order.side == "buy" else -1.0
             held[booked.order.symbol] = held.get(booked.order.symbol, 0.0) + sign * booked.filled
         return {s: q for s, q in sorted(held.items()) if abs(q) > _EPSILON}
+
+    def held_positions(self, account: str) -> dict[str, BrokerPosition]:
+        """The positions, each with the SettlPrice (730) of its PositionReports when
+        the counterparty is asked (`positions: true`) and the price is a finite
+        decimal > 0, the same in every report of the symbol; otherwise none (the
+        executions booked here priced the holding already)."""
+        if self.ask_positions:
+            return self._call(lambda: self._positions(account), "positions")
+        return {s: BrokerPosition(q) for s, q in self.positions(account).items()}
 
     def account(self, account: str) -> dict[str, object]:
         session = self._start()
@@ -641,7 +651,7 @@ class OmsFixAdapter:
             self._release(order.order_id, answered_ok)
         return booked.ack(consume=True)
 
-    async def _positions(self, account: str) -> dict[str, float]:
+    async def _positions(self, account: str) -> dict[str, BrokerPosition]:
         """RequestForPositions (35=AN): the ack (AO), then one PositionReport (AP)
         per instrument until the count the ack announced or LastRptRequested."""
         self._requests += 1
@@ -671,15 +681,30 @@ class OmsFixAdapter:
             said = text_of(answer, 58) or f"PosReqResult {text_of(answer, 728)}"
             raise BrokerError(f"{self.name}: the positions were refused: {said}")
         held: dict[str, float] = {}
+        prices: dict[str, set[float | None]] = {}
         for report in reports:
             long_qty = decimal(report.get(704)) or 0.0
             short_qty = decimal(report.get(705)) or 0.0
             symbol = text_of(report, 55)
             held[symbol] = held.get(symbol, 0.0) + long_qty - short_qty
-        return {s: q for s, q in sorted(held.items()) if abs(q) > _EPSILON}
+            prices.setdefault(symbol, set()).add(decimal(report.get(730)))
+        return {
+            s: BrokerPosition(q, _settl_price(prices[s]))
+            for s, q in sorted(held.items())
+            if abs(q) > _EPSILON
+        }
 
 
 # --- messages ---------------------------------------------------------------------------
+
+
+def _settl_price(prices: set[float | None]) -> float | None:
+    """The one SettlPrice a symbol's reports gave, when it is > 0 (a report
+    without one, or reports that differ, give none)."""
+    if len(prices) != 1:
+        return None
+    (price,) = prices
+    return price if price is not None and price > 0 else None
 
 
 def _instrument(order: BrokerOrder) -> list[tuple[int, str]]:

@@ -61,7 +61,15 @@ import httpx
 from websockets.exceptions import InvalidStatus, WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
-from engine.broker import BrokerAck, BrokerError, BrokerJournal, BrokerOrder, Capabilities, Fill
+from engine.broker import (
+    BrokerAck,
+    BrokerError,
+    BrokerJournal,
+    BrokerOrder,
+    BrokerPosition,
+    Capabilities,
+    Fill,
+)
 from engine.clock import Clock, parse_utc
 from engine.lifecycle import OrderStatus
 from engine.models import Quote
@@ -284,15 +292,22 @@ class OmsRestAdapter:
     # --- account ---------------------------------------------------------------------
 
     def positions(self, account: str) -> dict[str, float]:
+        return {s: p.quantity for s, p in self.held_positions(account).items()}
+
+    def held_positions(self, account: str) -> dict[str, BrokerPosition]:
+        """The positions, each with its `price` (docs/oms-rest.md: a number > 0;
+        absent or null: unknown). Any other price is an unparseable answer, as a
+        bad quantity is: nothing of it is taken."""
         answer = self._call("GET", f"/v1/positions?account={_path(account)}", "positions")
-        out: dict[str, float] = {}
+        out: dict[str, BrokerPosition] = {}
         for item in _list(answer, "positions", self._unparseable):
             try:
                 symbol, quantity = text(item, "symbol"), _number(item, "quantity")
+                price = _price(item, "price")
             except ValueError as exc:
                 raise self._unparseable("positions", f"a position ({exc})") from exc
             if abs(quantity) > 1e-9:
-                out[symbol] = quantity
+                out[symbol] = BrokerPosition(quantity, price)
         return dict(sorted(out.items()))
 
     def account(self, account: str) -> dict[str, object]:
@@ -889,6 +904,16 @@ def _number(data: Mapping[str, object], key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"{key} (want: a finite number, got: {value!r})")
     return float(value)
+
+
+def _price(data: Mapping[str, object], key: str) -> float | None:
+    """An optional price: absent or null is None, else a finite number > 0."""
+    if data.get(key) is None:
+        return None
+    price = _number(data, key)
+    if price <= 0:
+        raise ValueError(f"{key} (want: a number > 0 or null, got: {price!r})")
+    return price
 
 
 def _list(

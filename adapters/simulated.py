@@ -43,7 +43,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
-from engine.broker import BrokerAck, BrokerError, BrokerJournal, BrokerOrder, Capabilities, Fill
+from engine.broker import (
+    BrokerAck,
+    BrokerError,
+    BrokerJournal,
+    BrokerOrder,
+    BrokerPosition,
+    Capabilities,
+    Fill,
+)
 from engine.clock import Clock
 from engine.errors import InvalidArgument
 from engine.lifecycle import OrderStatus
@@ -314,6 +322,16 @@ class SimulatedBroker:
                 if owner == account
             }
 
+    def held_positions(self, account: str) -> dict[str, BrokerPosition]:
+        """The positions, each with the simulator's price of its symbol (its last
+        quote's); None when it has no quote of it."""
+        with self._lock:
+            return {
+                symbol: BrokerPosition(quantity, self._price_of(symbol))
+                for (owner, symbol), quantity in sorted(self._positions.items())
+                if owner == account
+            }
+
     def account(self, account: str) -> dict[str, object]:
         return {"account": account, "status": "ACTIVE"}
 
@@ -552,6 +570,18 @@ class SimulatedBroker:
         self._quote_seq[symbol] = self._seq
         record.quote = quote
         record.quote_seq = self._seq
+
+    def _price_of(self, symbol: str) -> float | None:
+        """The last quote's last price, else its mid (or its one side). Every fill
+        is priced from a quote the simulator keeps (journalled with it), so a
+        symbol it filled always has one."""
+        quote = self._quotes.get(symbol)
+        if quote is None:
+            return None
+        if quote.last is not None:
+            return quote.last
+        sides = [p for p in (quote.bid, quote.ask) if p is not None]
+        return round(sum(sides) / len(sides), _PRICE_DIGITS) if sides else None
 
     def _new_broker_id(self) -> str:
         broker_order_id = f"SIM-{self._next_id:06d}"

@@ -153,6 +153,24 @@ def test_submit_market_buy_when_quote_present_then_fills_and_updates_positions(
     assert adapter.positions("acct-1") == {"AAPL": 10.0}
 
 
+def test_held_positions_when_offered_then_the_positions_each_with_the_broker_price_or_none(
+    adapter: BrokerAdapter,
+) -> None:
+    # optional (engine/broker.py): the same positions as `positions`, from one answer
+    held_positions = getattr(adapter, "held_positions", None)
+    if held_positions is None:
+        pytest.fail(f"{adapter.name}: every adapter here offers held_positions")
+    adapter.submit(market_buy("ord-1", quantity=10.0))
+
+    held = held_positions("acct-1")
+
+    assert {s: p.quantity for s, p in held.items()} == adapter.positions("acct-1")
+    # each fake's price of AAPL is the contract quote's last (or mid): 100; FIX without
+    # `positions` sums the executions booked here and gives no price
+    booked_here = getattr(adapter, "ask_positions", True) is False
+    assert [p.price for p in held.values()] == ([None] if booked_here else [100.0])
+
+
 def test_submit_limit_when_not_marketable_then_rests_until_cancelled(
     adapter: BrokerAdapter,
 ) -> None:

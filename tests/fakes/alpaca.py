@@ -21,7 +21,9 @@ Fills: the fake keeps one quote per symbol (`set_quote`). An order that is
 marketable against it fills at once, whole, at the touch (the ask for a buy,
 the bid for a sell); a resting order fills when a later quote reaches it;
 `fill` fills part or all of a working order by hand; `late_fill` books a fill
-on a cancelled order.
+on a cancelled order. `hold` books a position taken outside the gateway; each
+position carries `current_price` (the quote's last price, else its mid, else
+left out; `set_current_price` sets what it says, bad values included).
 
 Updates are served both ways: by polling the order routes, and on the
 trade-updates stream at `stream_url` (`ws://127.0.0.1:<port>/stream`, a
@@ -50,6 +52,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import socket
 import threading
 import time
@@ -273,6 +276,7 @@ class FakeAlpaca:
         self._by_client_id: dict[str, str] = {}
         self._quotes: dict[str, tuple[float | None, float | None, float | None, str]] = {}
         self._positions: dict[str, tuple[float, float]] = {}  # symbol -> (qty, cost)
+        self._current_prices: dict[str, Any] = {}  # symbol -> current_price as set
         self._faults: list[Fault] = []
         self._received: dict[str, int] = {}
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request
@@ -370,6 +374,18 @@ class FakeAlpaca:
     def orders(self) -> list[dict[str, Any]]:
         with self._lock:
             return [o.json() for o in self._orders.values()]
+
+    def hold(self, symbol: str, quantity: float, avg_entry_price: float) -> None:
+        """A position taken outside the gateway (signed; short is negative)."""
+        with self._lock:
+            self._positions[symbol] = (quantity, quantity * avg_entry_price)
+
+    def set_current_price(self, symbol: str, price: Any) -> None:
+        """What `current_price` says for the symbol's position from now on, sent as
+        given (a number is sent as text, as Alpaca does; None: the member is left
+        out). Without it: the quote's last price, else its mid, else left out."""
+        with self._lock:
+            self._current_prices[symbol] = price
 
     # --- the routes ------------------------------------------------------------------
 
@@ -536,9 +552,23 @@ class FakeAlpaca:
                     "side": "long" if qty > 0 else "short",
                     "cost_basis": _num(round(cost, 8)),
                     "qty_available": _num(qty),
+                    **self._current_price(symbol),
                 }
             )
         return out
+
+    def _current_price(self, symbol: str) -> dict[str, Any]:
+        if symbol in self._current_prices:
+            price = self._current_prices[symbol]
+        else:
+            bid, ask, last, _ = self._quotes.get(symbol, (None, None, None, ""))
+            sides = [p for p in (bid, ask) if p is not None]
+            price = last if last is not None else (sum(sides) / len(sides) if sides else None)
+        if price is None:
+            return {}
+        if isinstance(price, int | float) and not isinstance(price, bool):
+            price = _num(price) if math.isfinite(price) else str(price)
+        return {"current_price": price}
 
     def _account(self) -> dict[str, Any]:
         return {

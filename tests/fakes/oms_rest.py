@@ -16,7 +16,9 @@ Every route wants `Authorization: Bearer <token>` (401 otherwise; the socket's
 handshake too). A small matching book: one quote per symbol (`set_quote`); a
 market buy fills at the ask, a sell at the bid, a marketable limit at the
 touch, anything else rests until a quote reaches it or `fill` fills it by hand;
-`late_fill` books an execution on a cancelled order.
+`late_fill` books an execution on a cancelled order. `hold` books a position
+taken outside the gateway; a position's `price` is the mid of its quote (or
+its one side; left out without a quote), or what `set_position_price` set.
 
 Faults (`inject`, once each, on the next request of their route or the next
 event): `HttpError`, `Reject`, `CancelReject`, `PartialFill`, `DuplicateExecution`,
@@ -269,6 +271,7 @@ class FakeOms:
         self._events: list[_Event] = []  # sequence = index + 1
         self._quotes: dict[str, tuple[float | None, float | None]] = {}
         self._positions: dict[str, dict[str, float]] = {}  # account -> symbol -> qty
+        self._prices: dict[str, Any] = {}  # symbol -> a position's `price`, as set
         self._faults: list[Fault] = []
         self._received: dict[str, int] = {}
         self.requests: list[tuple[str, str]] = []
@@ -353,6 +356,18 @@ class FakeOms:
             order = self._orders[client_order_id]
             self._execute(order, quantity, price, keep_status=True)
 
+    def hold(self, account: str, symbol: str, quantity: float) -> None:
+        """A position taken outside the gateway (signed; short is negative)."""
+        with self._lock:
+            self._positions.setdefault(account, {})[symbol] = quantity
+
+    def set_position_price(self, symbol: str, price: Any) -> None:
+        """What a position's `price` says for the symbol from now on, sent as given
+        (bad values included; None: null). Without it: the mid of the symbol's
+        quote (or its one side), else the member is left out."""
+        with self._lock:
+            self._prices[symbol] = price
+
     def socket_down(self, down: bool) -> None:
         """Close every socket and refuse new ones (True), or take them again (False)."""
         with self._lock:
@@ -419,8 +434,8 @@ class FakeOms:
             if not account:
                 raise _Refusal(422, "invalid_request", "account is required")
             held = self._positions.get(account, {})
-            listed = [{"symbol": s, "quantity": round(q, 9)} for s, q in sorted(held.items())
-                      if abs(q) > _EPSILON]  # fmt: skip
+            listed = [{"symbol": s, "quantity": round(q, 9), **self._price(s)}
+                      for s, q in sorted(held.items()) if abs(q) > _EPSILON]  # fmt: skip
             return 200, {"account": account, "positions": listed}
         if route in ("events", "executions"):
             after, limit = _int(query, "after", 0), min(_int(query, "limit", _PAGE), 1000)
@@ -554,6 +569,12 @@ class FakeOms:
         self._publish(order, "execution", execution)
         if self._take("event", DuplicateExecution) is not None:
             self._publish(order, "execution", execution)
+
+    def _price(self, symbol: str) -> dict[str, Any]:
+        if symbol in self._prices:
+            return {"price": self._prices[symbol]}
+        sides = [p for p in self._quotes.get(symbol, (None, None)) if p is not None]
+        return {"price": round(sum(sides) / len(sides), 9)} if sides else {}
 
     # --- events -------------------------------------------------------------------------------
 

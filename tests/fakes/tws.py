@@ -24,6 +24,12 @@ Faults (`inject`, each applies once, to the next order or cancel): `Reject`,
 `PartialFill`, `FillAfterCancel`. `placements` counts the new orders received
 per orderRef, so a test can prove nothing was sent twice; `fill` and
 `set_quote` make fills happen at any time, connected or not.
+
+The account. A client that subscribes to its account's updates (reqAccountUpdates,
+as ib_async does on connect) gets its values and one portfolio update per
+position, and a new one whenever a position changes (`hold` books one taken
+outside the gateway) or `set_market_price` changes its price. The market price
+is the one set, else the quote's last price, else its mid, else the average cost.
 """
 
 from __future__ import annotations
@@ -179,6 +185,7 @@ class _Client:
     writer: asyncio.StreamWriter
     client_id: int = -1
     tickers: dict[int, str] = field(default_factory=dict)  # reqId -> symbol
+    account: str | None = None  # the account whose updates it subscribed to
 
     def send(self, *fields: object) -> None:
         self.send_raw(_encode(fields))
@@ -219,6 +226,8 @@ class FakeTWS:
         self._clock = clock or (lambda: datetime.now(UTC))
         self.orders: dict[int, _Order] = {}  # by permId, in placement order
         self.positions: dict[tuple[str, str], tuple[float, float]] = {}  # qty, avg cost
+        # what a portfolio update says of a symbol's market price (see `_market_price`)
+        self.market_prices: dict[str, float] = {}
         self.placements: Counter[str] = Counter()  # new orders per orderRef
         self.cancels: Counter[str] = Counter()  # cancel requests per orderRef
         self.received: list[int] = []  # every message id, in order
@@ -343,6 +352,29 @@ class FakeTWS:
 
         self._call(do)
 
+    def hold(self, account: str, symbol: str, quantity: float, avg_cost: float) -> None:
+        """A position taken outside the gateway (signed); subscribed clients are
+        sent its portfolio update, as TWS does."""
+
+        def do() -> None:
+            self.positions[(account, symbol)] = (quantity, avg_cost)
+            self._push_portfolio(account, symbol)
+
+        self._call(do)
+
+    def set_market_price(self, symbol: str, price: float) -> None:
+        """The market price portfolio updates give the symbol from now on (any
+        float: TWS sends 0 or -1 for a price it lacks); subscribed clients holding
+        it are sent the update at once."""
+
+        def do() -> None:
+            self.market_prices[symbol] = price
+            for account, held in list(self.positions):
+                if held == symbol:
+                    self._push_portfolio(account, symbol)
+
+        self._call(do)
+
     def drop_connections(self) -> None:
         """Cut every client's connection (the network fell over)."""
 
@@ -426,7 +458,10 @@ class FakeTWS:
                 client.send(61, 3, account, *self._contract(symbol, "NASDAQ"), quantity, cost)
             client.send(62, 1)
         elif msg == _REQ_ACCOUNT_UPDATES and f[2] == "1":
-            self._account_updates(client, f[3] or self.accounts[0])
+            client.account = f[3] or self.accounts[0]
+            self._account_updates(client, client.account)
+        elif msg == _REQ_ACCOUNT_UPDATES:
+            client.account = None
         elif msg == _REQ_ACCOUNT_UPDATES_MULTI:
             req_id, account = int(f[2]), f[3]
             for tag, value in self._account_values(account):
@@ -682,6 +717,7 @@ class FakeTWS:
             same_way = held == 0 or (held > 0) == (signed > 0)
             cost = (held * cost + signed * price) / new if same_way else cost
             self.positions[key] = (new, cost if abs(held) < abs(new) or same_way else price)
+        self._push_portfolio(order.account, order.symbol)
 
     def _touch(self, order: _Order) -> float | None:
         bid, ask, last = self.quotes.get(order.symbol, (None, None, None))
@@ -767,27 +803,34 @@ class FakeTWS:
     def _account_updates(self, client: _Client, account: str) -> None:
         for tag, value in self._account_values(account):
             client.send(6, 2, tag, value, "" if tag.startswith("Account") else "USD", account)
-        for (owner, symbol), (quantity, cost) in sorted(self.positions.items()):
-            if owner != account:
-                continue
-            contract = self._contract(symbol, "")
-            # updatePortfolio: the contract without exchange, with primaryExchange
-            client.send(
-                7,
-                8,
-                *contract[:7],
-                "NASDAQ",
-                *contract[8:],
-                quantity,
-                cost,
-                quantity * cost,
-                cost,
-                0.0,
-                0.0,
-                account,
-            )
+        for owner, symbol in sorted(self.positions):
+            if owner == account:
+                self._portfolio_update(client, account, symbol)
         client.send(8, 1, self._clock().strftime("%H:%M"))
         client.send(54, 1, account)
+
+    def _market_price(self, symbol: str, cost: float) -> float:
+        """As set by `set_market_price`, else the quote's last price, else its mid
+        (or its one side), else the average cost."""
+        if symbol in self.market_prices:
+            return self.market_prices[symbol]
+        bid, ask, last = self.quotes.get(symbol, (None, None, None))
+        sides = [p for p in (bid, ask) if p is not None]
+        return last if last is not None else (sum(sides) / len(sides) if sides else cost)
+
+    def _portfolio_update(self, client: _Client, account: str, symbol: str) -> None:
+        quantity, cost = self.positions.get((account, symbol), (0.0, 0.0))
+        price = self._market_price(symbol, cost)
+        contract = self._contract(symbol, "")
+        # updatePortfolio: the contract without exchange, with primaryExchange; a
+        # position of 0 takes the item out of the client's portfolio
+        client.send(7, 8, *contract[:7], "NASDAQ", *contract[8:], quantity, price,
+                    quantity * price, cost, 0.0, 0.0, account)  # fmt: skip
+
+    def _push_portfolio(self, account: str, symbol: str) -> None:
+        for client in self._clients:
+            if client.account == account:
+                self._portfolio_update(client, account, symbol)
 
     # --- messages -------------------------------------------------------------------
 

@@ -63,7 +63,9 @@ other MsgType: BusinessMessageReject 35=j 380=3 (as are AF and AN when
   37=NONE 150=I 39=8 911=0 912=Y.
 - AN (710, 724=0, 1, 581, 715, 60): AO (721, 710, 727 = reports, 728 0 | 2 none
   found, 729=0, 1, 581), then one AP per symbol held in that account (721, 710,
-  715, 1, 581, 55, 730, 731, 734, 702=1 703=TQ 704 long 705 short).
+  715, 1, 581, 55, 730, 731, 734, 702=1 703=TQ 704 long 705 short). 730 and
+  734 are the quote's last price (0 without a quote); `set_settl_price` sets
+  what 730 says (or leaves it out), `hold` books a position taken elsewhere.
 ER fields: 37 (unique for the fake's life), 11, 41 on cancel/replace, 17
 (unique; a trade's is repeated only by DuplicateExecution), 150, 39, 1 when
 given, 55, 54, 38, 40, 44/99, 59, 151, 14, 6, 60, 32/31 on trades, 103/58 on

@@ -63,6 +63,9 @@ class FakeFixAcceptor(Session):
         # known ClOrdID is not counted; a second D under a known ClOrdID without
         # PossDup is (and is rejected 103=6), so 2 means "the initiator sent it twice"
         self.new_orders: Counter[str] = Counter()
+        # SettlPrice (730) of a symbol's PositionReports as set (None: left out);
+        # without one, the quote's last price (0 without a quote)
+        self.settl_prices: dict[str, str | None] = {}
 
     # --- running and what tests do --------------------------------------------------
 
@@ -103,6 +106,22 @@ class FakeFixAcceptor(Session):
             if at is None:
                 raise ValueError(f"no price to fill {cl_ord_id!r} at")
             self._trade(order, quantity or order.leaves_qty, at)
+
+        self.call(do)
+
+    def hold(self, account: str, symbol: str, quantity: float) -> None:
+        """A position taken outside the initiator's orders (signed)."""
+
+        def do() -> None:
+            self.book.positions[(account, symbol)] = quantity
+
+        self.call(do)
+
+    def set_settl_price(self, symbol: str, value: str | None) -> None:
+        """What SettlPrice (730) says for the symbol, as given (None: left out)."""
+
+        def do() -> None:
+            self.settl_prices[symbol] = value
 
         self.call(do)
 
@@ -445,7 +464,8 @@ class FakeFixAcceptor(Session):
             ],
         )
         for symbol, qty in held:
-            last = self.book.quotes.get(symbol, (0.0, 0.0, 0.0))[2]
+            last = self.book.num(self.book.quotes.get(symbol, (0.0, 0.0, 0.0))[2])
+            settl = self.settl_prices.get(symbol, last)
             self.send(
                 "AP",
                 [
@@ -457,9 +477,9 @@ class FakeFixAcceptor(Session):
                     (1, account),
                     (581, account_type),
                     (55, symbol),
-                    (730, self.book.num(last)),
+                    *([(730, settl)] if settl is not None else []),
                     (731, "1"),
-                    (734, self.book.num(last)),
+                    (734, last),
                     (702, "1"),
                     (703, "TQ"),
                     (704, self.book.num(max(qty, 0.0))),
