@@ -332,8 +332,9 @@ class EngineState(BaseModel):
     # could not be asked), when the broker's quotes are a reference
     broker_quote: Quote | None = None
     # the account's book beyond the symbol (the credit and self-match checks): its
-    # working orders (the one being replaced left out), the last execution price of
-    # each symbol it holds, and the notional executed on the trading day so far.
+    # working orders (the one being replaced left out), the mark of each symbol it
+    # holds (its last execution price, or the broker's price from a position sync),
+    # and the notional executed on the trading day so far.
     # The defaults describe an empty, flat account.
     working_orders: list[WorkingOrder] = Field(default_factory=list)
     marks: dict[str, Price] = Field(default_factory=dict)

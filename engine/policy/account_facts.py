@@ -4,9 +4,10 @@ self-match prevention, short sales (Reg SHO) and the market order's touch.
 They read the account's book the gateway gathered with the position, in the
 same transaction (`EngineState.working_orders`, `marks`, `positions`,
 `executed_notional_today`). A value that needs a price nobody knows (a working
-market order never valued, a held symbol that never traded here) is left out,
-so the rules that read it report `error`, which blocks: exposure that cannot be
-measured is not taken to be zero.
+market order never valued, a held symbol without a mark: never traded here, and
+no price from the broker's position sync) is left out, so the rules that read it
+report `error`, which blocks: exposure that cannot be measured is not taken to
+be zero.
 """
 
 from __future__ import annotations

@@ -121,7 +121,8 @@ FIELDS: dict[str, FieldSpec] = {
     "gross_exposure_after": _f(
         "number",
         "sum of |position| x price over the account's symbols if the order fills: its own "
-        "symbol at the order's price, every other at its last execution price",
+        "symbol at the order's price, every other at its mark (last execution price, "
+        "or the broker's price from a position sync)",
     ),
     "executed_notional_today": _a(
         "number", "notional the account executed on the trading day (session timezone) so far"
