@@ -9,7 +9,9 @@ checked here is what the session and the adapter read, never more: an unknown
 or user-defined tag (5000 and up) is nobody's business, a repeating group is
 read by its first occurrence of a tag, and a field the adapter can do without
 (AvgPx on an ExecutionReport of a new order) is not required of the
-counterparty.
+counterparty. A trade's ExecutionReport must carry CumQty (what guards the
+booking), and ExecType and OrdStatus must be values FIX 4.4 defines (ExecType
+also FIX 4.2's 1 and 2): another value is refused (373=5), never guessed at.
 
 Types are FIX's, global per tag: int and SeqNum are digits, Qty/Price/Amt are
 decimals in integer or decimal notation, Boolean is Y or N, UTCTimestamp is
@@ -57,6 +59,16 @@ _REQUIRED: dict[str, tuple[int, ...]] = {
     "4": (36,),
     "8": (150, 39),  # what the report means; the rest is read when present
 }
+# ... and on an ExecutionReport that reports a trade (ExecType F, or FIX 4.2's 1
+# and 2): CumQty, which guards the booking against duplicates and overfills
+_TRADE_EXEC_TYPES = frozenset({b"F", b"1", b"2"})
+_TRADE_REQUIRED = (14,)
+# the values FIX 4.4 defines (ExecType also FIX 4.2's 1 and 2, read as trades);
+# a value outside them is refused (373=5), never read as something it is not
+_ENUMS: dict[int, frozenset[bytes]] = {
+    39: frozenset(c.encode() for c in "0123456789ABCDE"),
+    150: frozenset(c.encode() for c in "0123456789ABCDEFGHI"),
+}
 _INTS = frozenset({7, 16, 36, 45, 98, 108})
 _DECIMALS = frozenset({6, 14, 31, 32, 38, 44, 99, 151, 704, 705})
 _BOOLEANS = frozenset({43, 97, 123, 141})
@@ -89,7 +101,10 @@ def problem_of(message: FixMessage, msg_type: str) -> Malformed | None:
     if message.get(43) == b"Y" and message.get(122) is None and msg_type != "4":
         # a gap fill carries no original message: engines do not require 122 on it
         return Malformed(REQUIRED_TAG_MISSING, 122, "OrigSendingTime(122) missing on PossDupFlag=Y")
-    for tag in _REQUIRED.get(msg_type, ()):
+    required = _REQUIRED.get(msg_type, ())
+    if msg_type == "8" and message.get(150) in _TRADE_EXEC_TYPES:
+        required = (*required, *_TRADE_REQUIRED)
+    for tag in required:
         if message.get(tag) is None:
             return Malformed(REQUIRED_TAG_MISSING, tag, f"{_name(tag)} missing")
     for tag, value in message:
@@ -98,6 +113,14 @@ def problem_of(message: FixMessage, msg_type: str) -> Malformed | None:
             got = value.decode("ascii", "replace")
             text = f"{_name(tag)} incorrect data format (want: {wrong}, got: {got!r})"
             return Malformed(INCORRECT_DATA_FORMAT, tag, text)
+    if msg_type == "8":
+        for tag, allowed in _ENUMS.items():
+            value = message.get(tag)
+            if value is not None and value not in allowed:
+                want = ", ".join(sorted(v.decode() for v in allowed))
+                got = value.decode("ascii", "replace")
+                text = f"{_name(tag)} value out of range (want: one of {want}, got: {got!r})"
+                return Malformed(VALUE_INCORRECT, tag, text)
     return None
 
 

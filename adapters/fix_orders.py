@@ -16,7 +16,10 @@ Executions (ExecType F) are booked by ExecID once. CumQty (14) guards them:
   the same;
 - a CumQty above what we booked (an execution we never saw): the difference is
   booked as one execution `<OrderID>:cum:<CumQty>`, priced so the average is the
-  counterparty's AvgPx (6), so positions follow the broker, and `detail` says so;
+  counterparty's AvgPx (6) (without one, at the report's LastPx), so positions
+  follow the broker, and `detail` says so; with neither price it is not booked
+  (never at a price nobody stated) until a later report prices it, and `detail`
+  says that;
 - a CumQty below what we booked: told once as a duplicate (an anomaly), and
   `detail` says so;
 - fills beyond the order's quantity are booked as reported: the gateway
@@ -167,10 +170,16 @@ class BookedOrder:
             )
         cum = decimal(report.get(14))
         if cum is not None and cum > self.filled + _EPSILON:
-            self.detail = (f"CumQty {cum:g} above the executions received ({self.filled:g}): "
-                           "the rest booked from CumQty")  # fmt: skip
             average = decimal(report.get(6)) or None  # absent or 0: not told
-            self._missed(cum, average, decimal(report.get(31)), now)
+            last_px = decimal(report.get(31)) or None
+            received = self.filled
+            if self._missed(cum, average, last_px, now):
+                self.detail = (f"CumQty {cum:g} above the executions received ({received:g}): "
+                               "the rest booked from CumQty")  # fmt: skip
+            else:
+                self.detail = (f"CumQty {cum:g} above the executions received ({received:g}), "
+                               "with no AvgPx or LastPx to price the rest: not booked until "
+                               "a report prices it")  # fmt: skip
         elif cum is not None and cum + _EPSILON < self.filled and self.disagreed != cum:
             # we booked more than the counterparty says: told once as a duplicate
             self.disagreed = cum
@@ -206,15 +215,21 @@ class BookedOrder:
 
     def _missed(
         self, cum: float, average: float | None, last_px: float | None, now: datetime
-    ) -> None:
+    ) -> bool:
+        """Book what CumQty says was executed beyond the executions received, priced
+        so the average is AvgPx, else at the report's LastPx (a FIX 4.2-style
+        report); never at a price nobody stated (no price: nothing booked, False)."""
         missing = cum - self.filled
         paid = sum(f.quantity * f.price for f in self.fills)
         price = (average * cum - paid) / missing if average else 0.0
-        if price <= 0:  # no AvgPx (a FIX 4.2-style report): its LastPx, else the last fill's
-            price = average or last_px or (self.fills[-1].price if self.fills else 0.0)
+        if price <= 0:  # no usable AvgPx: the counterparty's own price, if it gave one
+            price = average or last_px or 0.0
+        if price <= 0:
+            return False
         ident = f"{self.broker_order_id or self.order.order_id}:cum:{quantity_text(cum)}"
         self.fills.append(Fill(quantity=missing, price=round(price, _PRICE_DIGITS), at=now,
                                execution_id=ident))  # fmt: skip
+        return True
 
     # --- the journal ------------------------------------------------------------------
 

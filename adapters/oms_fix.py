@@ -146,6 +146,7 @@ class OmsFixAdapter:
         self._call_lock: asyncio.Lock | None = None
         self._listeners: list[Listener] = []
         self._requests = 0
+        self.foreign_reports = 0  # ExecutionReports of orders we never sent: not booked
         self._dispatch = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix=f"{name}-events"
         )
@@ -265,8 +266,11 @@ class OmsFixAdapter:
     def _on_report(self, report: FixMessage) -> None:
         booked = self._owner(report)
         if booked is None:
-            log.warning("%s: an ExecutionReport of an order we never sent (11=%s, 37=%s)",
-                        self.name, text_of(report, 11), text_of(report, 37))  # fmt: skip
+            # kept in the FIX message log (`brokers fix-log`) as received; nothing booked
+            self.foreign_reports += 1
+            log.warning("%s: an ExecutionReport of an order we never sent (11=%s, 37=%s, "
+                        "150=%s): not booked", self.name, text_of(report, 11),
+                        text_of(report, 37), text_of(report, 150))  # fmt: skip
             return
         if _unknown(report):
             return  # an OrderStatusRequest's "never heard of it": judged by the caller
@@ -312,12 +316,20 @@ class OmsFixAdapter:
             self._dispatch.submit(_tell, listener, ack)
 
     def _owner(self, report: FixMessage) -> BookedOrder | None:
-        for tag in (11, 41):
-            order_id = self._by_cl.get(text_of(report, tag))
+        """The order a report is about: by its ClOrdID (11), one derived from ours
+        (`<order id>.<n>`, a counter a crash lost), or OrigClOrdID (41); by OrderID
+        (37) only when it names no ClOrdID. A ClOrdID that is not ours is another
+        order's report: never booked into one of ours, whatever its OrderID."""
+        cl = text_of(report, 11)
+        for candidate in (cl, text_of(report, 41)):
+            order_id = self._by_cl.get(candidate)
+            if order_id is None and "." in candidate:
+                base, _, n = candidate.rpartition(".")
+                order_id = base if n.isdigit() and base in self._book else None
             if order_id is not None:
                 return self._book.get(order_id)
         broker_id = text_of(report, 37)
-        if broker_id:
+        if broker_id and not cl:
             return next((b for b in self._book.values() if b.broker_order_id == broker_id), None)
         return None
 

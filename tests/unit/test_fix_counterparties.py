@@ -308,10 +308,21 @@ def without(fields: Fields, drop: int) -> Fields:
                          (14, "five"), (6, "10")], "14", "6"),
         ("2", lambda s: [(49, "OMS"), (56, "APEX"), (34, s), (52, sending_time()), (7, "one"),
                          (16, "0")], "7", "6"),
+        ("8", lambda s: [(49, "OMS"), (56, "APEX"), (34, s), (52, sending_time()),
+                         (37, "X1"), (11, "nobody"), (17, "E1"), (150, "F"), (39, "1"),
+                         (55, "AAPL"), (54, "1"), (32, "5"), (31, "10"), (151, "5"),
+                         (6, "10")], "14", "1"),
+        ("8", lambda s: [(49, "OMS"), (56, "APEX"), (34, s), (52, sending_time()),
+                         (37, "X1"), (11, "nobody"), (17, "E1"), (150, "0"), (39, "Z"),
+                         (55, "AAPL"), (54, "1"), (151, "5"), (14, "0"), (6, "0")], "39", "5"),
+        ("8", lambda s: [(49, "OMS"), (56, "APEX"), (34, s), (52, sending_time()),
+                         (37, "X1"), (11, "nobody"), (17, "E1"), (150, "X"), (39, "0"),
+                         (55, "AAPL"), (54, "1"), (151, "5"), (14, "0"), (6, "0")], "150", "5"),
     ],
     ids=["no-sending-time", "sending-time-format", "possdup-without-orig-sending-time",
          "tag-without-value", "test-request-without-id", "cum-qty-not-a-number",
-         "resend-request-begin-not-a-number"],
+         "resend-request-begin-not-a-number", "trade-without-cum-qty",
+         "ord-status-out-of-range", "exec-type-out-of-range"],
 )  # fmt: skip
 def test_malformed_message_when_received_in_sequence_then_session_reject_and_number_consumed(
     peer: RawPeer,
@@ -579,3 +590,39 @@ def test_replay_ending_on_a_malformed_message_when_rejected_then_the_next_gap_as
     eventually(lambda: len(peer.of_type("2")) == 2)
     assert [tag(m, 7) for m in peer.of_type("2")] == ["2", "4"]
     assert [tag(peer.of_type("3")[0], t) for t in (45, 371, 373)] == ["3", "112", "1"]
+
+
+def test_trade_without_cum_qty_for_our_order_when_received_then_rejected_and_nothing_booked(
+    peer: RawPeer, connect: Callable[..., OmsFixAdapter]
+) -> None:
+    peer.on_message = order_desk
+    adapter = logged_on(connect)
+    told: list[BrokerAck] = []
+    adapter.subscribe(told.append)
+    adapter.submit(BrokerOrder("ord-1", "acct-1", "AAPL", "buy", 10.0, "market"))
+
+    # FIX 4.4 requires CumQty: without it nothing guards the booking against a duplicate
+    peer.send("8", [(37, "DESK-1"), (11, "ord-1"), (17, "EX-FILL"), (150, "F"), (39, "2"),
+                    (55, "AAPL"), (54, "1"), (32, "10"), (31, "187.5"), (151, "0"),
+                    (6, "187.5")])  # fmt: skip
+
+    eventually(lambda: len(peer.of_type("3")) == 1)
+    reject = peer.of_type("3")[0]
+    assert [tag(reject, t) for t in (371, 372, 373)] == ["14", "8", "1"]
+    assert adapter.order_status("ord-1", "DESK-1").filled_quantity == 0.0
+    assert told == []
+
+
+def test_logout_answering_our_logon_with_text_then_the_reason_shown_and_the_logon_retried(
+    peer: RawPeer, connect: Callable[..., OmsFixAdapter]
+) -> None:
+    peer.logon_reply = lambda p: p.message("5", [(58, "unknown CompID APEX for this port")])
+
+    adapter = connect(reconnect_min_s=0.1, reconnect_max_s=0.2)
+
+    assert adapter.check_credentials() is False
+    assert adapter.connection_problem() == (
+        "the counterparty refused the logon: unknown CompID APEX for this port"
+    )
+    eventually(lambda: len(peer.connections) >= 2)  # tried again, with the backoff
+    assert [m.get(35) for m in peer.received].count(b"D") == 0

@@ -109,6 +109,45 @@ def test_cum_qty_above_what_was_booked_when_an_execution_was_missed_then_the_res
     assert ack.detail == "CumQty 10 above the executions received (4): the rest booked from CumQty"
 
 
+def test_cum_qty_above_what_was_booked_when_no_price_is_given_then_held_until_one_is() -> None:
+    entry = booked()
+    entry.apply(trade("X1", "4", "4", px="100"), NOW, "OMS")
+
+    # a status without AvgPx (or 6=0) and no LastPx: nobody stated a price
+    entry.apply(report(exec_type="I", ord_status="2", cum_qty="10", avg_px="0",
+                       order_id="O-1", cl="ord-1"), NOW, "OMS")  # fmt: skip
+    held = entry.ack()
+    entry.apply(report(exec_type="I", ord_status="2", cum_qty="10", avg_px="100.6",
+                       order_id="O-1", cl="ord-1"), NOW, "OMS")  # fmt: skip
+    priced = entry.ack()
+
+    assert [(f.execution_id, f.quantity, f.price) for f in held.fills] == [("X1", 4.0, 100.0)]
+    assert held.status is OrderStatus.PARTIALLY_FILLED  # 39=2, but 4 of 10 booked
+    assert held.detail == (
+        "CumQty 10 above the executions received (4), with no AvgPx or LastPx to price "
+        "the rest: not booked until a report prices it"
+    )
+    assert [(f.execution_id, f.quantity, f.price) for f in priced.fills] == [
+        ("X1", 4.0, 100.0),
+        ("O-1:cum:10", 6.0, 101.0),
+    ]
+    assert priced.status is OrderStatus.FILLED
+
+
+def test_cum_qty_beyond_the_order_quantity_when_booked_from_cum_qty_then_all_of_it_booked() -> None:
+    entry = booked(quantity=10.0)
+    entry.apply(trade("X1", "10", "10", "2", px="100"), NOW, "OMS")
+
+    entry.apply(report(exec_type="I", ord_status="2", cum_qty="12", avg_px="100",
+                       order_id="O-1", cl="ord-1"), NOW, "OMS")  # fmt: skip
+
+    # broker truth: 12 executed; the gateway names the overfill (engine/gateway/executions.py)
+    assert [(f.execution_id, f.quantity) for f in entry.ack().fills] == [
+        ("X1", 10.0),
+        ("O-1:cum:12", 2.0),
+    ]
+
+
 def test_cum_qty_below_what_was_booked_when_reported_then_told_once_as_an_anomaly() -> None:
     entry = booked()
     entry.apply(trade("X1", "4", "4"), NOW, "OMS")
