@@ -249,7 +249,7 @@ class OmsRestAdapter:
             raise
         with self._report_lock:  # no event is booked between the answer and the discard
             try:
-                return self._report(self._order(answer, what))
+                return self._report(self._order(answer, what, cid))
             finally:
                 with self._lock:
                     self._busy.discard(cid)
@@ -691,7 +691,7 @@ class OmsRestAdapter:
             if refused.raw.get("http_status") == 404:
                 return None
             raise
-        return self._order(found, f"lookup of {order_id!r}")
+        return self._order(found, f"lookup of {order_id!r}", order_id)
 
     def _owned(self, order_id: str, broker_order_id: str) -> None:
         """A cancel or replace names the order by client id; the broker id must
@@ -715,14 +715,18 @@ class OmsRestAdapter:
                 code="order_not_found",
             )
 
-    def _order(self, value: object, what: str) -> Mapping[str, object]:
+    def _order(self, value: object, what: str, cid: str | None = None) -> Mapping[str, object]:
+        """An order as the OMS sent it; `cid`: the one asked about (an answer about
+        another order is never taken for it: its fills would be booked to ours)."""
         if not isinstance(value, dict):
             raise self._unparseable(what, f"an order, got {type(value).__name__}")
         try:
-            text(value, "client_order_id")
+            got = text(value, "client_order_id")
             text(value, "status")
         except ValueError as exc:
             raise self._unparseable(what, f"an order ({exc})") from exc
+        if cid is not None and got != cid:
+            raise self._unparseable(what, f"the order {cid!r}, got the order {_clip(got)!r}")
         return value
 
     # --- memory ---------------------------------------------------------------------------

@@ -218,8 +218,11 @@ def test_cancel_reject_when_the_oms_refuses_the_cancel_then_broker_error_and_ord
 
     assert "order is locked at the venue" in str(refused.record)
     assert refused.record["order_status"] != OrderStatus.CANCELLED
+    assert refused.record["fail_closed_triggers"] == ["broker_api_error"]
     assert cancelled.record["order_status"] == OrderStatus.CANCELLED
     assert paper.fake.order(order_id)["status"] == "canceled"
+    assert paper.fake.requests.count(("POST", f"/v1/orders/{order_id}/cancel")) == 2
+    assert paper.fake.received(order_id) == 1
     assert paper.chain_ok()
 
 
@@ -240,6 +243,7 @@ def test_partial_fills_when_the_rest_fills_later_then_exactly_the_total_is_booke
     assert [f.quantity for f in paper.fills(order_id)] == [40.0, 60.0]
     assert paper.gateway.store.positions("default") == {"AAPL": 100.0}
     assert paper.anomalies() == []
+    assert paper.fake.received(order_id) == 1
 
 
 def test_fill_after_cancel_when_the_oms_reports_it_then_booked_as_an_anomaly(
@@ -253,6 +257,8 @@ def test_fill_after_cancel_when_the_oms_reports_it_then_booked_as_an_anomaly(
     assert wait_for(lambda: "fill_after_cancel" in paper.anomalies())
     assert [f.quantity for f in paper.fills(order_id)] == [30.0]
     assert paper.gateway.store.positions("default") == {"AAPL": 30.0}
+    assert paper.fake.received(order_id) == 1
+    assert paper.chain_ok()
 
 
 def test_overfill_when_the_oms_executes_beyond_the_quantity_then_an_anomaly(
@@ -264,6 +270,8 @@ def test_overfill_when_the_oms_executes_beyond_the_quantity_then_an_anomaly(
 
     assert wait_for(lambda: "overfill" in paper.anomalies())
     assert [f.quantity for f in paper.fills(order_id)] == [150.0]
+    assert paper.fake.received(order_id) == 1
+    assert paper.chain_ok()
 
 
 def test_duplicate_execution_when_sent_twice_on_socket_and_cursor_then_booked_once(
@@ -283,6 +291,8 @@ def test_duplicate_execution_when_sent_twice_on_socket_and_cursor_then_booked_on
     assert [f.quantity for f in paper.fills(order_id)] == [100.0]
     assert paper.gateway.store.positions("default") == {"AAPL": 100.0}
     assert paper.anomalies() == []
+    assert paper.fake.received(order_id) == 1
+    assert paper.chain_ok()
 
 
 # --- the socket ---------------------------------------------------------------------------------
@@ -300,6 +310,8 @@ def test_sequence_gap_when_an_event_is_skipped_on_the_socket_then_read_from_the_
     assert paper.adapter.gaps >= 1
     assert [f.quantity for f in paper.fills(order_id)] == [100.0]
     assert paper.anomalies() == []
+    assert paper.fake.received(order_id) == 1
+    assert paper.chain_ok()
 
 
 @pytest.mark.parametrize("kind", ["not_json", "missing_order"])
@@ -316,6 +328,8 @@ def test_garbled_message_on_the_socket_then_not_used_and_the_event_read_from_the
     assert paper.adapter.unreadable == 0  # the cursor's copy was read
     assert [f.quantity for f in paper.fills(order_id)] == [100.0]
     assert paper.anomalies() == []
+    assert paper.fake.received(order_id) == 1
+    assert paper.chain_ok()
 
 
 def test_silence_past_the_heartbeat_then_the_socket_is_dropped_and_resumed_from_booked(
@@ -333,6 +347,9 @@ def test_silence_past_the_heartbeat_then_the_socket_is_dropped_and_resumed_from_
     assert paper.fake.ws_sessions[0] == 0
     assert all(after >= booked for after in paper.fake.ws_sessions[1:])
     assert [f.quantity for f in paper.fills(order_id)] == [100.0]
+    assert paper.fake.received(order_id) == 1
+    assert paper.anomalies() == []
+    assert paper.chain_ok()
 
 
 def test_socket_down_then_fills_booked_from_the_cursor_and_the_socket_resumes_later(

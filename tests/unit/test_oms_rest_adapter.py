@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
+import httpx
 import pytest
 
 from adapters import registry
@@ -322,3 +323,32 @@ def wait_until(check: Callable[[], bool]) -> bool:
             return True
         time.sleep(0.02)
     return check()
+
+
+def test_answer_about_another_order_when_the_oms_sends_one_then_refused_and_nothing_held() -> None:
+    """An OMS that answers with another order's body (a bug on its side) is never
+    taken at its word: that order's fills would be booked to ours."""
+    other = {"client_order_id": "someone-else", "order_id": "OMS-9", "status": "filled",
+             "sequence": 3, "executions": [{"execution_id": "X-9", "quantity": 10.0,
+             "price": 101.0, "executed_at": "2026-11-30T15:00:00Z"}]}  # fmt: skip
+    asked: list[tuple[str, str]] = []
+
+    def oms(request: httpx.Request) -> httpx.Response:
+        asked.append((request.method, request.url.path))
+        return httpx.Response(201 if request.method == "POST" else 200, json=other)
+
+    adapter = OmsRestAdapter(base_url="http://oms.test", token=TOKEN, clock=clock)
+    adapter._http = httpx.Client(base_url="http://oms.test", transport=httpx.MockTransport(oms))
+    try:
+        with pytest.raises(BrokerError) as submitted:
+            adapter.submit(buy("ord-1"))
+        with pytest.raises(BrokerError) as looked_up:
+            adapter.find("ord-1")
+    finally:
+        adapter.close()
+
+    for caught in (submitted.value, looked_up.value):
+        assert caught.code == "unparseable_reply"
+        assert "want: the order 'ord-1', got the order 'someone-else'" in str(caught)
+    assert asked == [("POST", "/v1/orders"), ("GET", "/v1/orders/ord-1")]  # one submit
+    assert "ord-1" not in adapter._held
