@@ -13,6 +13,7 @@ from collections.abc import Callable
 from engine.errors import InvalidArgument
 
 from ._rows import ORDER_COLUMNS
+from .schema import WORKING
 
 __all__ = ["INSERT_COLUMNS", "Statements"]
 
@@ -45,14 +46,13 @@ SELECT{_CONTROLS},
 """
 
 # Working at a broker (engine.lifecycle.OPEN): the orders the credit and
-# self-match checks count
-_OPEN = (
-    "('submitted', 'accepted', 'partially_filled', 'pending_cancel', 'pending_replace', 'replaced')"
-)
+# self-match checks count; written as the partial index ix_orders_working says it
+_OPEN = WORKING.removeprefix("status IN ")
 # The account's book, in one statement (tagged rows): its working orders (what is
 # left of each; a market order's request, to value it at the touch it was judged
 # at), its positions with their marks, and what it executed on the day. Working
-# orders are found by ix_orders_status, the rest by primary key.
+# orders are found by the partial index ix_orders_working, which holds only
+# them, the rest by primary key.
 _BOOK = f"""
 SELECT 'w', order_id, symbol, side, order_type, quantity - filled_quantity, limit_price,
   stop_price, CASE WHEN order_type = 'market' THEN request END

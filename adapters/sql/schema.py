@@ -18,11 +18,21 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 from engine.limits import CODE_LENGTH, IDENTIFIER_LENGTH, SYMBOL_LENGTH
 
+# engine.lifecycle.OPEN, as SQL: the statuses of an order working at a broker (the
+# account book's read and its partial index must say exactly this, so that the
+# planners match the one to the other)
+WORKING = (
+    "status IN ('submitted', 'accepted', 'partially_filled', 'pending_cancel',"
+    " 'pending_replace', 'replaced')"
+)
+
 __all__ = [
+    "WORKING",
     "api_tokens",
     "audit_log",
     "broker_journal",
@@ -105,6 +115,17 @@ orders = Table(
     Index("ix_orders_window", "account", "operation", "created_at", "status", "client_order_id"),
     Index("ix_orders_duplicate", "account", "symbol", "side", "quantity", "created_at"),
     Index("ix_orders_status", "status"),
+    # the account's working orders, read with every decision (adapters/sql/_statements.py
+    # _BOOK): a partial index holds only orders working at a broker, so the read costs
+    # the same at a hundred orders or ten million (ix_orders_window, which the planner
+    # would take, holds every submit the account ever made)
+    Index(
+        "ix_orders_working",
+        "account",
+        "operation",
+        sqlite_where=text(WORKING),
+        postgresql_where=text(WORKING),
+    ),
 )
 
 # A client order id is claimed by its first valid submit; the digest of the
