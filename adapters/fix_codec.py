@@ -60,11 +60,21 @@ class Frame:
     problem: str = ""
 
 
+# A frame longer than this without its CheckSum is dropped as garbled: a peer that
+# opens a frame and never ends it cannot grow our memory without bound. Far above
+# any message we read (an ExecutionReport is a few hundred bytes; a PositionReport
+# with its parties a few KiB).
+MAX_FRAME = 1 << 20
+_END_LENGTH = len(b"\x0110=000\x01")
+
+
 class Framer:
     """Cut received bytes into checked frames."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_frame: int = MAX_FRAME) -> None:
         self._buffer = b""
+        self._searched = 0  # the open frame holds no end before this offset
+        self._max = max_frame
 
     def feed(self, data: bytes) -> list[Frame]:
         self._buffer += data
@@ -73,15 +83,27 @@ class Framer:
             start = self._buffer.find(_START)
             if start < 0:
                 # keep a tail that may be the beginning of a frame
-                self._buffer = self._buffer[-len(_START) :]
+                self._buffer, self._searched = self._buffer[-len(_START) :], 0
                 return frames
             if start > 0:
                 frames.append(Frame(self._buffer[:start], None, "bytes outside a frame"))
-                self._buffer = self._buffer[start:]
-            end = _END.search(self._buffer, len(_START))
+                self._buffer, self._searched = self._buffer[start:], 0
+            # search only what arrived since the last search (a slow large frame is
+            # read in linear time), from just before it in case an end straddles
+            end = _END.search(self._buffer, max(len(_START), self._searched - _END_LENGTH))
             if end is None:
-                return frames
+                self._searched = len(self._buffer)
+                if len(self._buffer) <= self._max:
+                    return frames
+                # too long without an end: dropped up to the next frame's start, if any
+                following = self._buffer.find(_START, 1)
+                cut = following if following > 0 else len(self._buffer) - len(_START)
+                problem = f"no CheckSum within {self._max} bytes"
+                frames.append(Frame(self._buffer[:cut], None, problem))
+                self._buffer, self._searched = self._buffer[cut:], 0
+                continue
             raw, self._buffer = self._buffer[: end.end()], self._buffer[end.end() :]
+            self._searched = 0
             frames.append(_check(raw, end.start() + 1))
 
 

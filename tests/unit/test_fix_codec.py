@@ -63,6 +63,35 @@ def test_framer_when_a_message_is_garbled_then_dropped_and_the_next_still_read(
     assert frames[2].message is not None and frames[2].message.get(34) == b"2"
 
 
+def test_framer_when_a_frame_never_ends_then_dropped_at_the_bound_and_memory_stays_bounded() -> (
+    None
+):
+    framer = Framer(max_frame=1_000)
+    opened = message(1)[:40]  # a frame's start, then filler without a CheckSum
+    frames = framer.feed(opened)
+    for _ in range(500):
+        frames += framer.feed(b"x" * 97)
+        assert len(framer._buffer) <= 1_000 + 97
+
+    frames += framer.feed(message(2))
+
+    dropped = [f for f in frames if f.problem]
+    assert dropped and dropped[0].problem == "no CheckSum within 1000 bytes"
+    assert dropped[0].raw.startswith(b"8=FIX.4.4")
+    read = [f.message.get(34) for f in frames if f.message is not None]
+    assert read == [b"2"]
+
+
+def test_framer_when_a_large_valid_frame_trickles_in_then_cut_whole() -> None:
+    big = message(4, (58, "z" * 5_000)) + message(5)
+    framer = Framer()
+
+    frames = [f for byte in range(len(big)) for f in framer.feed(big[byte : byte + 1])]
+
+    assert [f.message.get(34) for f in frames if f.message is not None] == [b"4", b"5"]
+    assert all(not f.problem for f in frames)
+
+
 @pytest.mark.parametrize(
     ("text", "value"),
     [("100", 100.0), ("100.0", 100.0), ("2.5", 2.5), (".5", 0.5), ("1E2", None), ("", None),
