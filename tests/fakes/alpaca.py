@@ -934,6 +934,12 @@ def _handler(fake: FakeAlpaca) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:  # quiet
             return
 
+        def setup(self) -> None:
+            super().setup()
+            # headers and body go out as two writes: without this, Nagle's
+            # algorithm and the client's delayed ACK add 40 ms to every answer
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
         def _handle(self, method: str) -> None:
             parts = urlsplit(self.path)
             query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
