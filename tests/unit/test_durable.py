@@ -3,6 +3,7 @@ no state left behind however many orders it judges."""
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import InvalidArgument
-from engine.policy._durable import LIMIT, DurableRuleset, encode
+from engine.policy._durable import LIMIT, DurableRuleset, _encode, encode
 
 
 def engine_rule(condition: dict[str, Any]) -> dict[str, Any]:
@@ -116,6 +117,48 @@ def test_encode_when_any_finite_or_infinite_float_then_no_exponent_and_value_kep
     assert "e" not in alone.lower()
     assert "e" not in in_fact.lower()
     assert float(alone) == float(in_fact.removeprefix('{"x":').removesuffix("}")) == expected
+
+
+_SCALARS = (
+    st.floats(allow_nan=False)
+    | st.integers(min_value=-(10**17), max_value=10**17)
+    | st.text(max_size=8)
+    | st.booleans()
+    | st.none()
+)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.dictionaries(st.text(alphabet="abcdefgh_", min_size=1, max_size=6), _SCALARS))
+def test_encode_when_a_flat_fact_then_the_same_text_as_value_by_value(fact: dict[str, Any]) -> None:
+    """The flat path (one json.dumps, odd numbers marked and replaced) writes the
+    values encoding each alone writes, in the same order, every number in plain
+    decimal: tiny and huge numbers included."""
+    numbers: list[str] = []
+
+    def number(token: str) -> float:
+        numbers.append(token)
+        return float(token)
+
+    read = json.loads(encode(fact), parse_float=number, parse_int=number)
+
+    assert list(read) == list(fact)
+    assert read == json.loads(_encode(fact))
+    assert read == {
+        k: max(-LIMIT, min(LIMIT, v)) if type(v) in (int, float) else v for k, v in fact.items()
+    }
+    assert not [token for token in numbers if "e" in token.lower()]
+
+
+def test_encode_when_text_holds_what_a_mark_would_be_then_it_is_kept_as_text() -> None:
+    fact = {"a": 1e-05, "note": "\x000\x00", "b": "\\u00000\\u0000", "c": 2e-06}
+
+    assert encode(fact) == (
+        '{"a":0.00001,"note":"\\u00000\\u0000","b":"\\\\u00000\\\\u0000","c":0.000002}'
+    )
+    assert json.loads(encode(fact)) == fact
+    del fact["note"]  # no NUL: the flat path, beside text that reads like a mark
+    assert encode(fact) == '{"a":0.00001,"b":"\\\\u00000\\\\u0000","c":0.000002}'
 
 
 @pytest.mark.parametrize(
