@@ -2,7 +2,9 @@
 (tests/fakes/alpaca.py) holding the contract's quote, and adapters on it over
 alpaca-py's real clients. A second `connect()` is a restart: a new adapter on
 the same broker and the same journal (as the service gives it the store's), so
-the fill steps it reported are kept."""
+the fill steps it reported are kept.
+
+`fake_and_connect` gives the fake too: bench/brokers.py sets its quote."""
 
 from __future__ import annotations
 
@@ -23,12 +25,12 @@ def fixed_clock() -> datetime:
 
 
 @contextmanager
-def alpaca() -> Iterator[Callable[[], BrokerAdapter]]:
+def fake_and_connect() -> Iterator[tuple[FakeAlpaca, Callable[[], AlpacaAdapter]]]:
     with FakeAlpaca() as fake:
         fake.set_quote("AAPL", bid=99.0, ask=101.0, last=100.0)
         journal = MemoryJournal()
 
-        def connect() -> BrokerAdapter:
+        def connect() -> AlpacaAdapter:
             return AlpacaAdapter(
                 key_id=fake.key_id,
                 secret_key=fake.secret_key,
@@ -39,4 +41,10 @@ def alpaca() -> Iterator[Callable[[], BrokerAdapter]]:
                 journal=journal,
             )
 
+        yield fake, connect
+
+
+@contextmanager
+def alpaca() -> Iterator[Callable[[], BrokerAdapter]]:
+    with fake_and_connect() as (_, connect):
         yield connect

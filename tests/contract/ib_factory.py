@@ -1,7 +1,9 @@
 """The IB adapter in the broker contract suite: a fake TWS on 127.0.0.1 with the
 contract's quote, and adapters on it. A second `connect()` is a restart: the
 previous adapter is closed first, because TWS refuses a client id already
-connected (error 326), as a restarted process would find its old socket gone."""
+connected (error 326), as a restarted process would find its old socket gone.
+
+`fake_and_connect` gives the fake too: bench/brokers.py sets its quote."""
 
 from __future__ import annotations
 
@@ -22,11 +24,11 @@ def fixed_clock() -> datetime:
 
 
 @contextmanager
-def ib() -> Iterator[Callable[[], BrokerAdapter]]:
+def fake_and_connect() -> Iterator[tuple[FakeTWS, Callable[[], IBAdapter]]]:
     fake = FakeTWS(accounts=(ACCOUNT,), quotes={"AAPL": (99.0, 101.0, 100.0)}, clock=fixed_clock)
     adapters: list[IBAdapter] = []
 
-    def connect() -> BrokerAdapter:
+    def connect() -> IBAdapter:
         for old in adapters:
             old.close()
         adapter = IBAdapter(
@@ -42,7 +44,13 @@ def ib() -> Iterator[Callable[[], BrokerAdapter]]:
 
     with fake:
         try:
-            yield connect
+            yield fake, connect
         finally:
             for adapter in adapters:
                 adapter.close()
+
+
+@contextmanager
+def ib() -> Iterator[Callable[[], BrokerAdapter]]:
+    with fake_and_connect() as (_, connect):
+        yield connect

@@ -2,7 +2,10 @@
 (tests/fakes/oms_rest.py, written from docs/oms-rest.md) holding the contract's
 quote, and adapters on it over httpx. A second `connect()` is a restart: a new
 adapter on the same OMS and the same journal, as the service gives it the
-store's."""
+store's.
+
+`fake_and_connect` gives the fake too: bench/brokers.py drives fills and the
+socket with it."""
 
 from __future__ import annotations
 
@@ -23,13 +26,13 @@ def fixed_clock() -> datetime:
 
 
 @contextmanager
-def oms_rest() -> Iterator[Callable[[], BrokerAdapter]]:
+def fake_and_connect() -> Iterator[tuple[FakeOms, Callable[[], OmsRestAdapter]]]:
     with FakeOms() as fake:
         fake.set_quote("AAPL", bid=99.0, ask=101.0)
         journal = MemoryJournal()
         adapters: list[OmsRestAdapter] = []
 
-        def connect() -> BrokerAdapter:
+        def connect() -> OmsRestAdapter:
             adapter = OmsRestAdapter(
                 base_url=fake.url,
                 ws_url=fake.ws_url,
@@ -42,7 +45,13 @@ def oms_rest() -> Iterator[Callable[[], BrokerAdapter]]:
             return adapter
 
         try:
-            yield connect
+            yield fake, connect
         finally:
             for adapter in adapters:
                 adapter.close()
+
+
+@contextmanager
+def oms_rest() -> Iterator[Callable[[], BrokerAdapter]]:
+    with fake_and_connect() as (_, connect):
+        yield connect
