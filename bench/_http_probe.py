@@ -27,6 +27,7 @@ from engine.models import EngineState, OrderRequest
 __all__ = ["in_process", "market_order", "read_profile", "sampled"]
 
 ROOT = Path(__file__).resolve().parent.parent
+QUOTE_AGE = timedelta(milliseconds=5)
 SYMBOLS = ("AAPL", "MSFT", "NVDA", "SPY", "QQQ", "JPM", "XOM", "TSLA")
 QUOTE = {"bid": 150.20, "ask": 150.30, "last": 150.25}
 
@@ -36,7 +37,9 @@ def market_order(n: int, run: str) -> dict[str, Any]:
     quantity) that repeats only every 16,000 orders. Buys and sells alternate
     with the same quantity, so positions stay near zero."""
     pair = n // 2
-    quote = {**QUOTE, "timestamp": format_utc(datetime.now(UTC))}
+    # quoted QUOTE_AGE before now, as a client's quote is by the time it is judged: a
+    # quote microseconds old gives ages below 0.0001 s, which no real flow has
+    quote = {**QUOTE, "timestamp": format_utc(datetime.now(UTC) - QUOTE_AGE)}
     protocols = ["T01", "T07"]
     side = "buy" if n % 2 == 0 else "sell"
     # a sell may reach the gate before its buy has filled (or be a dry run from
