@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from engine.broker import Fill
-from engine.lifecycle import OrderStatus
+from engine.lifecycle import OPEN, OrderStatus
 from engine.limits import CODE_LENGTH, IDENTIFIER_LENGTH, SYMBOL_LENGTH
 from engine.models import FlowCounts, WorkingOrder
 from engine.ports import Controls, Snapshot, StoredOrder, TokenRow
@@ -108,9 +108,7 @@ def snapshot(row: Sequence[Any]) -> Snapshot:
 
 
 # engine.lifecycle.OPEN as the orders table spells it (the book statement's list)
-OPEN_STATUSES = frozenset(
-    {"submitted", "accepted", "partially_filled", "pending_cancel", "pending_replace", "replaced"}
-)
+OPEN_STATUSES = frozenset(status.value for status in OPEN)
 
 
 def with_book(snap: Snapshot, rows: Sequence[Sequence[Any]]) -> Snapshot:
