@@ -5,6 +5,8 @@
   is in the chain, no later record approves a new order (`submitted`,
   `evaluated` without triggers, `pending_replace`);
 - the throttle never lets more than its limit through;
+- an account's working orders never pass its open notional limit, and never
+  cross each other (self-match);
 - nothing is sent to the broker twice, and the chain verifies.
 
 Decisions are taken under the chain lock (engine/gateway/submit.py), so these
@@ -198,3 +200,82 @@ def test_same_client_order_id_from_many_threads_then_sent_once(
     assert isinstance(broker, CountingBroker)
     assert len(broker.sent) == 1
     assert sorted(kinds) == ["replayed"] * 11 + ["routed"]
+
+
+# --- account-wide controls (policies/account_controls.yaml) under many clients ----------
+
+OPEN_LIMIT = 1_000_000  # risk.max_open_notional_by_account for paper-1
+
+
+def _resting(make_order: OrderBuilder, **changes: Any) -> dict[str, Any]:
+    """A limit order of paper-1 that rests at the simulator (inside the 150.20/150.30
+    quote), so it stays working and counts toward the account's open notional."""
+    return make_order(account="paper-1", order_type="limit", **changes)
+
+
+def test_many_clients_at_once_then_the_working_orders_never_pass_the_open_notional_limit(
+    gateway: Gateway, make_order: OrderBuilder
+) -> None:
+    """24 resting buys of about 150,000 each, from 24 threads at once: the account's
+    working notional never exceeds its limit, and the gate blocked only orders that
+    would have taken it over (each by open_notional_check)."""
+    assert gateway.evaluator.policy.config.param("risk.max_open_notional_by_account") == {
+        "paper-1": OPEN_LIMIT
+    }
+    orders = [_resting(make_order, limit_price=150.0, quantity=1000 + i) for i in range(24)]
+    gate = threading.Barrier(len(orders))
+
+    def submit(order: dict[str, Any]) -> dict[str, Any]:
+        gate.wait()
+        return gateway.submit(order, TRADER).record
+
+    with ThreadPoolExecutor(len(orders)) as pool:
+        records = list(pool.map(submit, orders))
+
+    working = [r for r in records if r["order_status"] == "accepted"]
+    blocked = [r for r in records if r["order_status"] == "blocked"]
+    assert len(working) + len(blocked) == len(orders), [r["order_status"] for r in records]
+    working_notional = sum(r["quantity"] * r["limit_price"] for r in working)
+    assert working_notional <= OPEN_LIMIT
+    assert len(working) == 6  # 6 x ~150,500 fit under 1,000,000, a seventh never does
+    for record in blocked:
+        failed = [c for c, result in record["risk_check_results"].items() if result != "pass"]
+        assert failed == ["open_notional_check"], record["reasons"]
+        assert working_notional + record["quantity"] * 150.0 > OPEN_LIMIT
+    broker = gateway.broker_for("simulation")
+    assert isinstance(broker, CountingBroker)
+    assert sorted(broker.sent) == sorted(r["order_id"] for r in working)
+    assert verify_chain(gateway.store.audit_records()).ok
+
+
+def test_crossing_buys_and_sells_at_once_then_no_two_working_orders_of_the_account_cross(
+    gateway: Gateway, make_order: OrderBuilder
+) -> None:
+    """12 buys at 150.29 and 12 short sells at 150.28 of one account, from 24 threads
+    at once: each would rest alone, and any buy crosses any sell. Only one side can
+    be working at the end; every other order was blocked as SELF_MATCH."""
+    buys = [_resting(make_order, side="buy", limit_price=150.29, quantity=100 + i)
+            for i in range(12)]  # fmt: skip
+    sells = [_resting(make_order, side="sell", limit_price=150.28, quantity=200 + i,
+                      short_sale=True, locate_id=f"LOC-{i}") for i in range(12)]  # fmt: skip
+    orders = [order for pair in zip(buys, sells, strict=True) for order in pair]
+    gate = threading.Barrier(len(orders))
+
+    def submit(order: dict[str, Any]) -> dict[str, Any]:
+        gate.wait()
+        return gateway.submit(order, TRADER).record
+
+    with ThreadPoolExecutor(len(orders)) as pool:
+        records = list(pool.map(submit, orders))
+
+    working = [r for r in records if r["order_status"] == "accepted"]
+    sides = {r["side"] for r in working}
+    assert working and len(sides) == 1, [(r["side"], r["order_status"]) for r in records]
+    for record in records:
+        if record["order_status"] == "accepted":
+            continue
+        assert record["order_status"] == "blocked"
+        assert record["side"] not in sides
+        codes = [reason["code"] for reason in record["reasons"]]
+        assert codes == ["SELF_MATCH"], record["reasons"]
+    assert verify_chain(gateway.store.audit_records()).ok
