@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 from litestar.testing import TestClient
-from sqlalchemy import text
 
 from adapters.alpaca import AlpacaAdapter
 from adapters.base import MemoryJournal, MemorySessionLog
@@ -38,19 +37,11 @@ from tests.fakes.alpaca import FakeAlpaca
 from tests.fakes.fix_acceptor import FakeFixAcceptor
 from tests.fakes.oms_rest import FakeOms
 from tests.fakes.tws import FakeTWS
+from tests.unit.test_portfolio import marks
 
 ADMIN = Actor.of("t-admin", "admin")
 IB_ACCOUNT = "DU123"
 BAD_TEXT = ["0", "-5", "nan", "inf", "abc", ""]
-
-
-def marks(store: SqlStore, account: str = "default") -> dict[str, float | None]:
-    with store.engine.connect() as conn:
-        rows = conn.execute(
-            text("SELECT symbol, price FROM positions WHERE account = :account"),
-            {"account": account},
-        ).all()
-    return {str(symbol): price for symbol, price in sorted(rows)}
 
 
 def synced_into(store: SqlStore, broker: BrokerAdapter, clock: FixedClock) -> list[Any]:

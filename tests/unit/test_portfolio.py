@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import text
@@ -69,11 +69,14 @@ class PricedHolding(Holding):
 NOW = FixedClock().now
 
 
-@pytest.fixture
-def paper(store_url: str, clock: FixedClock) -> Iterator[tuple[Gateway, Holding, SqlStore]]:
+H = TypeVar("H", bound=Holding)
+
+
+def _in_paper(store_url: str, clock: FixedClock, broker: H) -> tuple[Gateway, H, SqlStore]:
+    """A gateway in paper mode on a fresh store, routing to `broker`, whose
+    positions the sync sets into account `default`."""
     store = SqlStore(store_url)
     store.migrate()
-    broker = Holding()
     evaluator = Evaluator(_load_policies_once(POLICIES), clock)
     gateway = Gateway(store, evaluator, {"paper": broker}, clock)
     gateway.sync_positions_into(broker.name, "default")
@@ -82,23 +85,19 @@ def paper(store_url: str, clock: FixedClock) -> Iterator[tuple[Gateway, Holding,
         w.set_controls(Controls("paper", {}), clock())
 
     store.transact(to_paper)
+    return gateway, broker, store
+
+
+@pytest.fixture
+def paper(store_url: str, clock: FixedClock) -> Iterator[tuple[Gateway, Holding, SqlStore]]:
+    gateway, broker, store = _in_paper(store_url, clock, Holding())
     yield gateway, broker, store
     store.close()
 
 
 @pytest.fixture
 def priced(store_url: str, clock: FixedClock) -> Iterator[tuple[Gateway, PricedHolding, SqlStore]]:
-    store = SqlStore(store_url)
-    store.migrate()
-    broker = PricedHolding()
-    evaluator = Evaluator(_load_policies_once(POLICIES), clock)
-    gateway = Gateway(store, evaluator, {"paper": broker}, clock)
-    gateway.sync_positions_into(broker.name, "default")
-
-    def to_paper(w: Writer) -> None:
-        w.set_controls(Controls("paper", {}), clock())
-
-    store.transact(to_paper)
+    gateway, broker, store = _in_paper(store_url, clock, PricedHolding())
     yield gateway, broker, store
     store.close()
 
