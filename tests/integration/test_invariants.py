@@ -213,6 +213,19 @@ def _resting(make_order: OrderBuilder, **changes: Any) -> dict[str, Any]:
     return make_order(account="paper-1", order_type="limit", **changes)
 
 
+def _all_at_once(gateway: Gateway, orders: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Submit every order from a thread of its own, all released at one barrier; the
+    records, in the orders' order."""
+    gate = threading.Barrier(len(orders))
+
+    def submit(order: dict[str, Any]) -> dict[str, Any]:
+        gate.wait()
+        return gateway.submit(order, TRADER).record
+
+    with ThreadPoolExecutor(len(orders)) as pool:
+        return list(pool.map(submit, orders))
+
+
 def test_many_clients_at_once_then_the_working_orders_never_pass_the_open_notional_limit(
     gateway: Gateway, make_order: OrderBuilder
 ) -> None:
@@ -223,14 +236,7 @@ def test_many_clients_at_once_then_the_working_orders_never_pass_the_open_notion
         "paper-1": OPEN_LIMIT
     }
     orders = [_resting(make_order, limit_price=150.0, quantity=1000 + i) for i in range(24)]
-    gate = threading.Barrier(len(orders))
-
-    def submit(order: dict[str, Any]) -> dict[str, Any]:
-        gate.wait()
-        return gateway.submit(order, TRADER).record
-
-    with ThreadPoolExecutor(len(orders)) as pool:
-        records = list(pool.map(submit, orders))
+    records = _all_at_once(gateway, orders)
 
     working = [r for r in records if r["order_status"] == "accepted"]
     blocked = [r for r in records if r["order_status"] == "blocked"]
@@ -259,14 +265,7 @@ def test_crossing_buys_and_sells_at_once_then_no_two_working_orders_of_the_accou
     sells = [_resting(make_order, side="sell", limit_price=150.28, quantity=200 + i,
                       short_sale=True, locate_id=f"LOC-{i}") for i in range(12)]  # fmt: skip
     orders = [order for pair in zip(buys, sells, strict=True) for order in pair]
-    gate = threading.Barrier(len(orders))
-
-    def submit(order: dict[str, Any]) -> dict[str, Any]:
-        gate.wait()
-        return gateway.submit(order, TRADER).record
-
-    with ThreadPoolExecutor(len(orders)) as pool:
-        records = list(pool.map(submit, orders))
+    records = _all_at_once(gateway, orders)
 
     working = [r for r in records if r["order_status"] == "accepted"]
     sides = {r["side"] for r in working}
